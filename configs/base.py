@@ -1,0 +1,74 @@
+"""Shared defaults for every milk-jax run; other configs start from these.
+
+Each field carries a one-line comment. Override any field from the command
+line, e.g. `--config.train.beta=50` or `--config.data.setting=mtmt`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds the split, the missing masks, the init and every draw.
+
+  # ---------------------------------------------------------------- data
+  data = config.data = ml_collections.ConfigDict()
+  data.format = 'synthetic'  # synthetic | interactions | mmrec | milk.
+  data.path = config_dict.placeholder(str)  # Dataset folder (not synthetic).
+  data.modalities = ('image', 'text')  # Read from `<name>_feat.npy`; M >= 2.
+  data.interactions_file = 'interactions.tsv'  # `interactions` format: user, item[, timestamp].
+  data.inter_name = config_dict.placeholder(str)  # `mmrec` format: `<name>.inter`; None = the only *.inter.
+  data.new_item_fraction = 0.2  # Items that lose all training interactions.
+  data.val_fraction = 0.5  # Share of the new items used for validation; rest test.
+  data.setting = 'ftmt'  # ftft | ftmt | mtmt | groups (missing modalities).
+  data.test_missing_rate = 0.5  # ftmt/mtmt: new items that miss one modality.
+  data.train_missing_rate = 0.3  # mtmt: warm items that miss one modality.
+  data.group_fractions = (0.1, 0.45, 0.45)  # groups: new items missing 0, 1, 2... modalities.
+  data.imputation = 'mean'  # mean | zero: what fills a missing modality.
+  data.normalize = True  # L2-normalise each feature row after imputation.
+  data.negatives = 'warm'  # warm | all: pool of sampled negatives ('all' = authors').
+
+  syn = data.synthetic = ml_collections.ConfigDict()
+  syn.num_users = 600  # Users in the synthetic catalogue.
+  syn.num_items = 500  # Items in the synthetic catalogue.
+  syn.feature_dims = (64, 32)  # One feature width per modality.
+  syn.latent_dim = 16  # Width of the planted item/user factors.
+  syn.interactions_per_user = 20.0  # Mean interactions per user (Poisson, at least 1).
+  syn.noise = 0.5  # Std of the noise added to each modality's projection.
+  syn.temperature = 0.5  # Lower = users follow their factors more sharply.
+
+  # --------------------------------------------------------------- model
+  model = config.model = ml_collections.ConfigDict()
+  model.embed_dim = 64  # d: width of user embeddings and extractor outputs.
+  model.user_init_std = 0.1  # User embeddings start N(0, std^2).
+  model.use_alignment = True  # CMAM: masked pairwise alignment (Eq. 6).
+  model.use_invariance = True  # CEIM + REx over environments; False = ERM on the mean-fused item.
+  model.use_uniform_env = True  # Include environment 0 with equal weights.
+  model.cyclic_shift = True  # Rows 2..M are cyclic shifts of row 1; False = M independent draws.
+  model.resample_weights = True  # Re-draw the Dirichlet weights every step; False = draw once.
+  model.alpha = 0.1  # Symmetric Dirichlet concentration for the environment weights.
+
+  # --------------------------------------------------------------- train
+  train = config.train = ml_collections.ConfigDict()
+  train.beta = 1000.0  # REx variance weight (Eq. 14).
+  train.align_weight = 0.05  # lambda: weight of the alignment loss (Eq. 16).
+  train.reg_weight = 1e-4  # Weight of the L2 regulariser.
+  train.reg_target = 'embeddings'  # embeddings (batch user/item vectors, as the authors) | params.
+  train.variance_ddof = 0  # 0: population variance over environments; 1: unbiased (authors').
+  train.learning_rate = 1e-3  # Adam step size.
+  train.batch_size = 2048  # Triples (user, positive, negative) per step.
+  train.num_epochs = 1000  # Upper bound on epochs; early stopping usually ends sooner.
+  train.eval_every = 10  # Evaluate on validation every this many epochs.
+  train.patience = 3  # Stop after this many evaluations without improvement.
+  train.select_metric = 'ndcg@20'  # Validation metric that picks the best epoch.
+  train.resume = True  # Continue from the latest checkpoint in the workdir.
+  train.checkpoint_every = 1  # Save the latest state every this many epochs.
+
+  # ---------------------------------------------------------------- eval
+  ev = config.eval = ml_collections.ConfigDict()
+  ev.ks = (10, 20, 50)  # Cut-offs for Recall/NDCG/Precision/HR.
+  ev.candidates = 'all_new'  # all_new (val + test items, as the authors) | split.
+  ev.user_batch_size = 1024  # Users ranked per device call.
+
+  return config

@@ -1,0 +1,39 @@
+"""Command line for milk-jax: parses flags and dispatches; no logic lives here.
+
+  python main.py --config=configs/default.py --workdir=runs/default
+  python main.py --config=configs/ml100k.py --workdir=runs/ml100k --config.train.beta=50
+  python main.py --config=configs/ml100k.py --workdir=runs/ml100k --mode=eval
+"""
+
+import logging
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from milk_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (configs/NAME.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train: train and evaluate; eval: evaluate the best checkpoint.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  absl_logging.set_verbosity(absl_logging.INFO)
+  # Progress comes from the 'milk_jax' logger; orbax's own INFO lines are noise here.
+  logging.getLogger('absl').setLevel(logging.WARNING)
+  logging.getLogger('milk_jax').setLevel(logging.INFO)
+  if _MODE.value == 'train':
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  else:
+    train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,195 @@
+"""The Dataset container and `load_dataset`, the whole data pipeline.
+
+load_dataset: check the config -> read a layout (or generate a synthetic
+catalogue) and check it -> new-item split (unless the layout gives one) ->
+availability mask for the missing-modality setting -> imputation ->
+optional L2 normalisation. Every random step has its own generator derived
+from config.seed, so changing, say, the setting never moves the split.
+"""
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from milk_jax.data import missing
+from milk_jax.data import readers
+from milk_jax.data import split
+from milk_jax.data import synthetic
+from milk_jax.data.errors import DataError
+
+FORMATS = ('synthetic', 'interactions', 'mmrec', 'milk')
+NEGATIVE_POOLS = ('warm', 'all')
+
+# Second entropy word of each purpose's generator, np.random.default_rng([seed, word, ...]).
+# Values far from small epoch-like numbers, so no other module's stream collides.
+_SPLIT_STREAM = 1001
+_MISSING_STREAM = 1002
+_SYNTHETIC_STREAM = 1003
+
+
+@dataclasses.dataclass(eq=False)  # eq on arrays is ambiguous; compare fields explicitly.
+class Dataset:
+  """A split multimodal dataset, ready for training and new-item evaluation.
+
+  Shapes: M modalities, I = num_items items, U = num_users users. Treat it
+  as read-only: `train_keys` is cached from `train_pairs` on first use, so
+  make a changed copy with `dataclasses.replace` instead of assigning fields.
+  """
+  modality_names: tuple[str, ...]  # M names, M >= 2.
+  features: tuple[np.ndarray, ...]  # M arrays (I, dim_m) float32, imputed, maybe L2-normalised.
+  availability: np.ndarray  # (I, M) bool: training-time mask on warm items, test-time on new.
+  num_users: int
+  num_items: int
+  train_pairs: np.ndarray  # (n, 2) int32 unique (user, item), warm items only.
+  val_pairs: np.ndarray  # (n, 2) int32 (user, item), item in val_items.
+  test_pairs: np.ndarray  # (n, 2) int32 (user, item), item in test_items.
+  warm_items: np.ndarray  # Sorted int32: items that may have training interactions.
+  val_items: np.ndarray  # Sorted int32 new items of the validation split.
+  test_items: np.ndarray  # Sorted int32 new items of the test split.
+  source: str  # Where it came from: the folder, or 'synthetic(seed=0)'.
+
+  @property
+  def num_missing(self) -> np.ndarray:
+    """(I,) int32: missing modalities per item."""
+    return (len(self.modality_names) - self.availability.sum(axis=1)).astype(np.int32)
+
+  @functools.cached_property
+  def train_keys(self) -> np.ndarray:
+    """(n,) int64 sorted user * I + item of the training pairs.
+
+    Sorted by user then item, so membership is one searchsorted and a user's
+    items are one contiguous slice. Cached: built once, used every epoch.
+    """
+    pairs = self.train_pairs.astype(np.int64)
+    return np.sort(pairs[:, 0] * self.num_items + pairs[:, 1])
+
+  def summary(self) -> str:
+    """One line of counts for logs."""
+    dims = ' '.join(f'{n}:{f.shape[1]}' for n, f in zip(self.modality_names, self.features))
+    num_missing = self.num_missing
+    def histogram(items: np.ndarray) -> str:
+      counts = np.bincount(num_missing[items], minlength=len(self.modality_names) + 1)
+      return '/'.join(str(c) for c in counts)
+    new_items = np.union1d(self.val_items, self.test_items).astype(np.int64)
+    return (f'{self.source}: {self.num_users} users, {self.num_items} items '
+            f'(warm {len(self.warm_items)}, val {len(self.val_items)}, '
+            f'test {len(self.test_items)}); interactions train {len(self.train_pairs)}, '
+            f'val {len(self.val_pairs)}, test {len(self.test_pairs)}; features {dims}; '
+            f'items missing 0/1/.../M modalities: warm {histogram(self.warm_items)}, '
+            f'new {histogram(new_items)}')
+
+
+def _check_fraction(value: float, field: str) -> None:
+  if not 0.0 <= value <= 1.0:
+    raise DataError(f'config.data.{field}={value}: must lie in [0, 1]')
+
+
+def _check_choice(value: str, choices: tuple[str, ...], field: str) -> None:
+  if value not in choices:
+    raise DataError(f'config.data.{field}={value!r}: unknown, expected one of {choices}')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Every config.data problem detectable without reading a file, as DataError."""
+  data = config.data
+  _check_choice(data.format, FORMATS, 'format')
+  _check_choice(data.setting, missing.SETTINGS, 'setting')
+  _check_choice(data.imputation, missing.IMPUTATIONS, 'imputation')
+  _check_choice(data.negatives, NEGATIVE_POOLS, 'negatives')
+  modalities = tuple(data.modalities)
+  if len(modalities) < 2 or len(set(modalities)) != len(modalities):
+    raise DataError(f'config.data.modalities={modalities}: need at least 2 distinct names')
+  for field in ('new_item_fraction', 'val_fraction', 'test_missing_rate', 'train_missing_rate'):
+    _check_fraction(data[field], field)
+  if data.setting == 'groups':
+    fractions = tuple(data.group_fractions)
+    if not 1 <= len(fractions) <= len(modalities):
+      raise DataError(f'config.data.group_fractions={fractions}: need 1 to {len(modalities)} '
+                      f'groups (missing 0..M-1 of the {len(modalities)} modalities)')
+    for f in fractions:
+      if not 0.0 <= f <= 1.0:
+        raise DataError(f'config.data.group_fractions={fractions}: {f} is outside [0, 1]')
+    if abs(sum(fractions) - 1.0) > 1e-6:
+      raise DataError(f'config.data.group_fractions={fractions}: must sum to 1, '
+                      f'sum is {sum(fractions)}')
+  if data.format == 'synthetic':
+    _check_synthetic_config(data.synthetic, len(modalities))
+  elif data.path is None:
+    raise DataError(f'config.data.path is None: the {data.format!r} format reads a folder')
+
+
+def _check_synthetic_config(syn: ml_collections.ConfigDict, num_modalities: int) -> None:
+  dims = tuple(syn.feature_dims)
+  if len(dims) != num_modalities:
+    raise DataError(f'config.data.synthetic.feature_dims={dims}: needs one width per modality '
+                    f'({num_modalities} in config.data.modalities)')
+  for field, value in (('num_users', syn.num_users), ('num_items', syn.num_items),
+                       ('latent_dim', syn.latent_dim)) + tuple(
+                           (f'feature_dims[{i}]', d) for i, d in enumerate(dims)):
+    if int(value) != value or value < 1:
+      raise DataError(f'config.data.synthetic.{field}={value}: must be a positive integer')
+  for field in ('interactions_per_user', 'temperature'):
+    if not syn[field] > 0:
+      raise DataError(f'config.data.synthetic.{field}={syn[field]}: must be positive')
+  if not syn.noise >= 0:
+    raise DataError(f'config.data.synthetic.noise={syn.noise}: must be non-negative')
+
+
+def _read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.RawData, str]:
+  """The raw dataset of the configured format, and a description of its source."""
+  modalities = tuple(data.modalities)
+  if data.format == 'synthetic':
+    syn = data.synthetic
+    features, pairs = synthetic.generate(
+        np.random.default_rng([seed, _SYNTHETIC_STREAM]), int(syn.num_users),
+        int(syn.num_items), tuple(int(d) for d in syn.feature_dims), int(syn.latent_dim),
+        float(syn.interactions_per_user), float(syn.noise), float(syn.temperature))
+    return readers.RawData(features, pairs, int(syn.num_users)), f'synthetic(seed={seed})'
+  folder = Path(data.path).expanduser()
+  if not folder.is_dir():
+    raise DataError(f'config.data.path: {folder} is not a folder')
+  if data.format == 'interactions':
+    raw = readers.read_interactions(folder, modalities, data.interactions_file)
+  elif data.format == 'mmrec':
+    raw = readers.read_mmrec(folder, modalities, data.inter_name)
+  else:
+    raw = readers.read_milk(folder, modalities)
+  return raw, str(folder)
+
+
+def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
+  """Reads (or generates), splits, masks, imputes and normalises; see the module doc.
+
+  Uses config.seed and config.data.*. Deterministic given the config. Raises
+  DataError on any bad input before doing any work on the data.
+  """
+  check_config(config)
+  data = config.data
+  seed = int(config.seed)
+  raw, source = _read_layout(data, seed)
+  num_items = raw.features[0].shape[0]
+  item_split = raw.item_split
+  if item_split is None:
+    item_split = split.new_item_split(np.random.default_rng([seed, _SPLIT_STREAM]), num_items,
+                                      data.new_item_fraction, data.val_fraction)
+  train_pairs, val_pairs, test_pairs = split.partition_pairs(raw.pairs, item_split)
+  if not (len(train_pairs) and len(val_pairs) and len(test_pairs)):
+    raise DataError(f'{source}: empty split: {len(train_pairs)} train, {len(val_pairs)} val, '
+                    f'{len(test_pairs)} test interactions ({len(item_split.warm_items)} warm, '
+                    f'{len(item_split.val_items)} val, {len(item_split.test_items)} test items)')
+  available = missing.availability_mask(
+      data.setting, item_split.warm_items, item_split.new_items, len(raw.features),
+      data.test_missing_rate, data.train_missing_rate, tuple(data.group_fractions),
+      warm_rng=np.random.default_rng([seed, _MISSING_STREAM, 0]),
+      new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]))
+  features = missing.impute(raw.features, available, data.imputation)
+  if data.normalize:
+    features = tuple(missing.l2_normalize(x) for x in features)
+  return Dataset(
+      modality_names=tuple(data.modalities), features=features, availability=available,
+      num_users=int(raw.num_users), num_items=int(num_items), train_pairs=train_pairs,
+      val_pairs=val_pairs, test_pairs=test_pairs, warm_items=item_split.warm_items,
+      val_items=item_split.val_items, test_items=item_split.test_items, source=source)

@@ -1,0 +1,268 @@
+"""Readers for the three on-disk layouts, with checks that name the bad file.
+
+Every layout stores one feature matrix per modality as `<name>_feat.npy`
+(row = item id). The interactions differ:
+
+- `interactions`: `<interactions_file>`, tab-separated, a header line, then
+  `user item [timestamp]` with 0-based dense ids (ml100k-mm, tiktok-mm).
+- `mmrec`: MMRec's `<name>.inter`, tab-separated with a header naming
+  `userID` and `itemID` among its columns. Its `x_label` column marks a warm
+  split, which is of no use for new items, so all rows are pooled.
+- `milk`: the authors' `train.txt`, `val.txt`, `test.txt` (one line per user,
+  `user item item ...`) and `cold_item_index.npy`; the split is given.
+
+Readers check everything they read and raise `DataError` before returning,
+so nothing downstream ever sees a half-valid dataset.
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+import warnings
+
+import numpy as np
+
+from milk_jax.data.errors import DataError
+from milk_jax.data.split import ItemSplit
+
+MILK_FILES = ('train.txt', 'val.txt', 'test.txt')
+COLD_INDEX_FILE = 'cold_item_index.npy'
+
+
+@dataclasses.dataclass(frozen=True)
+class RawData:
+  """What a layout holds before the split and missing-modality steps."""
+  features: tuple[np.ndarray, ...]  # M arrays (num_items, dim_m) float32, finite.
+  pairs: np.ndarray  # (n, 2) int64 unique (user, item), all of the layout's interactions.
+  num_users: int  # Max user id + 1.
+  item_split: ItemSplit | None = None  # Given by the layout (milk); None = draw one.
+
+
+def feature_path(folder: Path, name: str) -> Path:
+  return folder / f'{name}_feat.npy'
+
+
+def require_files(paths: Sequence[Path]) -> None:
+  """Raises DataError naming every path in `paths` that is not a file."""
+  missing = [str(p) for p in paths if not p.is_file()]
+  if missing:
+    raise DataError(f'missing file(s): {", ".join(missing)}')
+
+
+def read_feature_file(path: Path) -> np.ndarray:
+  """One modality's features as (num_items, dim) float32, finite and 2-D."""
+  try:
+    # No pickles: a feature file is plain numbers, and unpickling runs code.
+    array = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise DataError(f'{path}: cannot be read as a numeric .npy array ({e})') from e
+  if not isinstance(array, np.ndarray):
+    raise DataError(f'{path}: expected a single array, found {type(array).__name__}')
+  if array.ndim != 2:
+    raise DataError(f'{path}: expected a 2-D (items, dim) array, found shape {array.shape}')
+  if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    raise DataError(f'{path}: expected numeric features, found dtype {array.dtype}')
+  array = array.astype(np.float32, copy=False)
+  bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
+  if bad_rows.size:
+    raise DataError(f'{path}: contains NaN/inf in {bad_rows.size} rows (first: {bad_rows[0]})')
+  return array
+
+
+def read_features(folder: Path, modalities: Sequence[str]) -> tuple[np.ndarray, ...]:
+  """All modalities' features; they must agree on the number of items (rows)."""
+  features = tuple(read_feature_file(feature_path(folder, name)) for name in modalities)
+  rows = {name: f.shape[0] for name, f in zip(modalities, features)}
+  if len(set(rows.values())) > 1:
+    listed = ', '.join(f'{feature_path(folder, n)}: {r}' for n, r in rows.items())
+    raise DataError(f'feature files disagree on the number of items (rows): {listed}')
+  return features
+
+
+def _as_ids(values: np.ndarray, path: Path, what: str) -> np.ndarray:
+  """Float-parsed id column -> int64, refusing fractions and NaN."""
+  bad = np.flatnonzero(values != np.round(values))
+  if bad.size:
+    raise DataError(f'{path}: non-integer {what} id {values[bad[0]]!r} on data row {bad[0] + 1}')
+  return values.astype(np.int64)
+
+
+def _read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
+  """Header fields and the numeric body of a tab-separated file with a header.
+
+  Returns:
+    header: the column names.
+    table: (rows, columns) float64; float so that MMRec's rating column
+      parses too (ids are checked to be integers by the caller).
+  """
+  with open(path, encoding='utf-8') as f:
+    header = f.readline().rstrip('\r\n').split('\t')
+  if not header or not header[0]:
+    raise DataError(f'{path}: empty file or empty header line')
+  try:
+    float(header[0])
+  except ValueError:
+    pass
+  else:
+    raise DataError(f'{path}: expected a header line, found data {header!r}')
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')  # An empty body is reported below instead.
+      table = np.loadtxt(path, delimiter='\t', skiprows=1, dtype=np.float64, ndmin=2)
+  except ValueError as e:
+    raise DataError(f'{path}: malformed row: {e}') from e
+  if table.shape[0] == 0:
+    raise DataError(f'{path}: no interaction rows after the header')
+  if table.shape[1] != len(header):
+    raise DataError(f'{path}: header has {len(header)} columns but rows have {table.shape[1]}')
+  return header, table
+
+
+def check_pairs(pairs: np.ndarray, path: Path, num_items: int, features_path: Path) -> None:
+  """Ids must be non-negative and every item must have a feature row."""
+  negative = np.flatnonzero((pairs < 0).any(axis=1))
+  if negative.size:
+    raise DataError(f'{path}: {negative.size} rows with a negative id '
+                    f'(first: {pairs[negative[0]].tolist()})')
+  max_item = int(pairs[:, 1].max()) if pairs.size else -1
+  if max_item >= num_items:
+    raise DataError(f'{path}: item id {max_item} >= {num_items}, the number of feature rows '
+                    f'in {features_path}')
+
+
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+  """Collapses repeated (user, item) rows: implicit feedback counts once."""
+  return np.unique(pairs.reshape(-1, 2), axis=0)
+
+
+def _table_pairs(table: np.ndarray, user_column: int, item_column: int, path: Path,
+                 folder: Path, modalities: Sequence[str],
+                 features: tuple[np.ndarray, ...]) -> RawData:
+  """RawData from the user and item columns of a parsed interaction table."""
+  pairs = np.stack([_as_ids(table[:, user_column], path, 'user'),
+                    _as_ids(table[:, item_column], path, 'item')], 1)
+  check_pairs(pairs, path, features[0].shape[0], feature_path(folder, modalities[0]))
+  return RawData(features, _unique_pairs(pairs), int(pairs[:, 0].max()) + 1)
+
+
+def read_interactions(folder: Path, modalities: Sequence[str], interactions_file: str) -> RawData:
+  """The `interactions` layout: a user/item[/timestamp] table and feature files."""
+  path = folder / interactions_file
+  require_files([path] + [feature_path(folder, m) for m in modalities])
+  features = read_features(folder, modalities)
+  _, table = _read_tsv(path)
+  if table.shape[1] not in (2, 3):
+    raise DataError(f'{path}: expected 2 or 3 columns (user, item[, timestamp]), '
+                    f'found {table.shape[1]}')
+  return _table_pairs(table, 0, 1, path, folder, modalities, features)
+
+
+def find_inter_file(folder: Path, inter_name: str | None) -> Path:
+  """`<inter_name>.inter`, or the folder's only `*.inter` file when the name is None."""
+  if inter_name is not None:
+    return folder / f'{inter_name}.inter'
+  found = sorted(folder.glob('*.inter'))
+  if len(found) != 1:
+    names = ', '.join(p.name for p in found) or 'none'
+    raise DataError(f'{folder}: expected exactly one *.inter file (or set '
+                    f'config.data.inter_name), found {names}')
+  return found[0]
+
+
+def read_mmrec(folder: Path, modalities: Sequence[str], inter_name: str | None) -> RawData:
+  """The `mmrec` layout: all rows of `<name>.inter`, whatever their x_label."""
+  path = find_inter_file(folder, inter_name)
+  require_files([path] + [feature_path(folder, m) for m in modalities])
+  features = read_features(folder, modalities)
+  header, table = _read_tsv(path)
+  for name in ('userID', 'itemID'):
+    if name not in header:
+      raise DataError(f'{path}: header {header!r} lacks the column {name!r}')
+  return _table_pairs(table, header.index('userID'), header.index('itemID'), path, folder,
+                      modalities, features)
+
+
+def read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
+  """A `user item item ...` file.
+
+  Returns:
+    pairs: (n, 2) int64 (user, item), one per item token.
+    users: (lines,) int64, the leading id of every non-empty line, so that a
+      user listed without items still counts towards the number of users.
+  """
+  users, pairs = [], []
+  with open(path, encoding='utf-8') as f:
+    for line_number, line in enumerate(f, start=1):
+      tokens = line.split()
+      if not tokens:
+        continue
+      try:
+        ids = [int(t) for t in tokens]
+      except ValueError as e:
+        raise DataError(f'{path}: line {line_number}: non-integer id ({e})') from e
+      users.append(ids[0])
+      pairs.extend((ids[0], item) for item in ids[1:])
+  return np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(users, np.int64)
+
+
+def _read_cold_index(path: Path, num_items: int) -> np.ndarray:
+  try:
+    cold = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise DataError(f'{path}: cannot be read as an integer .npy array ({e})') from e
+  if not isinstance(cold, np.ndarray) or not np.issubdtype(cold.dtype, np.integer):
+    raise DataError(f'{path}: expected integer item ids, found '
+                    f'{getattr(cold, "dtype", type(cold).__name__)}')
+  cold = cold.reshape(-1).astype(np.int64)
+  out_of_range = cold[(cold < 0) | (cold >= num_items)]
+  if out_of_range.size:
+    raise DataError(f'{path}: {out_of_range.size} item ids outside [0, {num_items}) '
+                    f'(first: {out_of_range[0]})')
+  return np.unique(cold)
+
+
+def read_milk(folder: Path, modalities: Sequence[str]) -> RawData:
+  """The authors' layout, whose split is given.
+
+  warm items = items not in `cold_item_index.npy`; validation items = the
+  items of `val.txt`; test items = the items of `test.txt` PLUS any cold item
+  in neither file, so that every cold item stays a ranking candidate, as in
+  the authors' evaluation over all new items. Missing modalities are not read
+  from the authors' `*_missing_*.npy` files (they are pre-imputed and do not
+  say which modality is missing): the caller simulates them from the clean
+  features.
+  """
+  paths = {name: folder / name for name in MILK_FILES}
+  cold_path = folder / COLD_INDEX_FILE
+  require_files(list(paths.values()) + [cold_path] + [feature_path(folder, m) for m in modalities])
+  features = read_features(folder, modalities)
+  num_items = features[0].shape[0]
+  cold = _read_cold_index(cold_path, num_items)
+  parts, max_user = {}, -1
+  for name, path in paths.items():
+    pairs, users = read_user_lines(path)
+    if users.size and users.min() < 0:
+      raise DataError(f'{path}: negative user id {users.min()}')
+    check_pairs(pairs, path, num_items, feature_path(folder, modalities[0]))
+    max_user = max(max_user, int(users.max()) if users.size else -1)
+    parts[name] = _unique_pairs(pairs)
+  train, val, test = (parts[name] for name in MILK_FILES)
+  leaked = np.intersect1d(train[:, 1], cold)
+  if leaked.size:
+    raise DataError(f'{paths["train.txt"]}: {leaked.size} training items are listed in '
+                    f'{cold_path} as new (first: {leaked[0]})')
+  val_items, test_items = np.unique(val[:, 1]), np.unique(test[:, 1])
+  for name, items in (('val.txt', val_items), ('test.txt', test_items)):
+    not_cold = np.setdiff1d(items, cold)
+    if not_cold.size:
+      raise DataError(f'{paths[name]}: {not_cold.size} items are not in {cold_path} '
+                      f'(first: {not_cold[0]})')
+  shared = np.intersect1d(val_items, test_items)
+  if shared.size:
+    raise DataError(f'{paths["val.txt"]} and {paths["test.txt"]} share {shared.size} items '
+                    f'(first: {shared[0]}); new items must belong to one split')
+  test_items = np.setdiff1d(cold, val_items)
+  item_split = ItemSplit(np.setdiff1d(np.arange(num_items), cold).astype(np.int32),
+                         val_items.astype(np.int32), test_items.astype(np.int32))
+  pairs = np.concatenate([train, val, test])
+  return RawData(features, pairs, max_user + 1, item_split)

@@ -1,0 +1,139 @@
+"""New-item ranking metrics: Recall, NDCG, Precision and HR at K.
+
+Every evaluated user ranks the candidate new items by inner product; the
+top-k is taken on device in user batches of a fixed size, so one compiled
+program serves every batch of a split.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+METRIC_NAMES = ('recall', 'ndcg', 'precision', 'hr')
+
+
+def metric_keys(ks: Sequence[int]) -> list[str]:
+  """Names of the metrics `rank_metrics` returns, e.g. 'recall@20'."""
+  return [f'{name}@{k}' for name in METRIC_NAMES for k in ks]
+
+
+def _ranking_sums(user_vectors: jax.Array, candidate_vectors: jax.Array,
+                  relevant: jax.Array, user_mask: jax.Array,
+                  ks: tuple[int, ...]) -> dict[str, jax.Array]:
+  """Metric sums over the valid users of one batch.
+
+  Args:
+    user_vectors: (U, d).
+    candidate_vectors: (C, d).
+    relevant: (U, C) bool, True where the candidate is a held-out positive.
+    user_mask: (U,) bool, False on padding rows.
+    ks: cut-offs (static).
+  Returns:
+    {'recall@k': sum over valid users, ...}.
+  """
+  num_candidates = candidate_vectors.shape[0]
+  depth = min(max(ks), num_candidates)
+  scores = user_vectors @ candidate_vectors.T
+  _, top = jax.lax.top_k(scores, depth)
+  hits = jnp.take_along_axis(relevant, top, axis=1).astype(jnp.float32)  # (U, depth)
+  num_relevant = relevant.sum(axis=1).astype(jnp.float32)
+  discounts = 1.0 / jnp.log2(jnp.arange(2, depth + 2, dtype=jnp.float32))
+  cumulative_discounts = jnp.cumsum(discounts)
+  valid = user_mask & (num_relevant > 0)
+  weight = valid.astype(jnp.float32)
+  safe_relevant = jnp.maximum(num_relevant, 1.0)
+  sums = {}
+  for k in ks:
+    kk = min(k, depth)
+    hits_k = hits[:, :kk].sum(axis=1)
+    dcg = (hits[:, :kk] * discounts[:kk]).sum(axis=1)
+    ideal_count = jnp.clip(jnp.minimum(num_relevant, kk), 1, kk).astype(jnp.int32)
+    idcg = cumulative_discounts[ideal_count - 1]
+    sums[f'recall@{k}'] = jnp.sum(weight * hits_k / safe_relevant)
+    sums[f'ndcg@{k}'] = jnp.sum(weight * dcg / idcg)
+    sums[f'precision@{k}'] = jnp.sum(weight * hits_k / k)
+    sums[f'hr@{k}'] = jnp.sum(weight * (hits_k > 0))
+  return sums
+
+
+_ranking_sums_jit = jax.jit(_ranking_sums, static_argnames=('ks',))
+
+
+def rank_metrics(user_embedding: jax.Array, item_vectors: jax.Array,
+                 pairs: np.ndarray, candidates: np.ndarray, ks: Sequence[int],
+                 user_batch_size: int = 1024) -> dict[str, float]:
+  """Mean metrics over the users that have at least one held-out candidate.
+
+  Args:
+    user_embedding: (num_users, d) on device.
+    item_vectors: (num_items, d) inference item vectors on device.
+    pairs: (n, 2) held-out (user, item); items outside `candidates` are ignored.
+    candidates: (C,) item ids every user ranks.
+    ks: cut-offs.
+    user_batch_size: users per device call (the last batch is padded).
+  Returns:
+    {'recall@k': ..., 'ndcg@k': ..., 'precision@k': ..., 'hr@k': ...,
+     'num_users': int}; metrics are 0.0 when no user qualifies.
+  """
+  ks = tuple(int(k) for k in ks)
+  candidates = np.asarray(candidates, np.int64)
+  column = np.full(item_vectors.shape[0], -1, np.int64)
+  column[candidates] = np.arange(candidates.size)
+  pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+  pairs = pairs[column[pairs[:, 1]] >= 0]
+  users, user_rows = np.unique(pairs[:, 0], return_inverse=True)
+  totals = {key: 0.0 for key in metric_keys(ks)}
+  if users.size == 0 or candidates.size == 0:
+    return {**totals, 'num_users': 0}
+
+  candidate_vectors = item_vectors[jnp.asarray(candidates)]
+  batch = min(user_batch_size, users.size)
+  for start in range(0, users.size, batch):
+    stop = min(start + batch, users.size)
+    relevant = np.zeros((batch, candidates.size), bool)
+    in_batch = (user_rows >= start) & (user_rows < stop)
+    relevant[user_rows[in_batch] - start, column[pairs[in_batch, 1]]] = True
+    batch_users = np.resize(users[start:stop], batch)  # padding repeats real users...
+    mask = np.arange(batch) < stop - start  # ...and is masked out here.
+    sums = _ranking_sums_jit(user_embedding[jnp.asarray(batch_users)], candidate_vectors,
+                             jnp.asarray(relevant), jnp.asarray(mask), ks)
+    for key, value in jax.device_get(sums).items():
+      totals[key] += float(value)
+  result = {key: value / users.size for key, value in totals.items()}
+  result['num_users'] = int(users.size)
+  return result
+
+
+def group_name(num_missing: int) -> str:
+  """'full' for complete items, 'missing_g' for items missing g modalities."""
+  return 'full' if num_missing == 0 else f'missing_{num_missing}'
+
+
+def rank_metrics_by_group(user_embedding: jax.Array, item_vectors: jax.Array,
+                          pairs: np.ndarray, candidates: np.ndarray,
+                          num_missing: np.ndarray, ks: Sequence[int],
+                          user_batch_size: int = 1024) -> dict[str, dict[str, float]]:
+  """Metrics per missing-modality group of the held-out items.
+
+  For group g the candidates are the candidate items missing g modalities and
+  the positives are the held-out pairs on those items, so each group is ranked
+  on its own, free of competition from the other groups.
+
+  Args:
+    num_missing: (num_items,) missing modalities per item.
+    Others as in `rank_metrics`.
+  Returns:
+    {'full': {...}, 'missing_1': {...}, ...} for the groups present among the
+    held-out items.
+  """
+  pairs = np.asarray(pairs).reshape(-1, 2)
+  candidates = np.asarray(candidates)
+  result = {}
+  for g in np.unique(num_missing[pairs[:, 1]]) if pairs.size else []:
+    in_group = candidates[num_missing[candidates] == g]
+    result[group_name(int(g))] = rank_metrics(
+        user_embedding, item_vectors, pairs[num_missing[pairs[:, 1]] == g],
+        in_group, ks, user_batch_size)
+  return result

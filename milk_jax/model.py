@@ -1,0 +1,86 @@
+"""MILK's parameters and scoring functions (Eqs. 5, 8, 12, 13, 18).
+
+Parameters are a plain pytree:
+  {'user_embedding': (num_users, d),
+   'extractors': [{'kernel': (dim_m, d), 'bias': (d,)} for each modality m]}
+"""
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, Any]
+
+
+def init_params(key: jax.Array, num_users: int, feature_dims: Sequence[int],
+                embed_dim: int, user_init_std: float = 0.1) -> Params:
+  """User embeddings ~ N(0, user_init_std^2); extractors as a default linear layer.
+
+  Kernel and bias start U(-1/sqrt(dim_m), 1/sqrt(dim_m)), the usual linear-layer
+  init that the authors' extractors also get.
+  """
+  user_key, *extractor_keys = jax.random.split(key, 1 + len(feature_dims))
+  extractors = []
+  for k, dim in zip(extractor_keys, feature_dims):
+    kernel_key, bias_key = jax.random.split(k)
+    bound = 1.0 / jnp.sqrt(dim)
+    extractors.append({
+        'kernel': jax.random.uniform(kernel_key, (dim, embed_dim), jnp.float32, -bound, bound),
+        'bias': jax.random.uniform(bias_key, (embed_dim,), jnp.float32, -bound, bound),
+    })
+  users = user_init_std * jax.random.normal(user_key, (num_users, embed_dim), jnp.float32)
+  return {'user_embedding': users, 'extractors': extractors}
+
+
+def modality_representations(extractors: Sequence[Params],
+                             features: Sequence[jax.Array]) -> jax.Array:
+  """Modality-specific extractors c^m = W^m x^m + b^m (Eq. 5).
+
+  Args:
+    extractors: M dicts with 'kernel' (dim_m, d) and 'bias' (d,).
+    features: M arrays (..., dim_m) for the same items.
+  Returns:
+    (..., M, d).
+  """
+  outputs = [
+      jnp.dot(x, p['kernel'].astype(x.dtype),
+              preferred_element_type=jnp.float32) + p['bias']
+      for p, x in zip(extractors, features)
+  ]
+  return jnp.stack(outputs, axis=-2)
+
+
+def fuse(representations: jax.Array, weights: jax.Array) -> jax.Array:
+  """Item representation per environment z^e = sum_m theta_e^m c^m (Eq. 12).
+
+  Args:
+    representations: (..., M, d).
+    weights: (E, M).
+  Returns:
+    (E, ..., d).
+  """
+  return jnp.einsum('em,...md->e...d', weights, representations)
+
+
+def env_scores(user_vectors: jax.Array, representations: jax.Array,
+               weights: jax.Array) -> jax.Array:
+  """Scores y^e = <u, z^e> for every environment (Eq. 13).
+
+  Scores are linear in the weights, so the M per-modality scores are computed
+  once and mixed, instead of fusing M + 1 item vectors.
+
+  Args:
+    user_vectors: (B, d).
+    representations: (B, M, d) of the items paired with those users.
+    weights: (E, M).
+  Returns:
+    (E, B).
+  """
+  per_modality = jnp.einsum('bd,bmd->bm', user_vectors, representations)
+  return weights @ per_modality.T
+
+
+def item_embeddings(params: Params, features: Sequence[jax.Array]) -> jax.Array:
+  """Inference-time item vectors: the mean over modalities (Eq. 18), (num_items, d)."""
+  return modality_representations(params['extractors'], features).mean(axis=-2)

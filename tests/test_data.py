@@ -1,0 +1,431 @@
+"""Tests for milk_jax.data: readers, split, missing modalities, sampling."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import base
+from milk_jax import data
+from milk_jax.data import missing
+from milk_jax.data import split
+from milk_jax.data import synthetic
+
+ML100K = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'ml100k-mm'
+
+# A tiny catalogue: every user has every item, so any split has val and test pairs.
+NUM_USERS, NUM_ITEMS = 4, 20
+DIMS = {'image': 3, 'text': 2}
+
+
+def small_config(**data_fields):
+  config = base.get_config()
+  syn = config.data.synthetic
+  syn.num_users, syn.num_items, syn.feature_dims, syn.latent_dim = 60, 50, (6, 4), 4
+  syn.interactions_per_user = 8
+  for name, value in data_fields.items():
+    config.data[name] = value
+  return config
+
+
+def write_features(folder: Path, num_items: int = NUM_ITEMS, dims=None, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  features = {}
+  for name, dim in (dims or DIMS).items():
+    features[name] = rng.standard_normal((num_items, dim)).astype(np.float32)
+    np.save(folder / f'{name}_feat.npy', features[name])
+  return features
+
+
+def write_tsv(path: Path, header: str, rows) -> None:
+  lines = [header] + ['\t'.join(str(v) for v in row) for row in rows]
+  path.write_text('\n'.join(lines) + '\n')
+
+
+def dense_rows(num_users: int = NUM_USERS, num_items: int = NUM_ITEMS):
+  return [(u, i, 1000 + u) for u in range(num_users) for i in range(num_items)]
+
+
+@pytest.fixture
+def tsv_folder(tmp_path):
+  write_features(tmp_path)
+  write_tsv(tmp_path / 'interactions.tsv', 'user\titem\ttimestamp', dense_rows())
+  return tmp_path
+
+
+def tsv_config(folder: Path, **data_fields):
+  return small_config(format='interactions', path=str(folder), **data_fields)
+
+
+def as_set(pairs: np.ndarray) -> set[tuple[int, int]]:
+  return {tuple(p) for p in pairs.tolist()}
+
+
+# ----------------------------------------------------------------- split
+
+
+def test_new_item_split_fractions_and_partition():
+  rng = np.random.default_rng(0)
+  item_split = split.new_item_split(rng, 1682, 0.2, 0.5)
+  assert len(item_split.val_items) == 168 and len(item_split.test_items) == 168
+  assert len(item_split.warm_items) == 1682 - 336
+  everything = np.concatenate(item_split)
+  np.testing.assert_array_equal(np.sort(everything), np.arange(1682))
+  for items in item_split:
+    assert items.dtype == np.int32 and np.all(np.diff(items) > 0)
+
+
+def test_load_partitions_items_and_interactions(tsv_folder):
+  dataset = data.load_dataset(tsv_config(tsv_folder))
+  assert (len(dataset.warm_items), len(dataset.val_items), len(dataset.test_items)) == (16, 2, 2)
+  items = np.concatenate([dataset.warm_items, dataset.val_items, dataset.test_items])
+  np.testing.assert_array_equal(np.sort(items), np.arange(NUM_ITEMS))
+  assert np.isin(dataset.train_pairs[:, 1], dataset.warm_items).all()
+  assert np.isin(dataset.val_pairs[:, 1], dataset.val_items).all()
+  assert np.isin(dataset.test_pairs[:, 1], dataset.test_items).all()
+  parts = [as_set(p) for p in (dataset.train_pairs, dataset.val_pairs, dataset.test_pairs)]
+  assert sum(len(p) for p in parts) == NUM_USERS * NUM_ITEMS
+  assert set().union(*parts) == {(u, i) for u, i, _ in dense_rows()}
+  for pairs in (dataset.train_pairs, dataset.val_pairs, dataset.test_pairs):
+    assert pairs.dtype == np.int32 and pairs.shape[1] == 2
+  assert dataset.num_users == NUM_USERS and dataset.num_items == NUM_ITEMS
+
+
+def test_same_seed_same_dataset_other_seed_differs():
+  config = small_config(setting='mtmt')
+  first, again = data.load_dataset(config), data.load_dataset(config)
+  for name in ('train_pairs', 'val_pairs', 'test_pairs', 'val_items', 'availability'):
+    np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+  for a, b in zip(first.features, again.features):
+    np.testing.assert_array_equal(a, b)
+  config.seed = 1
+  other = data.load_dataset(config)
+  assert not np.array_equal(first.val_items, other.val_items)
+  assert not np.array_equal(first.availability, other.availability)
+
+
+# ------------------------------------------------------ missing modalities
+
+
+def new_items_of(dataset):
+  return np.union1d(dataset.val_items, dataset.test_items)
+
+
+def test_ftft_everything_present():
+  dataset = data.load_dataset(small_config(setting='ftft'))
+  assert dataset.availability.all() and not dataset.num_missing.any()
+
+
+def test_ftmt_counts():
+  dataset = data.load_dataset(small_config(setting='ftmt', test_missing_rate=0.5))
+  new = new_items_of(dataset)
+  assert len(new) == 10
+  assert dataset.availability[dataset.warm_items].all()
+  np.testing.assert_array_equal(np.bincount(dataset.num_missing[new], minlength=2), [5, 5])
+
+
+def test_mtmt_counts_and_same_new_mask_as_ftmt():
+  mtmt = data.load_dataset(small_config(setting='mtmt', train_missing_rate=0.3))
+  ftmt = data.load_dataset(small_config(setting='ftmt'))
+  warm_missing = mtmt.num_missing[mtmt.warm_items]
+  assert warm_missing.max() == 1 and warm_missing.sum() == 12  # round(0.3 * 40).
+  new = new_items_of(mtmt)
+  assert mtmt.num_missing[new].sum() == 5
+  np.testing.assert_array_equal(mtmt.availability[new], ftmt.availability[new])
+
+
+def test_groups_counts(tmp_path):
+  write_features(tmp_path, num_items=100, dims={'image': 3, 'audio': 2, 'text': 2})
+  write_tsv(tmp_path / 'interactions.tsv', 'user\titem', [(u, i) for u in range(3)
+                                                          for i in range(100)])
+  config = tsv_config(tmp_path, setting='groups', modalities=('image', 'audio', 'text'),
+                      group_fractions=(0.1, 0.45, 0.45))
+  dataset = data.load_dataset(config)
+  new = new_items_of(dataset)
+  np.testing.assert_array_equal(np.bincount(dataset.num_missing[new], minlength=3), [2, 9, 9])
+  assert dataset.availability[dataset.warm_items].all()
+  # Which modalities go missing is uniform: over many rows each is missing about equally.
+  mask = missing.random_subset_mask(np.random.default_rng(0), np.full(30000, 2), 3)
+  np.testing.assert_allclose((~mask).mean(axis=0), 2 / 3, atol=0.01)
+  assert ((~mask).sum(axis=1) == 2).all()
+
+
+def test_mean_imputation_hand_computed():
+  image = np.array([[1., 2.], [3., 4.], [100., 100.]], np.float32)
+  text = np.array([[1.], [50.], [9.]], np.float32)
+  available = np.array([[True, True], [True, False], [False, True]])
+  filled_image, filled_text = missing.impute((image, text), available, 'mean')
+  np.testing.assert_allclose(filled_image, [[1, 2], [3, 4], [2, 3]])
+  np.testing.assert_allclose(filled_text, [[1], [5], [9]])
+  assert image[2, 0] == 100  # Inputs untouched.
+  zero_image, zero_text = missing.impute((image, text), available, 'zero')
+  np.testing.assert_allclose(zero_image[2], [0, 0])
+  np.testing.assert_allclose(zero_text[1], [0])
+  normalized = missing.l2_normalize(np.array([[3., 4.], [0., 0.]], np.float32))
+  np.testing.assert_allclose(normalized, [[0.6, 0.8], [0, 0]])
+
+
+@pytest.mark.parametrize('imputation', ['mean', 'zero'])
+def test_load_imputes_missing_rows(tsv_folder, imputation):
+  raw = write_features(tsv_folder)  # Same seed as the fixture: the clean features.
+  config = tsv_config(tsv_folder, setting='mtmt', test_missing_rate=1.0,
+                      train_missing_rate=1.0, imputation=imputation, normalize=False)
+  dataset = data.load_dataset(config)
+  for m, name in enumerate(dataset.modality_names):
+    present = dataset.availability[:, m]
+    assert not present.all()
+    np.testing.assert_array_equal(dataset.features[m][present], raw[name][present])
+    fill = raw[name][present].mean(axis=0) if imputation == 'mean' else 0.0
+    np.testing.assert_allclose(dataset.features[m][~present],
+                               np.broadcast_to(fill, (int((~present).sum()), DIMS[name])),
+                               rtol=1e-6)
+  config.data.normalize = True
+  normalized = data.load_dataset(config)
+  for m, x in enumerate(normalized.features):
+    assert x.dtype == np.float32
+    # Zero-filled rows have no direction and stay zero; every other row has unit norm.
+    expected = 1.0 if imputation == 'mean' else normalized.availability[:, m]
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_negatives_avoid_positives_and_stay_warm():
+  dataset = data.load_dataset(small_config())
+  rng = np.random.default_rng(0)
+  users = np.repeat(np.arange(dataset.num_users), 50).reshape(30, -1)
+  negatives = data.sample_negatives(rng, dataset, users)
+  assert negatives.shape == users.shape and negatives.dtype == np.int32
+  assert np.isin(negatives, dataset.warm_items).all()
+  assert not (as_set(np.stack([users.ravel(), negatives.ravel()], 1))
+              & as_set(dataset.train_pairs))
+  everywhere = data.sample_negatives(rng, dataset, users, pool='all')
+  assert np.isin(everywhere, new_items_of(dataset)).any()
+
+
+def test_negatives_for_user_with_all_but_one_warm_item(tsv_folder):
+  dataset = data.load_dataset(tsv_config(tsv_folder))
+  # Every user trained on every warm item; give user 0 back one free item.
+  free = dataset.warm_items[3]
+  keep = ~((dataset.train_pairs[:, 0] == 0) & (dataset.train_pairs[:, 1] == free))
+  dataset = dataclasses.replace(dataset, train_pairs=dataset.train_pairs[keep])
+  negatives = data.sample_negatives(np.random.default_rng(0), dataset, np.zeros(100, int))
+  assert (negatives == free).all()
+  with pytest.raises(data.DataError, match='every item'):
+    data.sample_negatives(np.random.default_rng(0), dataset, np.array([1]))
+
+
+def test_unknown_negative_pool():
+  dataset = data.load_dataset(small_config())
+  with pytest.raises(data.DataError, match='negatives'):
+    data.sample_negatives(np.random.default_rng(0), dataset, np.array([0]), pool='new')
+
+
+@pytest.mark.parametrize('batch_size', [7, 64, 5000])
+def test_epoch_triples(batch_size):
+  dataset = data.load_dataset(small_config())
+  n = len(dataset.train_pairs)
+  users, positives, negatives = data.epoch_triples(np.random.default_rng(0), dataset, batch_size)
+  steps = -(-n // batch_size)
+  for array in (users, positives, negatives):
+    assert array.shape == (steps, batch_size) and array.dtype == np.int32
+  seen = as_set(np.stack([users.ravel(), positives.ravel()], 1))
+  assert seen == as_set(dataset.train_pairs)
+  # Each pair once, plus the fill-up of the last batch.
+  assert np.unique(np.stack([users.ravel(), positives.ravel()], 1), axis=0).shape[0] == n
+  assert not (as_set(np.stack([users.ravel(), negatives.ravel()], 1))
+              & as_set(dataset.train_pairs))
+
+
+# --------------------------------------------------------------- synthetic
+
+
+def test_gumbel_top_k_matches_softmax():
+  logits = np.array([0.0, 1.0, 2.0], np.float32)
+  rows = np.tile(logits, (40000, 1))
+  pairs = synthetic.gumbel_top_k(np.random.default_rng(0), rows, np.ones(40000, int))
+  freq = np.bincount(pairs[:, 1], minlength=3) / 40000
+  np.testing.assert_allclose(freq, np.exp(logits) / np.exp(logits).sum(), atol=0.01)
+  two = synthetic.gumbel_top_k(np.random.default_rng(0), np.tile(logits, (50, 1)),
+                               np.full(50, 2))
+  assert len(np.unique(two, axis=0)) == 100
+
+
+def test_synthetic_shapes():
+  dataset = data.load_dataset(small_config())
+  assert [x.shape for x in dataset.features] == [(50, 6), (50, 4)]
+  assert dataset.num_users == 60 and dataset.source == 'synthetic(seed=0)'
+  assert len(np.unique(dataset.train_pairs, axis=0)) == len(dataset.train_pairs)
+  assert 'val 5' in dataset.summary()
+
+
+# ----------------------------------------------------------------- readers
+
+
+def test_interactions_reader_expected_pairs(tmp_path):
+  write_features(tmp_path, num_items=5)
+  write_tsv(tmp_path / 'log.tsv', 'user\titem', [(0, 1), (2, 4), (0, 1), (1, 0)])
+  raw = data.readers.read_interactions(tmp_path, ('image', 'text'), 'log.tsv')
+  assert as_set(raw.pairs) == {(0, 1), (2, 4), (1, 0)} and len(raw.pairs) == 3
+  assert raw.num_users == 3 and raw.features[0].shape == (5, 3)
+
+
+def test_mmrec_reader_pools_all_rows(tmp_path):
+  write_features(tmp_path, num_items=5)
+  write_tsv(tmp_path / 'baby.inter', 'userID\titemID\trating\ttimestamp\tx_label',
+            [(0, 1, 5.0, 11, 0), (1, 2, 4.0, 12, 1), (3, 4, 3.0, 13, 2), (3, 4, 1.0, 14, 0)])
+  for name in (None, 'baby'):
+    raw = data.readers.read_mmrec(tmp_path, ('image', 'text'), name)
+    assert as_set(raw.pairs) == {(0, 1), (1, 2), (3, 4)} and raw.num_users == 4
+
+
+def write_milk(folder: Path, train='0 0 1 2\n1 3\n2\n', val='0 5\n1 6\n',
+               test='1 7\n3 7\n', cold=(5, 6, 7, 8)):
+  write_features(folder, num_items=10)
+  (folder / 'train.txt').write_text(train)
+  (folder / 'val.txt').write_text(val)
+  (folder / 'test.txt').write_text(test)
+  np.save(folder / 'cold_item_index.npy', np.array(cold, np.int64))
+
+
+def test_milk_layout_given_split(tmp_path):
+  write_milk(tmp_path)
+  dataset = data.load_dataset(small_config(format='milk', path=str(tmp_path), setting='ftft'))
+  assert as_set(dataset.train_pairs) == {(0, 0), (0, 1), (0, 2), (1, 3)}
+  assert as_set(dataset.val_pairs) == {(0, 5), (1, 6)}
+  assert as_set(dataset.test_pairs) == {(1, 7), (3, 7)}
+  np.testing.assert_array_equal(dataset.warm_items, [0, 1, 2, 3, 4, 9])
+  np.testing.assert_array_equal(dataset.val_items, [5, 6])
+  np.testing.assert_array_equal(dataset.test_items, [7, 8])  # 8: cold, in neither file.
+  assert dataset.num_users == 4 and dataset.num_items == 10
+
+
+def test_ml100k_loads():
+  if not ML100K.is_dir():
+    pytest.skip(f'{ML100K} is absent')
+  config = small_config(format='interactions', path=str(ML100K), modalities=('genre', 'text'))
+  dataset = data.load_dataset(config)
+  assert (dataset.num_users, dataset.num_items) == (943, 1682)
+  assert len(new_items_of(dataset)) == 336
+  assert len(dataset.val_items) == len(dataset.test_items) == 168
+  assert [x.shape[1] for x in dataset.features] == [19, 384]
+  assert len(dataset.train_pairs) + len(dataset.val_pairs) + len(dataset.test_pairs) == 99999
+
+
+# -------------------------------------------------------------- bad inputs
+
+
+def assert_data_error(config, *fragments):
+  with pytest.raises(data.DataError) as info:
+    data.load_dataset(config)
+  for fragment in fragments:
+    assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.parametrize('field,value', [('format', 'csv'), ('setting', 'mtft'),
+                                         ('imputation', 'median'), ('negatives', 'new')])
+def test_unknown_choices(field, value):
+  assert_data_error(small_config(**{field: value}), f'config.data.{field}', value)
+
+
+@pytest.mark.parametrize('field', ['new_item_fraction', 'val_fraction', 'test_missing_rate',
+                                   'train_missing_rate'])
+def test_fraction_outside_unit_interval(field):
+  assert_data_error(small_config(**{field: 1.5}), f'config.data.{field}')
+
+
+@pytest.mark.parametrize('fractions', [(0.5, 0.6), (0.2, 0.3, 0.3, 0.2), (1.2, -0.2)])
+def test_bad_group_fractions(fractions):
+  assert_data_error(small_config(setting='groups', group_fractions=fractions),
+                    'config.data.group_fractions')
+
+
+@pytest.mark.parametrize('modalities', [('image',), ('image', 'image')])
+def test_fewer_than_two_modalities(modalities):
+  config = small_config(modalities=modalities)
+  config.data.synthetic.feature_dims = (6,)
+  assert_data_error(config, 'config.data.modalities')
+
+
+def test_synthetic_feature_dims_mismatch():
+  config = small_config()
+  config.data.synthetic.feature_dims = (6, 4, 2)
+  assert_data_error(config, 'config.data.synthetic.feature_dims')
+
+
+def test_path_none_and_missing_folder(tmp_path):
+  assert_data_error(small_config(format='interactions'), 'config.data.path')
+  assert_data_error(tsv_config(tmp_path / 'nowhere'), str(tmp_path / 'nowhere'))
+
+
+def test_missing_files(tsv_folder):
+  (tsv_folder / 'text_feat.npy').unlink()
+  assert_data_error(tsv_config(tsv_folder), str(tsv_folder / 'text_feat.npy'))
+  assert_data_error(tsv_config(tsv_folder, interactions_file='other.tsv'),
+                    str(tsv_folder / 'other.tsv'))
+
+
+@pytest.mark.parametrize('array,problem', [
+    (np.zeros((NUM_ITEMS, 2, 2), np.float32), '2-D'),
+    (np.zeros(NUM_ITEMS, np.float32), '2-D'),
+    (np.array([['a', 'b']] * NUM_ITEMS), 'numeric'),
+    (np.array([[object()]] * NUM_ITEMS, dtype=object), 'numeric'),
+    (np.zeros((NUM_ITEMS - 1, 2), np.float32), 'rows'),
+])
+def test_bad_feature_file(tsv_folder, array, problem):
+  np.save(tsv_folder / 'text_feat.npy', array, allow_pickle=True)
+  assert_data_error(tsv_config(tsv_folder), 'text_feat.npy', problem)
+
+
+def test_nan_in_features(tsv_folder):
+  image = np.load(tsv_folder / 'image_feat.npy')
+  image[[3, 7, 7], [0, 1, 2]] = [np.nan, np.inf, np.nan]
+  np.save(tsv_folder / 'image_feat.npy', image)
+  assert_data_error(tsv_config(tsv_folder), 'image_feat.npy', 'NaN/inf in 2 rows (first: 3)')
+
+
+@pytest.mark.parametrize('text,problem', [
+    ('user\titem\n0\t1\n1\t2\t3\t4\n', 'malformed'),
+    ('user\titem\n0\t1.5\n', 'non-integer'),
+    ('user\titem\n0\tabc\n', 'malformed'),
+    ('user\titem\n0\t1\n-1\t2\n', 'negative'),
+    ('user\titem\n0\t1\n1\t25\n', 'item id 25 >= 20'),
+    ('0\t1\n1\t2\n', 'header'),
+    ('user\titem\n', 'no interaction rows'),
+    ('user\titem\tts\tx\n0\t1\t2\t3\n', 'columns'),
+])
+def test_bad_interactions_file(tsv_folder, text, problem):
+  (tsv_folder / 'interactions.tsv').write_text(text)
+  assert_data_error(tsv_config(tsv_folder), 'interactions.tsv', problem)
+
+
+def test_empty_split(tsv_folder):
+  assert_data_error(tsv_config(tsv_folder, new_item_fraction=0.0), str(tsv_folder),
+                    'empty split')
+  assert_data_error(tsv_config(tsv_folder, val_fraction=0.0), 'empty split', '0 val')
+
+
+def test_mmrec_inter_file_errors(tmp_path):
+  write_features(tmp_path, num_items=5)
+  config = small_config(format='mmrec', path=str(tmp_path))
+  assert_data_error(config, str(tmp_path), '*.inter', 'none')
+  write_tsv(tmp_path / 'a.inter', 'user\titemID', [(0, 1)])
+  assert_data_error(config, 'a.inter', 'userID')
+  write_tsv(tmp_path / 'b.inter', 'userID\titemID', [(0, 1)])
+  assert_data_error(config, 'a.inter', 'b.inter')
+  config.data.inter_name = 'c'
+  assert_data_error(config, str(tmp_path / 'c.inter'))
+
+
+@pytest.mark.parametrize('files,problem', [
+    ({'val': '0 2\n'}, 'val.txt'),
+    ({'train': '0 0 5\n'}, 'train.txt'),
+    ({'test': '1 6\n'}, 'share'),
+    ({'cold': (5, 6, 12)}, 'cold_item_index.npy'),
+    ({'train': '0 x\n'}, 'train.txt'),
+])
+def test_bad_milk_layout(tmp_path, files, problem):
+  write_milk(tmp_path, **files)
+  assert_data_error(small_config(format='milk', path=str(tmp_path)), problem)

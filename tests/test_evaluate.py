@@ -1,0 +1,77 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from milk_jax import evaluate
+
+
+def _setup():
+  # Scores of user 0 over items 0..4 are 5, 4, 3, 2, 1 (rank = item id).
+  users = jnp.array([[1.0], [-1.0]])
+  items = jnp.array([[5.0], [4.0], [3.0], [2.0], [1.0]])
+  return users, items
+
+
+def test_hand_computed_metrics():
+  users, items = _setup()
+  # User 0 holds out items 1 and 4 (ranks 2 and 5). User 1 ranks in reverse: item 4 first;
+  # it holds out item 0 (rank 5).
+  pairs = np.array([[0, 1], [0, 4], [1, 0]])
+  m = evaluate.rank_metrics(users, items, pairs, np.arange(5), ks=(1, 2, 5), user_batch_size=1)
+  assert m['num_users'] == 2
+  np.testing.assert_allclose(m['recall@1'], 0.0)
+  np.testing.assert_allclose(m['recall@2'], (0.5 + 0.0) / 2)
+  np.testing.assert_allclose(m['recall@5'], 1.0)
+  ndcg2_user0 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+  np.testing.assert_allclose(m['ndcg@2'], ndcg2_user0 / 2, rtol=1e-6)
+  idcg = 1 + 1 / np.log2(3)
+  ndcg5_user0 = (1 / np.log2(3) + 1 / np.log2(6)) / idcg
+  ndcg5_user1 = (1 / np.log2(6)) / 1.0
+  np.testing.assert_allclose(m['ndcg@5'], (ndcg5_user0 + ndcg5_user1) / 2, rtol=1e-6)
+  np.testing.assert_allclose(m['precision@2'], (1 / 2 + 0) / 2)
+  np.testing.assert_allclose(m['hr@2'], 0.5)
+  np.testing.assert_allclose(m['hr@5'], 1.0)
+
+
+def test_candidates_restrict_the_ranking():
+  users, items = _setup()
+  # Only items 3 and 4 compete: user 0 ranks 3 then 4, so held-out item 4 is at rank 2.
+  pairs = np.array([[0, 4], [0, 1]])  # item 1 is not a candidate: ignored.
+  m = evaluate.rank_metrics(users, items, pairs, np.array([3, 4]), ks=(1, 2))
+  np.testing.assert_allclose(m['recall@1'], 0.0)
+  np.testing.assert_allclose(m['recall@2'], 1.0)
+  np.testing.assert_allclose(m['ndcg@2'], 1 / np.log2(3))
+
+
+def test_batching_does_not_change_results():
+  rng = np.random.default_rng(0)
+  users = jnp.asarray(rng.normal(size=(50, 8)), jnp.float32)
+  items = jnp.asarray(rng.normal(size=(40, 8)), jnp.float32)
+  pairs = np.stack([rng.integers(0, 50, 300), rng.integers(0, 40, 300)], axis=1)
+  candidates = np.arange(10, 40)
+  a = evaluate.rank_metrics(users, items, pairs, candidates, (5, 10, 50), user_batch_size=7)
+  b = evaluate.rank_metrics(users, items, pairs, candidates, (5, 10, 50), user_batch_size=64)
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+
+
+def test_perfect_and_empty_rankings():
+  users = jnp.eye(3)
+  items = jnp.eye(3)
+  m = evaluate.rank_metrics(users, items, np.array([[0, 0], [1, 1], [2, 2]]), np.arange(3), (1,))
+  assert m['recall@1'] == pytest.approx(1.0) and m['ndcg@1'] == pytest.approx(1.0)
+  empty = evaluate.rank_metrics(users, items, np.zeros((0, 2), int), np.arange(3), (1,))
+  assert empty['num_users'] == 0 and empty['recall@1'] == 0.0
+
+
+def test_metrics_by_group():
+  users, items = _setup()
+  num_missing = np.array([0, 1, 0, 1, 2])
+  pairs = np.array([[0, 1], [0, 2], [1, 4]])
+  groups = evaluate.rank_metrics_by_group(users, items, pairs, np.arange(5), num_missing, (1,))
+  assert sorted(groups) == ['full', 'missing_1', 'missing_2']
+  # Group 'missing_1' ranks items 1 and 3 only; user 0 puts item 1 first.
+  assert groups['missing_1']['recall@1'] == pytest.approx(1.0)
+  # Group 'full' ranks items 0 and 2; user 0 puts item 0 first, its positive is item 2.
+  assert groups['full']['recall@1'] == pytest.approx(0.0)
+  assert groups['missing_2']['num_users'] == 1

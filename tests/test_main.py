@@ -1,0 +1,54 @@
+"""The command line end to end, as a user types it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--config.data.synthetic.num_users=150', '--config.data.synthetic.num_items=120',
+        '--config.train.num_epochs=2', '--config.train.eval_every=1',
+        '--config.model.embed_dim=8', '--config.train.batch_size=256']
+
+
+def _run(*args):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_train_then_eval(tmp_path):
+  workdir = str(tmp_path / 'run')
+  done = _run('--config=configs/default.py', f'--workdir={workdir}', '--config.train.beta=50',
+              '--config.data.setting=mtmt', *TINY)
+  assert done.returncode == 0, done.stderr[-3000:]
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert {'best_epoch', 'val', 'test', 'test_by_group', 'train_seconds'} <= set(results)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = json.load(f)
+  assert saved['train']['beta'] == 50 and saved['data']['setting'] == 'mtmt'
+  assert 'epoch 2/2' in done.stderr
+
+  evaluated = _run('--config=configs/default.py', f'--workdir={workdir}', '--mode=eval',
+                   '--config.train.beta=50', '--config.data.setting=mtmt', *TINY)
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  with open(os.path.join(workdir, 'eval.json')) as f:
+    assert json.load(f)['test'] == pytest.approx(results['test'])
+
+
+def test_unknown_config_key_fails_loudly(tmp_path):
+  done = _run('--config=configs/default.py', f'--workdir={tmp_path}', '--config.train.betta=5')
+  assert done.returncode != 0
+  assert 'betta' in done.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+  done = _run('--config=configs/ml100k.py', f'--workdir={tmp_path / "run"}',
+              f'--config.data.path={tmp_path / "absent"}')
+  assert done.returncode != 0
+  assert 'absent' in done.stderr
+  assert not os.path.exists(tmp_path / 'run')

@@ -1,0 +1,175 @@
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from milk_jax import data as data_lib
+from milk_jax import train
+from tests.helpers import tiny_config
+
+
+def _batch(dataset, size, seed=0):
+  rng = np.random.default_rng(seed)
+  users, positives, negatives = data_lib.epoch_triples(rng, dataset, size)
+  return {'users': users[0], 'positives': positives[0], 'negatives': negatives[0]}
+
+
+@pytest.fixture(scope='module')
+def setup():
+  config = tiny_config()
+  dataset = data_lib.load_dataset(config)
+  state = train.create_train_state(config, jax.random.key(0), dataset.num_users,
+                                   tuple(f.shape[1] for f in dataset.features))
+  return config, dataset, state, train.item_data_on_device(dataset)
+
+
+def test_train_step_metrics_and_shapes(setup):
+  config, dataset, state, item_data = setup
+  step = jax.jit(train.make_train_step(config, 2))
+  new_state, metrics = step(state, _batch(dataset, 64), jax.random.key(1), item_data)
+  assert int(new_state.step) == 1
+  chex.assert_trees_all_equal_shapes(new_state.params, state.params)
+  chex.assert_tree_all_finite(metrics)
+  assert set(metrics) == {'loss', 'bpr', 'env_variance', 'alignment', 'regulariser'}
+  # The loss is assembled as Eq. 16 says.
+  expected = (metrics['bpr'] + config.train.beta * metrics['env_variance']
+              + config.train.align_weight * metrics['alignment']
+              + config.train.reg_weight * metrics['regulariser'])
+  np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
+
+
+def test_train_step_compiles_once(setup):
+  config, dataset, state, item_data = setup
+  step = chex.assert_max_traces(train.make_train_step(config, 2), n=1)
+  step = jax.jit(step)
+  for seed in range(3):
+    state, _ = step(state, _batch(dataset, 64, seed), jax.random.key(seed), item_data)
+
+
+def test_erm_has_no_variance_and_no_alignment(setup):
+  config, dataset, state, item_data = setup
+  config = tiny_config()
+  config.model.use_invariance = False
+  config.model.use_alignment = False
+  _, metrics = jax.jit(train.make_train_step(config, 2))(
+      state, _batch(dataset, 64), jax.random.key(1), item_data)
+  assert float(metrics['env_variance']) == 0.0 and float(metrics['alignment']) == 0.0
+
+
+def test_fixed_weights_ignore_the_step_key():
+  config = tiny_config()
+  config.model.resample_weights = False
+  a = train.step_weights(config, jax.random.key(1), 3)
+  b = train.step_weights(config, jax.random.key(2), 3)
+  chex.assert_trees_all_close(a, b)
+  config.model.resample_weights = True
+  assert not np.allclose(train.step_weights(config, jax.random.key(1), 3),
+                         train.step_weights(config, jax.random.key(2), 3))
+
+
+def test_scanned_epoch_equals_step_by_step_loop(setup):
+  config, dataset, state, item_data = setup
+  rng = np.random.default_rng(5)
+  users, positives, negatives = data_lib.epoch_triples(rng, dataset, 128)
+  triples = {'users': users, 'positives': positives, 'negatives': negatives}
+  train_key = jax.random.key(9)
+  step = jax.jit(train.make_train_step(config, 2))
+  looped = state
+  for s in range(users.shape[0]):
+    batch = jax.tree.map(lambda x: x[s], triples)
+    looped, _ = step(looped, batch, jax.random.fold_in(train_key, looped.step), item_data)
+  copy = jax.tree.map(jnp.copy, state)  # The epoch donates its input state.
+  scanned, metrics = train.make_train_epoch(config, 2)(copy, triples, train_key, item_data)
+  chex.assert_trees_all_close(scanned.params, looped.params, rtol=1e-5, atol=1e-6)
+  assert int(scanned.step) == users.shape[0]
+  chex.assert_tree_all_finite(metrics)
+
+
+def test_training_beats_the_untrained_model(tmp_path):
+  # Enough new items (100) that a random ranking scores far below the ceiling.
+  config = tiny_config(num_epochs=30, eval_every=5, patience=3)
+  config.data.synthetic.num_items = 500
+  config.data.synthetic.num_users = 300
+  dataset = data_lib.load_dataset(config)
+  untrained = train.create_train_state(config, jax.random.fold_in(jax.random.key(config.seed), 0),
+                                       dataset.num_users,
+                                       tuple(f.shape[1] for f in dataset.features))
+  before = train.evaluate_params(config, untrained.params, train.item_data_on_device(dataset),
+                                 dataset, 'test')
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
+  assert results['best_epoch'] > 0
+
+
+def test_results_contract(tmp_path):
+  config = tiny_config(num_epochs=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / 'results.json') as f:
+    results = json.load(f)
+  assert isinstance(results['best_epoch'], int)
+  for split in ('val', 'test'):
+    for key in ('recall@10', 'ndcg@10', 'recall@20', 'ndcg@20'):
+      assert 0.0 <= results[split][key] <= 1.0
+  assert set(results['test_by_group']) == {'full', 'missing_1'}
+  assert results['train_seconds'] > 0
+  with open(tmp_path / 'config.json') as f:
+    assert json.load(f)['train']['beta'] == config.train.beta
+
+
+def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
+  config = tiny_config(num_epochs=6, eval_every=2, patience=5)
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+
+  class Interrupt(Exception):
+    pass
+
+  def stop_after_three(epoch, metrics):
+    if epoch == 3:
+      raise Interrupt()
+
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(config, str(tmp_path / 'resumed'), epoch_callback=stop_after_three)
+  assert not os.path.exists(tmp_path / 'resumed' / 'results.json')
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  for key in ('best_epoch', 'val', 'test', 'test_by_group', 'history'):
+    assert resumed[key] == full[key], key
+
+
+def test_workdir_of_another_run_is_refused(tmp_path):
+  config = tiny_config(num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  before = (tmp_path / 'results.json').read_text()
+  other = tiny_config(num_epochs=1, beta=3.0)
+  with pytest.raises(ValueError, match='different config'):
+    train.train_and_evaluate(other, str(tmp_path))
+  no_resume = tiny_config(num_epochs=1, resume=False)
+  with pytest.raises(ValueError, match='resume'):
+    train.train_and_evaluate(no_resume, str(tmp_path))
+  assert (tmp_path / 'results.json').read_text() == before
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('select_metric', 'ndcg@7', 'select_metric'),
+    ('batch_size', 0, 'batch_size'),
+    ('reg_target', 'weights', 'reg_target'),
+])
+def test_bad_config_values_fail_before_training(tmp_path, field, value, message):
+  config = tiny_config(**{field: value})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_eval_mode_restores_the_best_checkpoint(tmp_path):
+  config = tiny_config(num_epochs=4)
+  results = train.train_and_evaluate(config, str(tmp_path))
+  evaluated = train.evaluate_checkpoint(config, str(tmp_path))
+  assert evaluated['epoch'] == results['best_epoch']
+  for key, value in results['test'].items():
+    assert evaluated['test'][key] == pytest.approx(value, rel=1e-5)
+  with pytest.raises(FileNotFoundError):
+    train.evaluate_checkpoint(config, str(tmp_path / 'nothing'))
