@@ -6,12 +6,14 @@
 """
 
 import logging
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from milk_jax import data
 from milk_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,10 +31,12 @@ def main(argv):
   # Progress comes from the 'milk_jax' logger; orbax's own INFO lines are noise here.
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('milk_jax').setLevel(logging.INFO)
-  if _MODE.value == 'train':
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  else:
-    train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+  run = train.train_and_evaluate if _MODE.value == 'train' else train.evaluate_checkpoint
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except (data.DataError, train.ConfigError, FileNotFoundError) as error:
+    # Bad input, found before anything is written: the message names what is wrong.
+    sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':

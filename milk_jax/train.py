@@ -33,6 +33,10 @@ log = logging.getLogger('milk_jax')
 RESUMABLE_CHANGES = ('train.resume', 'train.num_epochs')
 
 
+class ConfigError(ValueError):
+  """A config value the code cannot honour, or a workdir that belongs to another run."""
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # Global step, int32 scalar.
@@ -148,10 +152,10 @@ def make_train_epoch(config: ml_collections.ConfigDict, num_modalities: int) -> 
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raise ValueError on config values the code cannot honour."""
+  """Raise ConfigError on config values the code cannot honour."""
   def require(ok: bool, field: str, message: str):
     if not ok:
-      raise ValueError(f'config.{field}={config_value(config, field)!r}: {message}')
+      raise ConfigError(f'config.{field}={config_value(config, field)!r}: {message}')
 
   require(config.model.embed_dim > 0, 'model.embed_dim', 'must be positive')
   require(config.model.alpha > 0, 'model.alpha', 'the Dirichlet concentration must be positive')
@@ -239,11 +243,11 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     differing = sorted(k for k in previous.keys() | current.keys()
                        if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
     if differing:
-      raise ValueError(
+      raise ConfigError(
           f'{config_path} holds a run with a different config (fields: {", ".join(differing)}); '
           'use a fresh --workdir for a new run.')
     if has_checkpoints and not config.train.resume:
-      raise ValueError(
+      raise ConfigError(
           f'{workdir} already holds checkpoints and config.train.resume=False: pass '
           '--config.train.resume=True to continue that run, or use a fresh --workdir.')
   _write_json(config_path, json.loads(config.to_json()))

@@ -173,3 +173,23 @@ def test_eval_mode_restores_the_best_checkpoint(tmp_path):
     assert evaluated['test'][key] == pytest.approx(value, rel=1e-5)
   with pytest.raises(FileNotFoundError):
     train.evaluate_checkpoint(config, str(tmp_path / 'nothing'))
+
+
+def test_bad_data_leaves_an_existing_run_intact(tmp_path):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_config(num_epochs=1), str(workdir))
+  written = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+
+  folder = tmp_path / 'data'
+  folder.mkdir()
+  (folder / 'interactions.tsv').write_text('user\titem\n0\t1\n1\t2\n')
+  features = np.ones((4, 3), np.float32)
+  features[2, 1] = np.nan
+  np.save(folder / 'image_feat.npy', features)
+  np.save(folder / 'text_feat.npy', np.ones((4, 2), np.float32))
+  config = tiny_config(num_epochs=1)
+  config.data.format = 'interactions'
+  config.data.path = str(folder)
+  with pytest.raises(data_lib.DataError, match='image_feat.npy'):
+    train.train_and_evaluate(config, str(workdir))
+  assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == written
