@@ -117,9 +117,10 @@ def rank_metrics_by_group(user_embedding: jax.Array, item_vectors: jax.Array,
                           user_batch_size: int = 1024) -> dict[str, dict[str, float]]:
   """Metrics per missing-modality group of the held-out items.
 
-  For group g the candidates are the candidate items missing g modalities and
-  the positives are the held-out pairs on those items, so each group is ranked
-  on its own, free of competition from the other groups.
+  Every group uses the same ranking of all `candidates`; only the held-out
+  positives are restricted to the group's items (a user counts in a group
+  when one of its held-out items is there). Groups of different sizes thus
+  face the same competition and their numbers can be compared.
 
   Args:
     num_missing: (num_items,) missing modalities per item.
@@ -129,11 +130,7 @@ def rank_metrics_by_group(user_embedding: jax.Array, item_vectors: jax.Array,
     held-out items.
   """
   pairs = np.asarray(pairs).reshape(-1, 2)
-  candidates = np.asarray(candidates)
-  result = {}
-  for g in np.unique(num_missing[pairs[:, 1]]) if pairs.size else []:
-    in_group = candidates[num_missing[candidates] == g]
-    result[group_name(int(g))] = rank_metrics(
-        user_embedding, item_vectors, pairs[num_missing[pairs[:, 1]] == g],
-        in_group, ks, user_batch_size)
-  return result
+  pair_groups = num_missing[pairs[:, 1]]
+  return {group_name(int(g)): rank_metrics(user_embedding, item_vectors, pairs[pair_groups == g],
+                                           candidates, ks, user_batch_size)
+          for g in np.unique(pair_groups)}

@@ -258,7 +258,7 @@ def initial_loop_state(config: ml_collections.ConfigDict) -> dict[str, Any]:
   best_val = {key: 0.0 for key in evaluate.metric_keys(config.eval.ks)}
   best_val['num_users'] = 0
   return {'epoch': 0, 'best_metric': -math.inf, 'best_epoch': 0, 'evals_since_best': 0,
-          'best_val': best_val}
+          'best_val': best_val, 'train_seconds': 0.0}
 
 
 def _read_history(path: str, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -346,7 +346,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoints.save(checkpoint.BEST, epoch, {'state': _state_tree(state), 'loop': loop})
     return loop['evals_since_best'] >= config.train.patience
 
-  train_seconds = 0.0
   stopped_early = False
   if start_epoch == 0:
     stopped_early = run_validation(0)
@@ -363,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, metrics = train_epoch(state, triples, train_key, item_data)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     seconds = time.perf_counter() - tic
-    train_seconds += seconds
+    loop['train_seconds'] += seconds  # Saved with the checkpoint: a resumed run keeps its total.
     if not all(math.isfinite(v) for v in metrics.values()):
       raise FloatingPointError(
           f'non-finite training loss at epoch {epoch}: {metrics}; lower '
@@ -400,7 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       'val': loop['best_val'],
       'test': test,
       'test_by_group': test_by_group,
-      'train_seconds': train_seconds,
+      'train_seconds': loop['train_seconds'],
       'history': [r for r in history if r['kind'] == 'eval'],
   }
   _write_json(os.path.join(workdir, 'results.json'), results)

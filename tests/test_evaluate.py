@@ -67,11 +67,14 @@ def test_perfect_and_empty_rankings():
 def test_metrics_by_group():
   users, items = _setup()
   num_missing = np.array([0, 1, 0, 1, 2])
+  # User 0 ranks items 0,1,2,3,4; user 1 ranks them in reverse.
   pairs = np.array([[0, 1], [0, 2], [1, 4]])
-  groups = evaluate.rank_metrics_by_group(users, items, pairs, np.arange(5), num_missing, (1,))
+  groups = evaluate.rank_metrics_by_group(users, items, pairs, np.arange(5), num_missing, (1, 2))
   assert sorted(groups) == ['full', 'missing_1', 'missing_2']
-  # Group 'missing_1' ranks items 1 and 3 only; user 0 puts item 1 first.
-  assert groups['missing_1']['recall@1'] == pytest.approx(1.0)
-  # Group 'full' ranks items 0 and 2; user 0 puts item 0 first, its positive is item 2.
-  assert groups['full']['recall@1'] == pytest.approx(0.0)
-  assert groups['missing_2']['num_users'] == 1
+  # All groups share one ranking of the 5 candidates: item 1 (missing_1) is at rank 2,
+  # item 2 (full) at rank 3, item 4 (missing_2) first for user 1.
+  assert groups['missing_1']['recall@1'] == pytest.approx(0.0)
+  assert groups['missing_1']['recall@2'] == pytest.approx(1.0)
+  assert groups['full']['recall@2'] == pytest.approx(0.0)
+  assert groups['missing_2']['recall@1'] == pytest.approx(1.0)
+  assert groups['missing_2']['num_users'] == 1 and groups['full']['num_users'] == 1

@@ -137,6 +137,10 @@ def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
   resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   for key in ('best_epoch', 'val', 'test', 'test_by_group', 'history'):
     assert resumed[key] == full[key], key
+  # Training time adds up over the interruption; running a finished run again keeps it.
+  assert resumed['train_seconds'] > 0
+  again = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert again['train_seconds'] == resumed['train_seconds'] and again['test'] == full['test']
 
 
 def test_workdir_of_another_run_is_refused(tmp_path):
@@ -193,3 +197,13 @@ def test_bad_data_leaves_an_existing_run_intact(tmp_path):
   with pytest.raises(data_lib.DataError, match='image_feat.npy'):
     train.train_and_evaluate(config, str(workdir))
   assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == written
+
+
+def test_three_modalities_with_missing_groups(tmp_path):
+  config = tiny_config(num_epochs=2)
+  config.data.modalities = ('image', 'text', 'audio')
+  config.data.synthetic.feature_dims = (24, 12, 6)
+  config.data.setting = 'groups'
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert set(results['test_by_group']) == {'full', 'missing_1', 'missing_2'}
+  chex.assert_tree_all_finite(jax.tree.map(np.asarray, results['test']))
