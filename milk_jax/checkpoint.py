@@ -35,7 +35,22 @@ class Checkpoints:
                       BEST: _manager(os.path.join(root, BEST))}
 
   def save(self, which: str, epoch: int, tree: Any) -> None:
-    self._managers[which].save(epoch, args=ocp.args.StandardSave(tree), force=True)
+    """Save `tree` as `epoch`, replacing a checkpoint of the same epoch.
+
+    A run interrupted between two saves redoes its last epoch and saves it again.
+    """
+    manager = self._managers[which]
+    if epoch in manager.all_steps():
+      manager.wait_until_finished()
+      manager.delete(epoch)
+    manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
+
+  def discard(self, which: str) -> None:
+    """Delete every checkpoint of `which` (leftovers of an attempt that is started over)."""
+    manager = self._managers[which]
+    manager.wait_until_finished()
+    for epoch in manager.all_steps():
+      manager.delete(epoch)
 
   def latest_epoch(self, which: str) -> int | None:
     return self._managers[which].latest_step()

@@ -307,8 +307,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   loop = initial_loop_state(config)
   best_params = None
   start_epoch = 0
-  restored = checkpoints.restore(checkpoint.LATEST, {'state': _state_tree(state), 'loop': loop}) \
-      if config.train.resume else None
+  restored = None
+  if config.train.resume:
+    restored = checkpoints.restore(checkpoint.LATEST, {'state': _state_tree(state), 'loop': loop})
   if restored is not None:
     _, tree = restored
     state = _state_from_tree(tree['state'])
@@ -318,7 +319,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if best is not None:
       best_params = _state_from_tree(best[1]['state']).params
     log.info('resumed from %s at epoch %d (best %s %.4f at epoch %d)', workdir,
-                 start_epoch, select, loop['best_metric'], loop['best_epoch'])
+             start_epoch, select, loop['best_metric'], loop['best_epoch'])
+  else:
+    # Starting over (nothing to resume, or resume is off in an empty workdir): a best
+    # checkpoint left by an attempt that died before its first latest one is stale.
+    checkpoints.discard(checkpoint.BEST)
   history = _read_history(log_path, start_epoch) if restored is not None else []
   with open(log_path, 'w') as f:  # Drop records of an interrupted tail, if any.
     f.writelines(json.dumps(r) + '\n' for r in history)
@@ -340,8 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       loop['evals_since_best'] += 1
     log_record({'epoch': epoch, 'kind': 'eval', 'val': val})
     log.info('eval epoch %d: val %s | best %s %.4f at epoch %d%s', epoch,
-                 _format_metrics(val, ks_shown), select, loop['best_metric'],
-                 loop['best_epoch'], ' (new best)' if improved else '')
+             _format_metrics(val, ks_shown), select, loop['best_metric'],
+             loop['best_epoch'], ' (new best)' if improved else '')
     if improved:
       checkpoints.save(checkpoint.BEST, epoch, {'state': _state_tree(state), 'loop': loop})
     return loop['evals_since_best'] >= config.train.patience
@@ -370,10 +375,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     loop['epoch'] = epoch
     log_record({'epoch': epoch, 'kind': 'train', **metrics, 'seconds': seconds})
     log.info('epoch %d/%d loss %.4f (bpr %.4f var %.2e align %.4f reg %.3f) '
-                 '%.2fs, %.0f triples/s', epoch, config.train.num_epochs, metrics['loss'],
-                 metrics['bpr'], metrics['env_variance'], metrics['alignment'],
-                 metrics['regulariser'], seconds,
-                 steps_per_epoch * config.train.batch_size / seconds)
+             '%.2fs, %.0f triples/s', epoch, config.train.num_epochs, metrics['loss'],
+             metrics['bpr'], metrics['env_variance'], metrics['alignment'],
+             metrics['regulariser'], seconds,
+             steps_per_epoch * config.train.batch_size / seconds)
     if epoch % config.train.eval_every == 0 or epoch == config.train.num_epochs:
       stopped_early = run_validation(epoch)
     if epoch % config.train.checkpoint_every == 0 or stopped_early:

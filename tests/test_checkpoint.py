@@ -39,3 +39,15 @@ def test_restore_from_an_empty_directory_is_none(tmp_path):
   checkpoints = checkpoint.Checkpoints(str(tmp_path))
   assert checkpoints.restore(checkpoint.LATEST, _tree(0)) is None
   checkpoints.close()
+
+
+def test_save_replaces_the_same_epoch_and_discard_empties(tmp_path):
+  checkpoints = checkpoint.Checkpoints(str(tmp_path))
+  checkpoints.save(checkpoint.BEST, 3, _tree(1))
+  checkpoints.save(checkpoint.BEST, 3, _tree(2))
+  epoch, tree = checkpoints.restore(checkpoint.BEST, _tree(0))
+  assert epoch == 3
+  chex.assert_trees_all_close(tree['state']['params'], _tree(2)['state']['params'])
+  checkpoints.discard(checkpoint.BEST)
+  assert checkpoints.restore(checkpoint.BEST, _tree(0)) is None
+  checkpoints.close()

@@ -143,6 +143,20 @@ def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
   assert again['train_seconds'] == resumed['train_seconds'] and again['test'] == full['test']
 
 
+def test_interrupted_before_the_first_latest_checkpoint(tmp_path):
+  config = tiny_config(num_epochs=3, eval_every=1, checkpoint_every=2)
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+
+  def stop(epoch, metrics):
+    raise KeyboardInterrupt()
+
+  # Epoch 1 saved a best checkpoint but no latest one yet.
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / 'again'), epoch_callback=stop)
+  again = train.train_and_evaluate(config, str(tmp_path / 'again'))
+  assert again['test'] == full['test'] and again['best_epoch'] == full['best_epoch']
+
+
 def test_workdir_of_another_run_is_refused(tmp_path):
   config = tiny_config(num_epochs=1)
   train.train_and_evaluate(config, str(tmp_path))
