@@ -52,3 +52,16 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
   assert done.returncode != 0
   assert 'absent' in done.stderr
   assert not os.path.exists(tmp_path / 'run')
+
+
+ML100K = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'ml100k-mm')
+
+
+@pytest.mark.skipif(not os.path.isdir(ML100K), reason='../shared/data/ml100k-mm is absent')
+def test_ml100k_config_trains_on_the_real_data(tmp_path):
+  done = _run('--config=configs/ml100k.py', f'--workdir={tmp_path}', '--config.train.num_epochs=1')
+  assert done.returncode == 0, done.stderr[-3000:]
+  with open(tmp_path / 'results.json') as f:
+    results = json.load(f)
+  assert results['val']['num_users'] > 900  # Nearly every ml100k user rates a new item.
+  assert set(results['test_by_group']) == {'full', 'missing_1'}

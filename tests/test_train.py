@@ -221,3 +221,19 @@ def test_three_modalities_with_missing_groups(tmp_path):
   results = train.train_and_evaluate(config, str(tmp_path))
   assert set(results['test_by_group']) == {'full', 'missing_1', 'missing_2'}
   chex.assert_tree_all_finite(jax.tree.map(np.asarray, results['test']))
+
+
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
+  # A learning rate this large overflows the parameters to inf within the first epoch.
+  config = tiny_config(num_epochs=3, learning_rate=1e38)
+  with pytest.raises(FloatingPointError, match='non-finite training loss at epoch 1'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_candidates_all_new_or_the_splits_own(setup):
+  _, dataset, _, _ = setup
+  all_new = train.candidate_items(dataset, 'test', 'all_new')
+  np.testing.assert_array_equal(all_new, np.union1d(dataset.val_items, dataset.test_items))
+  np.testing.assert_array_equal(train.candidate_items(dataset, 'val', 'split'), dataset.val_items)
+  np.testing.assert_array_equal(train.candidate_items(dataset, 'test', 'split'),
+                                dataset.test_items)
