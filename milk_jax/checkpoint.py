@@ -22,6 +22,14 @@ def _manager(directory: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def _delete(manager: ocp.CheckpointManager, epochs) -> None:
+  """Delete checkpoints once pending saves are complete (a save in flight may be one of them)."""
+  if epochs:
+    manager.wait_until_finished()
+  for epoch in list(epochs):
+    manager.delete(epoch)
+
+
 class Checkpoints:
   """Two orbax managers under `<workdir>/checkpoints`: 'latest' and 'best'.
 
@@ -40,17 +48,13 @@ class Checkpoints:
     A run interrupted between two saves redoes its last epoch and saves it again.
     """
     manager = self._managers[which]
-    if epoch in manager.all_steps():
-      manager.wait_until_finished()
-      manager.delete(epoch)
+    _delete(manager, [epoch] if epoch in manager.all_steps() else [])
     manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
 
   def discard(self, which: str) -> None:
     """Delete every checkpoint of `which` (leftovers of an attempt that is started over)."""
     manager = self._managers[which]
-    manager.wait_until_finished()
-    for epoch in manager.all_steps():
-      manager.delete(epoch)
+    _delete(manager, manager.all_steps())
 
   def latest_epoch(self, which: str) -> int | None:
     return self._managers[which].latest_step()

@@ -68,10 +68,10 @@ def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRI
                               if (v := metric(r, key)) is not None]))
     if base:
       for key in metrics:
-        diffs = [metric(r, key) - metric(base[name], key) for name, r in results.items()
-                 if name in base and metric(r, key) is not None
-                 and metric(base[name], key) is not None]
-        cells.append(_mean_std(diffs))
+        pairs = [(metric(r, key), metric(base[name], key))
+                 for name, r in results.items() if name in base]
+        cells.append(_mean_std([mine - theirs for mine, theirs in pairs
+                                if mine is not None and theirs is not None]))
     lines.append(f'| {folder} | {len(results)} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
