@@ -64,11 +64,26 @@ def get_config() -> ml_collections.ConfigDict:
   train.select_metric = 'ndcg@20'  # Validation metric that picks the best epoch.
   train.resume = True  # Continue from the latest checkpoint in the workdir.
   train.checkpoint_every = 1  # Save the latest state every this many epochs.
+  train.sampler = 'host'  # host (numpy) | device (shuffle and negatives inside the jitted epoch).
+  train.feature_dtype = 'float32'  # float32 | bfloat16: item features on device; params stay float32.
+  train.data_parallel = False  # Split each batch over all devices (jax.sharding mesh 'data').
+  train.shard_user_table = False  # With data_parallel: split the user table by rows too.
 
   # ---------------------------------------------------------------- eval
   ev = config.eval = ml_collections.ConfigDict()
   ev.ks = (10, 20, 50)  # Cut-offs for Recall/NDCG/Precision/HR.
   ev.candidates = 'all_new'  # all_new (val + test items, as the authors) | split.
   ev.user_batch_size = 1024  # Users ranked per device call.
+
+  # ----------------------------------------------------------- benchmark
+  bench = config.benchmark = ml_collections.ConfigDict()
+  bench.warmup_steps = 5  # Untimed steps after compilation.
+  bench.num_steps = 50  # Timed train steps (each waits for the device).
+  bench.num_epochs = 3  # Timed whole epochs, sampling included.
+  bench.reference = True  # Also time a step that projects every item per environment (authors').
+  bench.sweep = False  # Time steps over sweep_batch_sizes and sweep_num_items; writes CSV and PNG.
+  bench.sweep_batch_sizes = (256, 512, 1024, 2048, 4096, 8192)  # Batch sizes of the sweep.
+  bench.sweep_num_items = (1000, 3000, 7050, 20000)  # Synthetic catalogue sizes of the sweep.
+  bench.sweep_steps = 10  # Timed steps per sweep point.
 
   return config

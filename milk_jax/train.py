@@ -26,11 +26,15 @@ from milk_jax import environments
 from milk_jax import evaluate
 from milk_jax import losses
 from milk_jax import model
+from milk_jax import sharding
+from milk_jax.data import device_sampling
 
 log = logging.getLogger('milk_jax')
 
-# Config fields that may change between an interrupted run and its resumption.
+# Config fields that may change between an interrupted run and its resumption
+# (the benchmark section never affects training).
 RESUMABLE_CHANGES = ('train.resume', 'train.num_epochs')
+IGNORED_SECTIONS = ('benchmark.',)
 
 
 class ConfigError(ValueError):
@@ -50,16 +54,27 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
                        num_users: int, feature_dims: tuple[int, ...]) -> TrainState:
+  """Fresh parameters and Adam state; the user table is padded when it is sharded."""
   params = model.init_params(key, num_users, feature_dims, config.model.embed_dim,
                              config.model.user_init_std)
+  padding = sharding.num_user_rows(config, num_users) - num_users
+  if padding:  # Zero rows appended after the draw: the real rows match an unsharded run.
+    params['user_embedding'] = jnp.pad(params['user_embedding'], ((0, padding), (0, 0)))
   opt_state = make_optimizer(config).init(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
-def item_data_on_device(dataset: data_lib.Dataset) -> dict[str, Any]:
-  """Item features and availability as device arrays, passed to every step."""
-  return {'features': tuple(jnp.asarray(f) for f in dataset.features),
-          'availability': jnp.asarray(dataset.availability)}
+FEATURE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+SAMPLERS = ('host', 'device')
+
+
+def item_data_on_device(dataset: data_lib.Dataset, feature_dtype: str = 'float32',
+                        sharding: jax.sharding.Sharding | None = None) -> dict[str, Any]:
+  """Item features (in `feature_dtype`) and availability as device arrays, for every step."""
+  dtype = FEATURE_DTYPES[feature_dtype]
+  item_data = {'features': tuple(jnp.asarray(f, dtype) for f in dataset.features),
+               'availability': jnp.asarray(dataset.availability)}
+  return item_data if sharding is None else jax.device_put(item_data, sharding)
 
 
 def step_weights(config: ml_collections.ConfigDict, key: jax.Array,
@@ -75,20 +90,36 @@ def step_weights(config: ml_collections.ConfigDict, key: jax.Array,
       include_uniform=config.model.use_uniform_env, cyclic=config.model.cyclic_shift)
 
 
-def make_loss_fn(config: ml_collections.ConfigDict, num_modalities: int) -> Callable:
-  """loss_fn(params, batch, key, item_data) -> (loss, metrics), Eq. 16."""
+def epoch_weights(config: ml_collections.ConfigDict, train_key: jax.Array,
+                  first_step: jax.Array, num_steps: int, num_modalities: int) -> jax.Array:
+  """(num_steps, E, M): the weights of steps first_step, first_step + 1, ...
+
+  One vectorised draw for the whole epoch gives the same values as drawing
+  step by step (each step still has its own key, fold_in(train_key, step)),
+  but runs the Dirichlet's gamma sampler once instead of once per step.
+  """
+  steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(train_key, steps)
+  return jax.vmap(lambda key: step_weights(config, key, num_modalities))(keys)
+
+
+def make_loss_fn(config: ml_collections.ConfigDict) -> Callable:
+  """loss_fn(params, batch, weights, item_data) -> (loss, metrics), Eq. 16.
+
+  `weights` are the step's environment weights, (E, M) from `step_weights`.
+  """
   train_config = config.train
 
-  def loss_fn(params, batch, key, item_data):
+  def loss_fn(params, batch, weights, item_data):
     users, positives, negatives = batch['users'], batch['positives'], batch['negatives']
     batch_size = users.shape[0]
+    # Only the batch's items go through the extractors, once for all environments.
     items = jnp.concatenate([positives, negatives])
     features = [f[items] for f in item_data['features']]
     representations = model.modality_representations(params['extractors'], features)
     pos_reps, neg_reps = representations[:batch_size], representations[batch_size:]
     user_vectors = params['user_embedding'][users]
 
-    weights = step_weights(config, key, num_modalities)
     env_losses = losses.bpr_per_env(model.env_scores(user_vectors, pos_reps, weights),
                                     model.env_scores(user_vectors, neg_reps, weights))
     task_loss, env_variance = losses.rex_loss(env_losses, train_config.beta,
@@ -115,38 +146,91 @@ def make_loss_fn(config: ml_collections.ConfigDict, num_modalities: int) -> Call
   return loss_fn
 
 
-def make_train_step(config: ml_collections.ConfigDict, num_modalities: int) -> Callable:
-  """train_step(state, batch, key, item_data) -> (state, metrics); pure, not jitted.
+def make_update(config: ml_collections.ConfigDict, loss_fn: Callable | None = None) -> Callable:
+  """update(state, batch, weights, item_data) -> (state, metrics): one Adam step; pure.
 
-  `batch` holds 'users', 'positives', 'negatives', each (B,) int32;
-  `item_data` is `item_data_on_device(dataset)`.
+  `loss_fn` defaults to `make_loss_fn(config)`; the benchmark passes its reference.
   """
   optimizer = make_optimizer(config)
-  grad_fn = jax.grad(make_loss_fn(config, num_modalities), has_aux=True)
+  grad_fn = jax.grad(loss_fn or make_loss_fn(config), has_aux=True)
 
-  def train_step(state: TrainState, batch, key, item_data):
-    grads, metrics = grad_fn(state.params, batch, key, item_data)
+  def update(state: TrainState, batch, weights, item_data):
+    grads, metrics = grad_fn(state.params, batch, weights, item_data)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
+  return update
+
+
+def make_train_step(config: ml_collections.ConfigDict, num_modalities: int,
+                    loss_fn: Callable | None = None) -> Callable:
+  """train_step(state, batch, key, item_data) -> (state, metrics); pure, not jitted.
+
+  The simple path: draws the step's weights from `key`, then one update.
+  `batch` holds 'users', 'positives', 'negatives', each (B,) int32;
+  `item_data` is `item_data_on_device(dataset)`.
+  """
+  update = make_update(config, loss_fn)
+
+  def train_step(state: TrainState, batch, key, item_data):
+    return update(state, batch, step_weights(config, key, num_modalities), item_data)
+
   return train_step
 
 
-def make_train_epoch(config: ml_collections.ConfigDict, num_modalities: int) -> Callable:
+def _scan_updates(config: ml_collections.ConfigDict, num_modalities: int) -> Callable:
+  """scan(state, triples, train_key, item_data): the epoch's updates as one lax.scan."""
+  update = make_update(config)
+
+  def scan(state, triples, train_key, item_data):
+    num_steps = triples['users'].shape[0]
+    weights = epoch_weights(config, train_key, state.step, num_steps, num_modalities)
+    def body(state, inputs):
+      batch, step_weights_ = inputs
+      return update(state, batch, step_weights_, item_data)
+    state, metrics = jax.lax.scan(body, state, (triples, weights))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return scan
+
+
+def make_train_epoch(config: ml_collections.ConfigDict, num_modalities: int,
+                     batch_sharding: jax.sharding.Sharding | None = None) -> Callable:
   """Jitted train_epoch(state, triples, train_key, item_data) -> (state, mean metrics).
 
-  One `lax.scan` over the epoch's batches: a single device program per epoch.
+  One `lax.scan` over host-sampled batches: a single device program per epoch.
   `triples` holds 'users', 'positives', 'negatives' of shape (steps, B); step
   s uses the key fold_in(train_key, global step), the same as a step-by-step loop.
+  With `batch_sharding` (of the (steps, B) arrays) the batch axis is split
+  over devices; the state keeps whatever sharding it comes with.
   """
-  train_step = make_train_step(config, num_modalities)
+  scan = _scan_updates(config, num_modalities)
 
   def train_epoch(state, triples, train_key, item_data):
-    def body(state, batch):
-      return train_step(state, batch, jax.random.fold_in(train_key, state.step), item_data)
-    state, metrics = jax.lax.scan(body, state, triples)
-    return state, jax.tree.map(jnp.mean, metrics)
+    if batch_sharding is not None:
+      triples = jax.lax.with_sharding_constraint(triples, batch_sharding)
+    return scan(state, triples, train_key, item_data)
+
+  return jax.jit(train_epoch, donate_argnums=0)
+
+
+def make_device_epoch(config: ml_collections.ConfigDict, num_modalities: int,
+                      num_search_steps: int,
+                      batch_sharding: jax.sharding.Sharding | None = None) -> Callable:
+  """Jitted epoch(state, sample_key, train_key, item_data, tables) -> (state, mean metrics).
+
+  Shuffling, negative sampling and every update in one device program;
+  `tables` is `device_sampling.sampler_tables(dataset, pool)`.
+  """
+  scan = _scan_updates(config, num_modalities)
+  batch_size = config.train.batch_size
+
+  def train_epoch(state, sample_key, train_key, item_data, tables):
+    triples = device_sampling.epoch_triples(sample_key, tables, batch_size, num_search_steps)
+    if batch_sharding is not None:
+      triples = jax.lax.with_sharding_constraint(triples, batch_sharding)
+    return scan(state, triples, train_key, item_data)
 
   return jax.jit(train_epoch, donate_argnums=0)
 
@@ -175,6 +259,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(config.eval.candidates in ('all_new', 'split'), 'eval.candidates',
           "must be 'all_new' or 'split'")
   require(config.eval.user_batch_size > 0, 'eval.user_batch_size', 'must be positive')
+  require(config.train.sampler in SAMPLERS, 'train.sampler', f'must be one of {SAMPLERS}')
+  require(config.train.feature_dtype in FEATURE_DTYPES, 'train.feature_dtype',
+          f'must be one of {tuple(FEATURE_DTYPES)}')
+  require(config.train.data_parallel or not config.train.shard_user_table,
+          'train.shard_user_table', 'needs config.train.data_parallel=True')
+  if config.train.data_parallel:
+    problem = sharding.check_batch(config.train.batch_size, sharding.make_mesh())
+    require(problem is None, 'train.batch_size', problem or '')
 
 
 def config_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
@@ -241,7 +333,8 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       previous = _flatten(json.load(f))
     current = _flatten(json.loads(config.to_json()))
     differing = sorted(k for k in previous.keys() | current.keys()
-                       if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+                       if k not in RESUMABLE_CHANGES and not k.startswith(IGNORED_SECTIONS)
+                       and previous.get(k) != current.get(k))
     if differing:
       raise ConfigError(
           f'{config_path} holds a run with a different config (fields: {", ".join(differing)}); '
@@ -274,6 +367,61 @@ def _format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
   return ' '.join(f'{k} {metrics[k]:.4f}' for k in keys if k in metrics)
 
 
+class EpochProgram:
+  """One training epoch as the config asks: sampler, feature dtype and devices.
+
+  `run(state, epoch)` samples the epoch's triples (on the host with numpy, or
+  inside the device program) and applies all of its updates. Epoch e's
+  triples depend on (seed, e) only, and step s's weights on (seed, s), so a
+  resumed run repeats an uninterrupted one exactly.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: data_lib.Dataset):
+    self.config = config
+    self.dataset = dataset
+    num_modalities = len(dataset.features)
+    root_key = jax.random.key(config.seed)
+    self.train_key = jax.random.fold_in(root_key, 1)
+    self.sample_key = jax.random.fold_in(root_key, 2)
+    self.mesh = sharding.mesh_from_config(config)
+    batch_sharding = replicated = None
+    if self.mesh is not None:
+      batch_sharding = sharding.batch_sharding(self.mesh)
+      replicated = sharding.replicated(self.mesh)
+    self.batch_sharding = batch_sharding
+    self.item_data = item_data_on_device(dataset, config.train.feature_dtype, replicated)
+    if config.train.sampler == 'device':
+      tables = device_sampling.sampler_tables(dataset, config.data.negatives)
+      self.tables = tables if replicated is None else jax.device_put(tables, replicated)
+      self.epoch_fn = make_device_epoch(config, num_modalities,
+                                        device_sampling.search_steps(dataset), batch_sharding)
+    else:
+      self.epoch_fn = make_train_epoch(config, num_modalities, batch_sharding)
+
+  def place(self, state: TrainState) -> TrainState:
+    """Put a state on the mesh (replicated, the user table maybe by rows)."""
+    if self.mesh is None:
+      return state
+    return jax.device_put(state, sharding.state_shardings(
+        state, self.mesh, self.config.train.shard_user_table))
+
+  def triples(self, epoch: int) -> dict[str, np.ndarray]:
+    """The host sampler's (steps, B) triples of `epoch`."""
+    rng = np.random.default_rng([self.config.seed, 1, epoch])
+    users, positives, negatives = data_lib.epoch_triples(
+        rng, self.dataset, self.config.train.batch_size, self.config.data.negatives)
+    triples = {'users': users, 'positives': positives, 'negatives': negatives}
+    if self.batch_sharding is not None:
+      triples = jax.device_put(triples, self.batch_sharding)
+    return triples
+
+  def run(self, state: TrainState, epoch: int) -> tuple[TrainState, dict[str, jax.Array]]:
+    if self.config.train.sampler == 'device':
+      return self.epoch_fn(state, jax.random.fold_in(self.sample_key, epoch), self.train_key,
+                           self.item_data, self.tables)
+    return self.epoch_fn(state, self.triples(epoch), self.train_key, self.item_data)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        epoch_callback: Callable[[int, dict[str, float]], None] | None = None
                        ) -> dict[str, Any]:
@@ -289,16 +437,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_config(config)
   dataset = data_lib.load_dataset(config)  # Raises DataError before anything is written.
   log.info('data: %s', dataset.summary())
+  program = EpochProgram(config, dataset)  # Also raises DataError before any write.
   prepare_workdir(config, workdir)
 
-  num_modalities = len(dataset.features)
   feature_dims = tuple(f.shape[1] for f in dataset.features)
   root_key = jax.random.key(config.seed)
-  train_key = jax.random.fold_in(root_key, 1)
-  state = create_train_state(config, jax.random.fold_in(root_key, 0),
-                             dataset.num_users, feature_dims)
-  item_data = item_data_on_device(dataset)
-  train_epoch = make_train_epoch(config, num_modalities)
+  state = program.place(create_train_state(config, jax.random.fold_in(root_key, 0),
+                                           dataset.num_users, feature_dims))
+  item_data = program.item_data
   select = config.train.select_metric
   ks_shown = tuple(f'{m}@{k}' for m in ('recall', 'ndcg') for k in config.eval.ks)
   log_path = os.path.join(workdir, 'metrics.jsonl')
@@ -312,7 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     restored = checkpoints.restore(checkpoint.LATEST, {'state': _state_tree(state), 'loop': loop})
   if restored is not None:
     _, tree = restored
-    state = _state_from_tree(tree['state'])
+    state = program.place(_state_from_tree(tree['state']))
     loop = jax.tree.map(lambda x: x.item() if hasattr(x, 'item') else x, tree['loop'])
     start_epoch = int(loop['epoch'])
     best = checkpoints.restore(checkpoint.BEST, {'state': _state_tree(state), 'loop': loop})
@@ -360,11 +506,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       stopped_early = True
       break
     tic = time.perf_counter()
-    rng = np.random.default_rng([config.seed, 1, epoch])
-    users, positives, negatives = data_lib.epoch_triples(
-        rng, dataset, config.train.batch_size, config.data.negatives)
-    triples = {'users': users, 'positives': positives, 'negatives': negatives}
-    state, metrics = train_epoch(state, triples, train_key, item_data)
+    state, metrics = program.run(state, epoch)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     seconds = time.perf_counter() - tic
     loop['train_seconds'] += seconds  # Saved with the checkpoint: a resumed run keeps its total.
@@ -427,7 +569,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(f'no best checkpoint under {workdir}/checkpoints: train first.')
   epoch, tree = restored
   params = _state_from_tree(tree['state']).params
-  item_data = item_data_on_device(dataset)
+  item_data = item_data_on_device(dataset, config.train.feature_dtype)
   results = {
       'epoch': int(epoch),
       'val': evaluate_params(config, params, item_data, dataset, 'val'),

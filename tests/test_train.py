@@ -9,6 +9,7 @@ import pytest
 
 from milk_jax import data as data_lib
 from milk_jax import train
+from milk_jax.data import device_sampling
 from tests.helpers import tiny_config
 
 
@@ -89,9 +90,38 @@ def test_scanned_epoch_equals_step_by_step_loop(setup):
   chex.assert_tree_all_finite(metrics)
 
 
-def test_training_beats_the_untrained_model(tmp_path):
+def test_device_epoch_matches_the_host_epoch_on_the_same_triples(setup):
+  # The device program samples its own triples; fed those same triples, the
+  # host-path epoch must land on the same parameters.
+  config, dataset, state, item_data = setup
+  tables = device_sampling.sampler_tables(dataset, 'warm')
+  steps = device_sampling.search_steps(dataset)
+  sample_key, train_key = jax.random.key(4), jax.random.key(9)
+  triples = device_sampling.epoch_triples(sample_key, tables, config.train.batch_size, steps)
+  host, _ = train.make_train_epoch(config, 2)(jax.tree.map(jnp.copy, state), triples,
+                                              train_key, item_data)
+  fused, _ = train.make_device_epoch(config, 2, steps)(jax.tree.map(jnp.copy, state),
+                                                       sample_key, train_key, item_data, tables)
+  chex.assert_trees_all_close(fused.params, host.params, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_features_keep_float32_parameters_and_close_losses(setup):
+  config, dataset, state, item_data = setup
+  batch = _batch(dataset, 64)
+  step = jax.jit(train.make_train_step(config, 2))
+  _, full = step(state, batch, jax.random.key(1), item_data)
+  half_data = train.item_data_on_device(dataset, 'bfloat16')
+  assert half_data['features'][0].dtype == jnp.bfloat16
+  new_state, half = step(state, batch, jax.random.key(1), half_data)
+  chex.assert_trees_all_equal_dtypes(new_state.params, state.params)
+  # bfloat16 keeps 8 bits of mantissa: the loss agrees to about 1%.
+  np.testing.assert_allclose(half['loss'], full['loss'], rtol=2e-2)
+
+
+@pytest.mark.parametrize('sampler', ['host', 'device'])
+def test_training_beats_the_untrained_model(tmp_path, sampler):
   # Enough new items (100) that a random ranking scores far below the ceiling.
-  config = tiny_config(num_epochs=30, eval_every=5, patience=3)
+  config = tiny_config(num_epochs=30, eval_every=5, patience=3, sampler=sampler)
   config.data.synthetic.num_items = 500
   config.data.synthetic.num_users = 300
   dataset = data_lib.load_dataset(config)
@@ -120,8 +150,9 @@ def test_results_contract(tmp_path):
     assert json.load(f)['train']['beta'] == config.train.beta
 
 
-def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
-  config = tiny_config(num_epochs=6, eval_every=2, patience=5)
+@pytest.mark.parametrize('sampler', ['host', 'device'])
+def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path, sampler):
+  config = tiny_config(num_epochs=6, eval_every=2, patience=5, sampler=sampler)
   full = train.train_and_evaluate(config, str(tmp_path / 'full'))
 
   class Interrupt(Exception):

@@ -1,0 +1,379 @@
+"""Throughput of the jitted train step and of whole epochs.
+
+  python main.py --config=configs/baby_synthetic.py --mode=benchmark --workdir=runs/bench
+
+Compiles once (timed apart), warms up, then times single steps (each waits
+for the device with `block_until_ready`) and whole epochs with either
+sampler, side by side in one process. A reference step that computes the
+same loss the way the authors' code does (every item through every
+extractor once per environment) is timed on the same inputs, so the speed-up
+is a ratio measured on one machine. Writes `benchmark.json`; with
+`config.benchmark.sweep` also `sweep.csv` and `sweep.png`.
+"""
+
+import copy
+import csv
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from milk_jax import data as data_lib
+from milk_jax import losses
+from milk_jax import model
+from milk_jax import train
+
+log = logging.getLogger('milk_jax')
+
+
+def _block(tree: Any) -> Any:
+  return jax.block_until_ready(tree)
+
+
+def _timed_calls(call: Callable[[int], Any], count: int) -> list[float]:
+  """Seconds of each of `count` calls call(i), each waited for on the device."""
+  seconds = []
+  for i in range(count):
+    tic = time.perf_counter()
+    _block(call(i))
+    seconds.append(time.perf_counter() - tic)
+  return seconds
+
+
+def _percentile_ms(seconds: list[float], q: float) -> float:
+  return float(np.percentile(np.asarray(seconds) * 1e3, q))
+
+
+def make_reference_loss_fn(config: ml_collections.ConfigDict) -> Callable:
+  """The loss of `train.make_loss_fn`, computed in the authors' order.
+
+  Every item goes through every extractor once per environment (the weight
+  is folded into the kernel, so XLA cannot merge the E projections), and the
+  batch's rows are gathered afterwards. Same value, E * M full projections.
+  """
+  train_config = config.train
+
+  def loss_fn(params, batch, weights, item_data):
+    users, positives, negatives = batch['users'], batch['positives'], batch['negatives']
+    features = item_data['features']
+    extractors = params['extractors']
+    env_items = jnp.stack([
+        sum(jnp.dot(x, weights[e, m] * p['kernel'].astype(x.dtype),
+                    preferred_element_type=jnp.float32) + weights[e, m] * p['bias']
+            for m, (p, x) in enumerate(zip(extractors, features)))
+        for e in range(weights.shape[0])])  # (E, num_items, d)
+    user_vectors = params['user_embedding'][users]
+    pos_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, positives])
+    neg_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, negatives])
+    env_losses = losses.bpr_per_env(pos_scores, neg_scores)
+    task_loss, env_variance = losses.rex_loss(env_losses, train_config.beta,
+                                              train_config.variance_ddof)
+    # The modality outputs of the batch for the alignment and the regulariser.
+    reps = model.modality_representations(extractors, [f[jnp.concatenate([positives, negatives])]
+                                                       for f in features])
+    pos_reps, neg_reps = jnp.split(reps, 2)
+    alignment = jnp.zeros(())
+    if config.model.use_alignment:
+      alignment = losses.alignment_loss(pos_reps, item_data['availability'][positives],
+                                        losses.first_occurrence_weights(positives))
+    if train_config.reg_target == 'embeddings':
+      regulariser = losses.embedding_l2(user_vectors, pos_reps.mean(axis=1),
+                                        neg_reps.mean(axis=1))
+    else:
+      regulariser = losses.params_l2(params)
+    loss = (task_loss + train_config.align_weight * alignment
+            + train_config.reg_weight * regulariser)
+    return loss, {'loss': loss}
+
+  return loss_fn
+
+
+def make_reference_step(config: ml_collections.ConfigDict, num_modalities: int) -> Callable:
+  """train_step(state, batch, key, item_data) with the reference loss; pure."""
+  return train.make_train_step(config, num_modalities, make_reference_loss_fn(config))
+
+
+def _cost(compiled) -> dict[str, float]:
+  """XLA's own estimate of a compiled step's FLOPs and bytes moved (when it gives one)."""
+  try:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0]
+    return {'step_gflop': float(analysis.get('flops', float('nan'))) / 1e9,
+            'step_mbytes': float(analysis.get('bytes accessed', float('nan'))) / 1e6}
+  except Exception:  # Not every backend implements cost analysis.
+    return {}
+
+
+def time_steps(config: ml_collections.ConfigDict, step_fn: Callable, state: train.TrainState,
+               batches: list[dict[str, jax.Array]], item_data: dict[str, Any],
+               warmup: int, count: int) -> tuple[dict[str, float], train.TrainState]:
+  """Compile `step_fn` once, warm up, then time `count` steps on cycling batches."""
+  jitted = jax.jit(step_fn, donate_argnums=0)
+  keys = jax.random.split(jax.random.key(config.seed), len(batches))
+  tic = time.perf_counter()
+  compiled = jitted.lower(state, batches[0], keys[0], item_data).compile()
+  compile_seconds = time.perf_counter() - tic
+  holder = [state]
+
+  def call(i):
+    holder[0], metrics = compiled(holder[0], batches[i % len(batches)],
+                                  keys[i % len(batches)], item_data)
+    return metrics
+  _timed_calls(call, warmup)
+  seconds = _timed_calls(call, count)
+  figures = {'compile_seconds': compile_seconds,
+             'step_ms': _percentile_ms(seconds, 50), 'step_ms_p90': _percentile_ms(seconds, 90),
+             'step_ms_min': _percentile_ms(seconds, 0), **_cost(compiled)}
+  return figures, holder[0]
+
+
+def _host_batches(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
+                  program: train.EpochProgram, count: int) -> list[dict[str, jax.Array]]:
+  """Up to `count` real batches of epoch 1, on the device (transfers are not timed)."""
+  triples = program.triples(1)
+  steps = min(count, triples['users'].shape[0])
+  batches = [jax.tree.map(lambda x: x[s], triples) for s in range(steps)]
+  if program.mesh is not None:
+    step_sharding = jax.sharding.NamedSharding(program.mesh, jax.sharding.PartitionSpec('data'))
+    return jax.device_put(batches, step_sharding)
+  return jax.device_put(batches)
+
+
+def time_epochs(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
+                sampler: str) -> dict[str, float]:
+  """Compile, then time whole epochs with `sampler` ('host' or 'device'), sampling included."""
+  config = copy.deepcopy(config)
+  config.train.sampler = sampler
+  program = train.EpochProgram(config, dataset)
+  state = _fresh_state(config, dataset, program)
+  tic = time.perf_counter()
+  state, metrics = program.run(state, 1)  # Compiles.
+  _block(metrics)
+  first = time.perf_counter() - tic
+  holder = [state]
+
+  def call(i):
+    holder[0], metrics = program.run(holder[0], i + 2)
+    return metrics
+  seconds = _timed_calls(call, config.benchmark.num_epochs)
+  return {f'epoch_seconds_{sampler}': statistics.median(seconds),
+          f'epoch_first_seconds_{sampler}': first}
+
+
+def _fresh_state(config, dataset, program) -> train.TrainState:
+  dims = tuple(f.shape[1] for f in dataset.features)
+  return program.place(train.create_train_state(config, jax.random.key(config.seed),
+                                                dataset.num_users, dims))
+
+
+def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dict[str, Any]:
+  """All figures of one configuration, as the dict written to benchmark.json."""
+  bench = config.benchmark
+  num_modalities = len(dataset.features)
+  program = train.EpochProgram(config, dataset)
+  steps_per_epoch = -(-len(dataset.train_pairs) // config.train.batch_size)
+  batches = _host_batches(config, dataset, program, min(steps_per_epoch, 16))
+  step_fn = train.make_train_step(config, num_modalities)
+  log.info('benchmark: compiling and timing %d train steps', bench.num_steps)
+  step, _ = time_steps(config, step_fn, _fresh_state(config, dataset, program), batches,
+                       program.item_data, bench.warmup_steps, bench.num_steps)
+  result = {
+      **environment_summary(),
+      'num_users': dataset.num_users, 'num_items': dataset.num_items,
+      'num_modalities': num_modalities,
+      'feature_dims': [int(f.shape[1]) for f in dataset.features],
+      'batch_size': config.train.batch_size, 'embed_dim': config.model.embed_dim,
+      'feature_dtype': config.train.feature_dtype, 'sampler': config.train.sampler,
+      'data_parallel': bool(config.train.data_parallel),
+      'steps_per_epoch': steps_per_epoch,
+      **step,
+      'steps_per_second': 1e3 / step['step_ms'],
+      'samples_per_second': config.train.batch_size * 1e3 / step['step_ms'],
+  }
+  if 'step_gflop' in step:
+    result['achieved_gflop_per_second'] = step['step_gflop'] / step['step_ms'] * 1e3
+  log.info('benchmark: timing %d epochs with each sampler', bench.num_epochs)
+  for sampler in train.SAMPLERS:
+    result.update(time_epochs(config, dataset, sampler))
+  result['epoch_seconds'] = result[f'epoch_seconds_{config.train.sampler}']
+  if bench.reference:
+    log.info('benchmark: timing the reference (authors-order) step')
+    reference, _ = time_steps(config, make_reference_step(config, num_modalities),
+                              _fresh_state(config, dataset, program), batches,
+                              program.item_data, 1, max(3, bench.num_steps // 10))
+    result['reference_step_ms'] = reference['step_ms']
+    result['reference_compile_seconds'] = reference['compile_seconds']
+    result['speedup_vs_reference'] = reference['step_ms'] / step['step_ms']
+  return result
+
+
+def environment_summary() -> dict[str, Any]:
+  device = jax.devices()[0]
+  return {'backend': jax.default_backend(), 'device': device.device_kind,
+          'num_devices': jax.device_count(), 'jax_version': jax.__version__,
+          'host': platform.node(), 'cpu_count': os.cpu_count()}
+
+
+def headline(result: dict[str, Any]) -> str:
+  """One readable line of the main figures."""
+  line = (f"{result['backend']} ({result['device']}): batch {result['batch_size']}, "
+          f"{result['num_items']} items, {result['feature_dtype']}: step "
+          f"{result['step_ms']:.2f} ms median (p90 {result['step_ms_p90']:.2f}), "
+          f"{result['samples_per_second']:,.0f} samples/s; epoch "
+          f"{result['epoch_seconds_host']:.3f} s host-sampled, "
+          f"{result['epoch_seconds_device']:.3f} s device-sampled; compile "
+          f"{result['compile_seconds']:.1f} s")
+  if 'reference_step_ms' in result:
+    line += (f"; reference step {result['reference_step_ms']:.1f} ms "
+             f"({result['speedup_vs_reference']:.1f}x slower)")
+  return line
+
+
+# ------------------------------------------------------------------- sweep
+
+SWEEP_FIELDS = ('axis', 'batch_size', 'num_items', 'step', 'step_ms', 'step_ms_p90')
+
+
+def random_inputs(key: jax.Array, num_users: int, num_items: int, feature_dims: tuple[int, ...],
+                  batch_size: int, num_batches: int, dtype: str):
+  """Unit-norm random features and uniform random batches: the cost, not the content."""
+  feature_keys = jax.random.split(jax.random.fold_in(key, 0), len(feature_dims))
+  features = []
+  for k, dim in zip(feature_keys, feature_dims):
+    x = jax.random.normal(k, (num_items, dim))
+    features.append((x / jnp.linalg.norm(x, axis=1, keepdims=True)).astype(
+        train.FEATURE_DTYPES[dtype]))
+  item_data = {'features': tuple(features),
+               'availability': jnp.ones((num_items, len(feature_dims)), bool)}
+  batch_keys = jax.random.split(jax.random.fold_in(key, 1), num_batches)
+  batches = [{'users': jax.random.randint(jax.random.fold_in(k, 0), (batch_size,), 0, num_users),
+              'positives': jax.random.randint(jax.random.fold_in(k, 1), (batch_size,), 0,
+                                              num_items),
+              'negatives': jax.random.randint(jax.random.fold_in(k, 2), (batch_size,), 0,
+                                              num_items)}
+             for k in batch_keys]
+  return item_data, batches
+
+
+def sweep_point(config: ml_collections.ConfigDict, num_users: int, num_items: int,
+                feature_dims: tuple[int, ...], batch_size: int, reference: bool
+                ) -> dict[str, float]:
+  """Median step time of the fused (and maybe reference) step at one shape."""
+  config = copy.deepcopy(config)
+  config.train.batch_size = batch_size
+  item_data, batches = random_inputs(jax.random.key(config.seed), num_users, num_items,
+                                     feature_dims, batch_size, 4, config.train.feature_dtype)
+  num_modalities = len(feature_dims)
+  figures = {}
+  steps = {'fused': train.make_train_step(config, num_modalities)}
+  if reference:
+    steps['reference'] = make_reference_step(config, num_modalities)
+  for name, step_fn in steps.items():
+    state = train.create_train_state(config, jax.random.key(0), num_users, feature_dims)
+    count = config.benchmark.sweep_steps if name == 'fused' else max(
+        2, config.benchmark.sweep_steps // 4)
+    figures[name], _ = time_steps(config, step_fn, state, batches, item_data, 2, count)
+  return figures
+
+
+def run_sweep(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
+              workdir: str) -> list[dict[str, Any]]:
+  """Step time against batch size (dataset shape) and catalogue size (batch fixed)."""
+  bench = config.benchmark
+  dims = tuple(int(f.shape[1]) for f in dataset.features)
+  rows = []
+  for batch_size in bench.sweep_batch_sizes:
+    log.info('sweep: batch size %d', batch_size)
+    figures = sweep_point(config, dataset.num_users, dataset.num_items, dims, batch_size,
+                          reference=False)
+    rows.append(_sweep_row('batch_size', batch_size, dataset.num_items, figures))
+  for num_items in bench.sweep_num_items:
+    log.info('sweep: %d items', num_items)
+    figures = sweep_point(config, dataset.num_users, num_items, dims, config.train.batch_size,
+                          reference=bench.reference)
+    rows.append(_sweep_row('num_items', config.train.batch_size, num_items, figures))
+  rows = [row for group in rows for row in group]
+  with open(os.path.join(workdir, 'sweep.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=SWEEP_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  plot_sweep(rows, os.path.join(workdir, 'sweep.png'), title=headline_device())
+  return rows
+
+
+def _sweep_row(axis: str, batch_size: int, num_items: int,
+               figures: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+  return [{'axis': axis, 'batch_size': batch_size, 'num_items': num_items, 'step': name,
+           'step_ms': round(f['step_ms'], 4), 'step_ms_p90': round(f['step_ms_p90'], 4)}
+          for name, f in figures.items()]
+
+
+def headline_device() -> str:
+  return f'{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}'
+
+
+def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
+  """Two panels: step time against batch size and against catalogue size (log-log)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, axis, label in ((axes[0], 'batch_size', 'batch size'),
+                          (axes[1], 'num_items', 'items in the catalogue')):
+    for step in sorted({r['step'] for r in rows if r['axis'] == axis}):
+      points = sorted((r[axis], r['step_ms']) for r in rows
+                      if r['axis'] == axis and r['step'] == step)
+      ax.plot(*zip(*points), marker='o', label=step)
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel(label)
+    ax.set_ylabel('train step (ms, median)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend()
+  figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+# ---------------------------------------------------------------- entry point
+
+def benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Measure, write `workdir/benchmark.json` (and the sweep files), print the headline."""
+  train.check_config(config)
+  _check_benchmark_config(config)
+  dataset = data_lib.load_dataset(config)  # Raises DataError before anything is written.
+  log.info('data: %s', dataset.summary())
+  os.makedirs(workdir, exist_ok=True)
+  result = measure(config, dataset)
+  if config.benchmark.sweep:
+    result['sweep'] = run_sweep(config, dataset, workdir)
+  path = os.path.join(workdir, 'benchmark.json')
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump(result, f, indent=2)
+  os.replace(f'{path}.tmp', path)
+  print(headline(result), flush=True)
+  return result
+
+
+def _check_benchmark_config(config: ml_collections.ConfigDict) -> None:
+  bench = config.benchmark
+  for field in ('num_steps', 'num_epochs', 'sweep_steps'):
+    if bench[field] < 1:
+      raise train.ConfigError(f'config.benchmark.{field}={bench[field]}: must be at least 1')
+  if bench.warmup_steps < 0:
+    raise train.ConfigError(f'config.benchmark.warmup_steps={bench.warmup_steps}: '
+                            'must be non-negative')
+  for field in ('sweep_batch_sizes', 'sweep_num_items'):
+    if bench.sweep and (not bench[field] or min(bench[field]) < 1):
+      raise train.ConfigError(f'config.benchmark.{field}={bench[field]}: needs positive sizes')

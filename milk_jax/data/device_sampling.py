@@ -1,0 +1,113 @@
+"""An epoch's shuffled triples drawn on the device, inside the jitted epoch.
+
+The same distribution as `sampling.epoch_triples` (the host reference):
+every training pair once in a random order, the last batch filled up from
+further permutations, and one negative per entry drawn uniformly from the
+pool minus the user's training items. Only the random streams differ.
+
+Negatives need no rejection loop. For a user whose training items sit at
+sorted pool positions p_0 < ... < p_{n-1}, let q_i = p_i - i. A uniform r in
+[0, P - n) maps to the r-th allowed position r + #{i : q_i <= r}, so one draw
+per entry is exact; the count is a fixed-length binary search over the
+user's segment of q, the same program on every entry.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from milk_jax.data import sampling
+from milk_jax.data.dataset import Dataset
+from milk_jax.data.errors import DataError
+
+
+class SamplerTables(NamedTuple):
+  """Device arrays the sampler reads; built once per run by `sampler_tables`."""
+  train_pairs: jax.Array  # (n, 2) int32 (user, item).
+  pool_items: jax.Array  # (P,) int32 item ids negatives are drawn from, sorted.
+  user_offsets: jax.Array  # (U + 1,) int32: user u's entries are [offsets[u], offsets[u+1]).
+  shifted_positions: jax.Array  # (n,) int32 q_i = p_i - i within each user's segment.
+
+
+def sampler_tables(dataset: Dataset, pool: str = 'warm') -> SamplerTables:
+  """The sampler's tables for `dataset` and a negative pool ('warm' or 'all').
+
+  Raises DataError when a user has trained on the whole pool (no negative exists).
+  """
+  pool_items = sampling.negative_pool(dataset, pool)
+  if not pool_items.size:
+    raise DataError(f'{dataset.source}: the negative pool {pool!r} is empty')
+  keys = dataset.train_keys  # Sorted by user, then item.
+  users = keys // dataset.num_items
+  items = keys - users * dataset.num_items
+  positions = np.searchsorted(pool_items, items)  # Training items are warm, so in every pool.
+  counts = np.bincount(users, minlength=dataset.num_users)
+  full = np.flatnonzero(counts >= len(pool_items))
+  if full.size:
+    raise DataError(f'{dataset.source}: user {full[0]} has trained on every item of the '
+                    f'negative pool ({len(pool_items)} items); no negative exists')
+  offsets = np.concatenate([[0], np.cumsum(counts)])
+  rank_in_user = np.arange(len(keys)) - offsets[users]
+  return SamplerTables(
+      train_pairs=jnp.asarray(np.stack([users, items], axis=1).astype(np.int32)),
+      pool_items=jnp.asarray(pool_items.astype(np.int32)),
+      user_offsets=jnp.asarray(offsets.astype(np.int32)),
+      shifted_positions=jnp.asarray((positions - rank_in_user).astype(np.int32)))
+
+
+def search_steps(dataset: Dataset) -> int:
+  """Binary-search iterations that cover the largest user history (static)."""
+  counts = np.bincount(dataset.train_pairs[:, 0].astype(np.int64), minlength=1)
+  return max(1, math.ceil(math.log2(int(counts.max()) + 1)))
+
+
+def nth_allowed(tables: SamplerTables, users: jax.Array, r: jax.Array,
+                num_search_steps: int) -> jax.Array:
+  """The item at allowed rank `r` of each user's pool minus their training items.
+
+  Args:
+    users, r: int32 of one shape, 0 <= r < pool size - the user's training items.
+  Returns:
+    Item ids shaped like `users`.
+  """
+  lo = tables.user_offsets[users]
+  last = tables.shifted_positions.shape[0] - 1
+
+  def narrow(_, bounds):  # Upper bound of r in q[lo:hi): first index with q > r.
+    lo, hi = bounds
+    mid = (lo + hi) // 2
+    q = tables.shifted_positions[jnp.clip(mid, 0, last)]
+    searching = lo < hi
+    return (jnp.where(searching & (q <= r), mid + 1, lo),
+            jnp.where(searching & (q > r), mid, hi))
+
+  first_above, _ = jax.lax.fori_loop(0, num_search_steps, narrow,
+                                     (lo, tables.user_offsets[users + 1]))
+  return tables.pool_items[r + (first_above - lo)]
+
+
+def negatives(key: jax.Array, tables: SamplerTables, users: jax.Array,
+              num_search_steps: int) -> jax.Array:
+  """One exact uniform negative per entry of `users` (any shape), int32."""
+  history = tables.user_offsets[users + 1] - tables.user_offsets[users]
+  r = jax.random.randint(key, users.shape, 0, tables.pool_items.shape[0] - history)
+  return nth_allowed(tables, users, r, num_search_steps)
+
+
+def epoch_triples(key: jax.Array, tables: SamplerTables, batch_size: int,
+                  num_search_steps: int) -> dict[str, jax.Array]:
+  """{'users', 'positives', 'negatives'}, each (steps, batch_size) int32; jit-friendly."""
+  num_pairs = tables.train_pairs.shape[0]
+  steps = math.ceil(num_pairs / batch_size)
+  needed = steps * batch_size
+  order_key, negative_key = jax.random.split(key)
+  permutation_keys = jax.random.split(order_key, math.ceil(needed / num_pairs))
+  order = jnp.concatenate([jax.random.permutation(k, num_pairs)
+                           for k in permutation_keys])[:needed]
+  pairs = tables.train_pairs[order].reshape(steps, batch_size, 2)
+  users = pairs[..., 0]
+  return {'users': users, 'positives': pairs[..., 1],
+          'negatives': negatives(negative_key, tables, users, num_search_steps)}

@@ -1,0 +1,73 @@
+"""Tests for milk_jax.benchmark: the reference step's loss and the written files."""
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from milk_jax import benchmark
+from milk_jax import data as data_lib
+from milk_jax import train
+from tests.helpers import tiny_config
+
+
+@pytest.mark.parametrize('reg_target', ['embeddings', 'params'])
+def test_reference_loss_equals_the_fused_loss(reg_target):
+  config = tiny_config(reg_target=reg_target)
+  dataset = data_lib.load_dataset(config)
+  state = train.create_train_state(config, jax.random.key(0), dataset.num_users, (24, 12))
+  item_data = train.item_data_on_device(dataset)
+  users, positives, negatives = data_lib.epoch_triples(np.random.default_rng(0), dataset, 64)
+  batch = {'users': users[0], 'positives': positives[0], 'negatives': negatives[0]}
+  weights = train.step_weights(config, jax.random.key(3), 2)
+  fused, _ = train.make_loss_fn(config)(state.params, batch, weights, item_data)
+  reference, _ = benchmark.make_reference_loss_fn(config)(state.params, batch, weights,
+                                                          item_data)
+  np.testing.assert_allclose(reference, fused, rtol=1e-5)
+
+
+def small_benchmark_config():
+  config = tiny_config()
+  bench = config.benchmark
+  bench.warmup_steps, bench.num_steps, bench.num_epochs, bench.sweep_steps = 1, 3, 1, 2
+  return config
+
+
+def test_benchmark_writes_its_figures(tmp_path, capsys):
+  config = small_benchmark_config()
+  config.benchmark.sweep = True
+  config.benchmark.sweep_batch_sizes = (32, 64)
+  config.benchmark.sweep_num_items = (100, 300)
+  result = benchmark.benchmark(config, str(tmp_path))
+  with open(tmp_path / 'benchmark.json') as f:
+    written = json.load(f)
+  for key in ('backend', 'device', 'jax_version', 'batch_size', 'num_items', 'compile_seconds',
+              'step_ms', 'step_ms_p90', 'steps_per_second', 'samples_per_second',
+              'epoch_seconds', 'epoch_seconds_host', 'epoch_seconds_device',
+              'reference_step_ms', 'speedup_vs_reference'):
+    assert key in written, key
+  assert written['batch_size'] == 256 and written['num_items'] == 160
+  assert written['step_ms_p90'] >= written['step_ms'] > 0
+  np.testing.assert_allclose(written['samples_per_second'],
+                             256 * written['steps_per_second'], rtol=1e-6)
+  assert result['step_ms'] == written['step_ms']
+  assert 'samples/s' in capsys.readouterr().out
+  with open(tmp_path / 'sweep.csv') as f:
+    rows = list(csv.DictReader(f))
+  # Two batch sizes (fused only), two catalogue sizes (fused and reference).
+  assert [(r['axis'], r['step']) for r in rows] == [
+      ('batch_size', 'fused'), ('batch_size', 'fused'),
+      ('num_items', 'fused'), ('num_items', 'reference'),
+      ('num_items', 'fused'), ('num_items', 'reference')]
+  assert [int(r['num_items']) for r in rows if r['axis'] == 'num_items'] == [100, 100, 300, 300]
+  assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_bad_benchmark_config_fails_before_writing(tmp_path):
+  config = small_benchmark_config()
+  config.benchmark.num_steps = 0
+  with pytest.raises(train.ConfigError, match='num_steps'):
+    benchmark.benchmark(config, str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
