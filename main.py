@@ -12,6 +12,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+import jax
 from ml_collections import config_flags
 
 from milk_jax import benchmark
@@ -27,6 +28,9 @@ _MODE = flags.DEFINE_enum(
     'benchmark: time the train step and epochs, write benchmark.json.')
 _RUNS = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint,
          'benchmark': benchmark.benchmark}
+_DISTRIBUTED = flags.DEFINE_bool(
+    'jax_distributed', False,
+    'Call jax.distributed.initialize() first: one process per host, all hosts in one mesh.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -37,6 +41,8 @@ def main(argv):
   # Progress comes from the 'milk_jax' logger; orbax's own INFO lines are noise here.
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('milk_jax').setLevel(logging.INFO)
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()  # Reads the coordinator from the cluster's environment.
   run = _RUNS[_MODE.value]
   try:
     run(_CONFIG.value, _WORKDIR.value)

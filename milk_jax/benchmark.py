@@ -205,6 +205,8 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
   for sampler in train.SAMPLERS:
     result.update(time_epochs(config, dataset, sampler))
   result['epoch_seconds'] = result[f'epoch_seconds_{config.train.sampler}']
+  # The steady-state cost of one step inside the fused epoch (sampling amortised).
+  result['epoch_step_ms'] = result['epoch_seconds'] / steps_per_epoch * 1e3
   if bench.reference:
     log.info('benchmark: timing the reference (authors-order) step')
     reference, _ = time_steps(config, make_reference_step(config, num_modalities),

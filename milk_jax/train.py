@@ -267,6 +267,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.train.data_parallel:
     problem = sharding.check_batch(config.train.batch_size, sharding.make_mesh())
     require(problem is None, 'train.batch_size', problem or '')
+  # Host-sampled batches are numpy arrays of one process; several hosts share device ones.
+  require(jax.process_count() == 1 or config.train.sampler == 'device', 'train.sampler',
+          "must be 'device' when several processes train together")
 
 
 def config_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
@@ -301,8 +304,15 @@ def evaluate_params(config: ml_collections.ConfigDict, params: model.Params,
 _item_embeddings_jit = jax.jit(model.item_embeddings)
 
 
+def is_primary_process() -> bool:
+  """Only process 0 writes logs and results when several hosts train together."""
+  return jax.process_index() == 0
+
+
 def _write_json(path: str, payload: Any) -> None:
   """Write atomically: a crash never leaves a half-written file behind."""
+  if not is_primary_process():
+    return
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
     json.dump(payload, f, indent=2)
@@ -471,11 +481,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # checkpoint left by an attempt that died before its first latest one is stale.
     checkpoints.discard(checkpoint.BEST)
   history = _read_history(log_path, start_epoch) if restored is not None else []
-  with open(log_path, 'w') as f:  # Drop records of an interrupted tail, if any.
-    f.writelines(json.dumps(r) + '\n' for r in history)
+  if is_primary_process():
+    with open(log_path, 'w') as f:  # Drop records of an interrupted tail, if any.
+      f.writelines(json.dumps(r) + '\n' for r in history)
 
   def log_record(record: dict[str, Any]) -> None:
     history.append(record)
+    if not is_primary_process():
+      return
     with open(log_path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 
