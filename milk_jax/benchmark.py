@@ -308,7 +308,9 @@ def run_sweep(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
     writer = csv.DictWriter(f, fieldnames=SWEEP_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-  plot_sweep(rows, os.path.join(workdir, 'sweep.png'), title=headline_device())
+  title = (f'{headline_device()}; features {"+".join(map(str, dims))}, '
+           f'batch {config.train.batch_size} (right), {dataset.num_items} items (left)')
+  plot_sweep(rows, os.path.join(workdir, 'sweep.png'), title=title)
   return rows
 
 
@@ -326,6 +328,7 @@ def headline_device() -> str:
 def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
   """Two panels: step time against batch size and against catalogue size (log-log)."""
   import matplotlib
+  import matplotlib.ticker
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
 
@@ -336,8 +339,11 @@ def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
       points = sorted((r[axis], r['step_ms']) for r in rows
                       if r['axis'] == axis and r['step'] == step)
       ax.plot(*zip(*points), marker='o', label=step)
+    sizes = sorted({r[axis] for r in rows if r['axis'] == axis})
     ax.set_xscale('log')
     ax.set_yscale('log')
+    ax.set_xticks(sizes, [str(v) for v in sizes], rotation=45)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(label)
     ax.set_ylabel('train step (ms, median)')
     ax.grid(True, which='both', alpha=0.3)
@@ -361,11 +367,23 @@ def benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   if config.benchmark.sweep:
     result['sweep'] = run_sweep(config, dataset, workdir)
   path = os.path.join(workdir, 'benchmark.json')
+  _keep_previous(path)
   with open(f'{path}.tmp', 'w') as f:
     json.dump(result, f, indent=2)
   os.replace(f'{path}.tmp', path)
   print(headline(result), flush=True)
   return result
+
+
+def _keep_previous(path: str) -> None:
+  """Move an earlier benchmark.json aside (benchmark.1.json, ...) instead of overwriting it."""
+  if not os.path.exists(path):
+    return
+  stem, suffix = os.path.splitext(path)
+  n = 1
+  while os.path.exists(f'{stem}.{n}{suffix}'):
+    n += 1
+  os.replace(path, f'{stem}.{n}{suffix}')
 
 
 def _check_benchmark_config(config: ml_collections.ConfigDict) -> None:

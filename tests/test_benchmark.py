@@ -65,6 +65,16 @@ def test_benchmark_writes_its_figures(tmp_path, capsys):
   assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_a_second_benchmark_keeps_the_first(tmp_path):
+  config = small_benchmark_config()
+  config.benchmark.reference = False
+  benchmark.benchmark(config, str(tmp_path))
+  first = (tmp_path / 'benchmark.json').read_text()
+  benchmark.benchmark(config, str(tmp_path))
+  assert (tmp_path / 'benchmark.1.json').read_text() == first
+  assert 'reference_step_ms' not in json.loads((tmp_path / 'benchmark.json').read_text())
+
+
 def test_bad_benchmark_config_fails_before_writing(tmp_path):
   config = small_benchmark_config()
   config.benchmark.num_steps = 0
