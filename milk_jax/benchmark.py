@@ -27,8 +27,6 @@ import ml_collections
 import numpy as np
 
 from milk_jax import data as data_lib
-from milk_jax import losses
-from milk_jax import model
 from milk_jax import train
 
 log = logging.getLogger('milk_jax')
@@ -53,45 +51,25 @@ def _percentile_ms(seconds: list[float], q: float) -> float:
 
 
 def make_reference_loss_fn(config: ml_collections.ConfigDict) -> Callable:
-  """The loss of `train.make_loss_fn`, computed in the authors' order.
+  """The loss of `train.make_loss_fn`, with scores computed in the authors' order.
 
   Every item goes through every extractor once per environment (the weight
   is folded into the kernel, so XLA cannot merge the E projections), and the
   batch's rows are gathered afterwards. Same value, E * M full projections.
   """
-  train_config = config.train
-
   def loss_fn(params, batch, weights, item_data):
-    users, positives, negatives = batch['users'], batch['positives'], batch['negatives']
-    features = item_data['features']
     extractors = params['extractors']
     env_items = jnp.stack([
         sum(jnp.dot(x, weights[e, m] * p['kernel'].astype(x.dtype),
                     preferred_element_type=jnp.float32) + weights[e, m] * p['bias']
-            for m, (p, x) in enumerate(zip(extractors, features)))
+            for m, (p, x) in enumerate(zip(extractors, item_data['features'])))
         for e in range(weights.shape[0])])  # (E, num_items, d)
-    user_vectors = params['user_embedding'][users]
-    pos_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, positives])
-    neg_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, negatives])
-    env_losses = losses.bpr_per_env(pos_scores, neg_scores)
-    task_loss, env_variance = losses.rex_loss(env_losses, train_config.beta,
-                                              train_config.variance_ddof)
-    # The modality outputs of the batch for the alignment and the regulariser.
-    reps = model.modality_representations(extractors, [f[jnp.concatenate([positives, negatives])]
-                                                       for f in features])
-    pos_reps, neg_reps = jnp.split(reps, 2)
-    alignment = jnp.zeros(())
-    if config.model.use_alignment:
-      alignment = losses.alignment_loss(pos_reps, item_data['availability'][positives],
-                                        losses.first_occurrence_weights(positives))
-    if train_config.reg_target == 'embeddings':
-      regulariser = losses.embedding_l2(user_vectors, pos_reps.mean(axis=1),
-                                        neg_reps.mean(axis=1))
-    else:
-      regulariser = losses.params_l2(params)
-    loss = (task_loss + train_config.align_weight * alignment
-            + train_config.reg_weight * regulariser)
-    return loss, {'loss': loss}
+    # The batch's modality outputs still feed the alignment and the regulariser.
+    user_vectors, pos_reps, neg_reps = train.batch_representations(params, batch, item_data)
+    pos_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, batch['positives']])
+    neg_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, batch['negatives']])
+    return train.objective(config, params, batch, user_vectors, pos_reps, neg_reps,
+                           pos_scores, neg_scores, item_data)
 
   return loss_fn
 

@@ -103,45 +103,68 @@ def epoch_weights(config: ml_collections.ConfigDict, train_key: jax.Array,
   return jax.vmap(lambda key: step_weights(config, key, num_modalities))(keys)
 
 
+def objective(config: ml_collections.ConfigDict, params: model.Params, batch,
+              user_vectors: jax.Array, pos_reps: jax.Array, neg_reps: jax.Array,
+              pos_scores: jax.Array, neg_scores: jax.Array,
+              item_data: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MILK's loss (Eq. 16) from a batch's representations and per-environment scores.
+
+  Args:
+    user_vectors: (B, d); pos_reps, neg_reps: (B, M, d) modality outputs.
+    pos_scores, neg_scores: (E, B) scores in each environment (Eq. 13).
+  Returns:
+    (loss, metrics).
+  """
+  train_config = config.train
+  env_losses = losses.bpr_per_env(pos_scores, neg_scores)
+  task_loss, env_variance = losses.rex_loss(env_losses, train_config.beta,
+                                            train_config.variance_ddof)
+  positives = batch['positives']
+  if config.model.use_alignment:
+    alignment = losses.alignment_loss(pos_reps, item_data['availability'][positives],
+                                      losses.first_occurrence_weights(positives))
+  else:
+    alignment = jnp.zeros(())
+
+  if train_config.reg_target == 'embeddings':
+    regulariser = losses.embedding_l2(user_vectors, pos_reps.mean(axis=1),
+                                      neg_reps.mean(axis=1))
+  else:
+    regulariser = losses.params_l2(params)
+
+  loss = (task_loss + train_config.align_weight * alignment
+          + train_config.reg_weight * regulariser)
+  metrics = {'loss': loss, 'bpr': env_losses.mean(), 'env_variance': env_variance,
+             'alignment': alignment, 'regulariser': regulariser}
+  return loss, metrics
+
+
+def batch_representations(params: model.Params, batch, item_data: dict[str, Any]):
+  """(user_vectors (B, d), pos_reps (B, M, d), neg_reps (B, M, d)) of a batch.
+
+  Only the batch's items go through the extractors, in one gather, once for
+  all environments.
+  """
+  users, positives, negatives = batch['users'], batch['positives'], batch['negatives']
+  items = jnp.concatenate([positives, negatives])
+  features = [f[items] for f in item_data['features']]
+  representations = model.modality_representations(params['extractors'], features)
+  pos_reps, neg_reps = jnp.split(representations, 2)
+  return params['user_embedding'][users], pos_reps, neg_reps
+
+
 def make_loss_fn(config: ml_collections.ConfigDict) -> Callable:
   """loss_fn(params, batch, weights, item_data) -> (loss, metrics), Eq. 16.
 
   `weights` are the step's environment weights, (E, M) from `step_weights`.
+  Scores are linear in the weights, so each environment's scores mix the M
+  per-modality scores instead of fusing E item vectors.
   """
-  train_config = config.train
-
   def loss_fn(params, batch, weights, item_data):
-    users, positives, negatives = batch['users'], batch['positives'], batch['negatives']
-    batch_size = users.shape[0]
-    # Only the batch's items go through the extractors, once for all environments.
-    items = jnp.concatenate([positives, negatives])
-    features = [f[items] for f in item_data['features']]
-    representations = model.modality_representations(params['extractors'], features)
-    pos_reps, neg_reps = representations[:batch_size], representations[batch_size:]
-    user_vectors = params['user_embedding'][users]
-
-    env_losses = losses.bpr_per_env(model.env_scores(user_vectors, pos_reps, weights),
-                                    model.env_scores(user_vectors, neg_reps, weights))
-    task_loss, env_variance = losses.rex_loss(env_losses, train_config.beta,
-                                              train_config.variance_ddof)
-
-    if config.model.use_alignment:
-      alignment = losses.alignment_loss(pos_reps, item_data['availability'][positives],
-                                        losses.first_occurrence_weights(positives))
-    else:
-      alignment = jnp.zeros(())
-
-    if train_config.reg_target == 'embeddings':
-      regulariser = losses.embedding_l2(user_vectors, pos_reps.mean(axis=1),
-                                        neg_reps.mean(axis=1))
-    else:
-      regulariser = losses.params_l2(params)
-
-    loss = (task_loss + train_config.align_weight * alignment
-            + train_config.reg_weight * regulariser)
-    metrics = {'loss': loss, 'bpr': env_losses.mean(), 'env_variance': env_variance,
-               'alignment': alignment, 'regulariser': regulariser}
-    return loss, metrics
+    user_vectors, pos_reps, neg_reps = batch_representations(params, batch, item_data)
+    return objective(config, params, batch, user_vectors, pos_reps, neg_reps,
+                     model.env_scores(user_vectors, pos_reps, weights),
+                     model.env_scores(user_vectors, neg_reps, weights), item_data)
 
   return loss_fn
 

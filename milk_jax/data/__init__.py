@@ -1,7 +1,8 @@
 """Data: reading the layouts, the new-item split, missing modalities, sampling.
 
-Host-side numpy only. `load_dataset(config)` runs the whole pipeline and
-returns a `Dataset`; `epoch_triples` and `sample_negatives` feed training.
+Host-side numpy, except `device_sampling` (the same epoch sampler in JAX,
+run inside the jitted epoch). `load_dataset(config)` runs the whole pipeline
+and returns a `Dataset`; `epoch_triples` and `sample_negatives` feed training.
 """
 
 from milk_jax.data.dataset import Dataset
