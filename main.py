@@ -3,6 +3,7 @@
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --config.train.beta=50
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --mode=eval
+  python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
 """
 
 import logging
@@ -14,13 +15,15 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from milk_jax import data
+from milk_jax import experiment
 from milk_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/NAME.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                          'train: train and evaluate; eval: evaluate the best checkpoint.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'experiment'],
+                          'train: train and evaluate; eval: evaluate the best checkpoint; '
+                          'experiment: run the grid of a configs/experiments/ config.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -31,7 +34,8 @@ def main(argv):
   # Progress comes from the 'milk_jax' logger; orbax's own INFO lines are noise here.
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('milk_jax').setLevel(logging.INFO)
-  run = train.train_and_evaluate if _MODE.value == 'train' else train.evaluate_checkpoint
+  run = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint,
+         'experiment': experiment.run_experiment}[_MODE.value]
   try:
     run(_CONFIG.value, _WORKDIR.value)
   except (data.DataError, train.ConfigError, FileNotFoundError) as error:

@@ -227,6 +227,15 @@ def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
+def changed_fields(config_path: str, config: ml_collections.ConfigDict) -> list[str]:
+  """Dotted fields where `config` differs from the saved config.json, besides RESUMABLE_CHANGES."""
+  with open(config_path) as f:
+    previous = _flatten(json.load(f))
+  current = _flatten(json.loads(config.to_json()))
+  return sorted(k for k in previous.keys() | current.keys()
+                if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+
+
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuse to mix runs in one workdir, then record the config.
 
@@ -237,11 +246,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   config_path = os.path.join(workdir, 'config.json')
   has_checkpoints = os.path.isdir(os.path.join(workdir, 'checkpoints'))
   if os.path.exists(config_path):
-    with open(config_path) as f:
-      previous = _flatten(json.load(f))
-    current = _flatten(json.loads(config.to_json()))
-    differing = sorted(k for k in previous.keys() | current.keys()
-                       if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+    differing = changed_fields(config_path, config)
     if differing:
       raise ConfigError(
           f'{config_path} holds a run with a different config (fields: {", ".join(differing)}); '
