@@ -4,6 +4,7 @@
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --config.train.beta=50
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --mode=eval
   python main.py --config=configs/baby_synthetic.py --workdir=runs/bench --mode=benchmark
+  python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
 """
 
 import logging
@@ -17,17 +18,19 @@ from ml_collections import config_flags
 
 from milk_jax import benchmark
 from milk_jax import data
+from milk_jax import experiment
 from milk_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/NAME.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'eval', 'benchmark'],
+    'mode', 'train', ['train', 'eval', 'benchmark', 'experiment'],
     'train: train and evaluate; eval: evaluate the best checkpoint; '
-    'benchmark: time the train step and epochs, write benchmark.json.')
+    'benchmark: time the train step and epochs, write benchmark.json; '
+    'experiment: run the grid of a configs/experiments/ config.')
 _RUNS = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint,
-         'benchmark': benchmark.benchmark}
+         'benchmark': benchmark.benchmark, 'experiment': experiment.run_experiment}
 _DISTRIBUTED = flags.DEFINE_bool(
     'jax_distributed', False,
     'Call jax.distributed.initialize() first: one process per host, all hosts in one mesh.')

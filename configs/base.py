@@ -25,7 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.test_missing_rate = 0.5  # ftmt/mtmt: new items that miss one modality.
   data.train_missing_rate = 0.3  # mtmt: warm items that miss one modality.
   data.group_fractions = (0.1, 0.45, 0.45)  # groups: new items missing 0, 1, 2... modalities.
-  data.imputation = 'mean'  # mean | zero: what fills a missing modality.
+  data.imputation = 'mean'  # mean | zero | learned (ridge maps from present modalities).
+  data.imputation_ridge = 1.0  # learned: L2 penalty of each cross-modal ridge map.
   data.normalize = True  # L2-normalise each feature row after imputation.
   data.negatives = 'warm'  # warm | all: pool of sampled negatives ('all' = authors').
 

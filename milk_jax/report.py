@@ -12,11 +12,13 @@ spread that dominates the plain standard deviation.
 """
 
 import json
+import math
 import os
 import sys
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 DEFAULT_METRICS = ('test.recall@20', 'test.ndcg@20', 'val.ndcg@20')
 
@@ -46,12 +48,47 @@ def metric(result: dict, dotted: str) -> float | None:
   return float(result)
 
 
-def _mean_std(values: Sequence[float]) -> str:
-  if not values:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (ddof 1; 0 for one value; nan for none)."""
+  if len(values) == 0:
+    return math.nan, math.nan
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def paired_difference(values: Mapping[Any, float | None],
+                      baseline: Mapping[Any, float | None]) -> dict[str, float]:
+  """values[k] - baseline[k] over the keys (seeds) both have a value for.
+
+  Pairing by seed compares runs on the same split, which removes the
+  split-to-split spread. The p-value is the two-sided paired t-test
+  (scipy.stats.ttest_rel); nan with fewer than two pairs or identical differences.
+
+  Returns:
+    {'n': pairs, 'mean': mean difference, 'std': its sample std, 'p_value': p}.
+  """
+  keys = sorted(k for k, v in values.items()
+                if v is not None and baseline.get(k) is not None)
+  mine = np.array([values[k] for k in keys], np.float64)
+  theirs = np.array([baseline[k] for k in keys], np.float64)
+  mean, std = mean_std(mine - theirs)
+  p_value = math.nan
+  # Differences equal up to rounding have no spread to test (and make scipy warn).
+  if len(keys) >= 2 and std > 1e-12 * max(1.0, abs(mean)):
+    p_value = float(stats.ttest_rel(mine, theirs).pvalue)
+  return {'n': len(keys), 'mean': mean, 'std': std, 'p_value': p_value}
+
+
+def format_mean_std(mean: float, std: float) -> str:
+  return 'n/a' if math.isnan(mean) else f'{mean:.4f} +- {std:.4f}'
+
+
+def format_difference(diff: Mapping[str, float]) -> str:
+  """'+0.0012 +- 0.0100 (p 0.81)': a signed paired difference and its p-value."""
+  if diff['n'] == 0:
     return 'n/a'
-  values = np.asarray(values)
-  spread = values.std(ddof=1) if values.size > 1 else 0.0
-  return f'{values.mean():.4f} +- {spread:.4f}'
+  p_value = 'n/a' if math.isnan(diff['p_value']) else f'{diff["p_value"]:.2f}'
+  return f'{diff["mean"]:+.4f} +- {diff["std"]:.4f} (p {p_value})'
 
 
 def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRICS,
@@ -64,14 +101,13 @@ def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRI
     results = collect(folder)
     cells = []
     for key in metrics:
-      cells.append(_mean_std([v for r in results.values()
-                              if (v := metric(r, key)) is not None]))
+      cells.append(format_mean_std(*mean_std([v for r in results.values()
+                                              if (v := metric(r, key)) is not None])))
     if base:
       for key in metrics:
-        pairs = [(metric(r, key), metric(base[name], key))
-                 for name, r in results.items() if name in base]
-        cells.append(_mean_std([mine - theirs for mine, theirs in pairs
-                                if mine is not None and theirs is not None]))
+        diff = paired_difference({name: metric(r, key) for name, r in results.items()},
+                                 {name: metric(r, key) for name, r in base.items()})
+        cells.append(format_mean_std(diff['mean'], diff['std']))
     lines.append(f'| {folder} | {len(results)} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

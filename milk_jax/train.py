@@ -35,6 +35,9 @@ log = logging.getLogger('milk_jax')
 # (the benchmark section never affects training).
 RESUMABLE_CHANGES = ('train.resume', 'train.num_epochs')
 IGNORED_SECTIONS = ('benchmark.',)
+# Fields added after runs were first saved, with the value those runs used.
+ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
+                'train.data_parallel': False, 'train.shard_user_table': False}
 
 
 class ConfigError(ValueError):
@@ -352,6 +355,18 @@ def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
+def changed_fields(config_path: str, config: ml_collections.ConfigDict) -> list[str]:
+  """Dotted fields where `config` differs from the saved config.json, besides RESUMABLE_CHANGES."""
+  with open(config_path) as f:
+    previous = _flatten(json.load(f))
+  current = _flatten(json.loads(config.to_json()))
+  for key, value in ADDED_FIELDS.items():  # Saved by an older version: it ran with `value`.
+    previous.setdefault(key, value)
+  return sorted(k for k in previous.keys() | current.keys()
+                if k not in RESUMABLE_CHANGES and not k.startswith(IGNORED_SECTIONS)
+                and previous.get(k) != current.get(k))
+
+
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuse to mix runs in one workdir, then record the config.
 
@@ -362,12 +377,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   config_path = os.path.join(workdir, 'config.json')
   has_checkpoints = os.path.isdir(os.path.join(workdir, 'checkpoints'))
   if os.path.exists(config_path):
-    with open(config_path) as f:
-      previous = _flatten(json.load(f))
-    current = _flatten(json.loads(config.to_json()))
-    differing = sorted(k for k in previous.keys() | current.keys()
-                       if k not in RESUMABLE_CHANGES and not k.startswith(IGNORED_SECTIONS)
-                       and previous.get(k) != current.get(k))
+    differing = changed_fields(config_path, config)
     if differing:
       raise ConfigError(
           f'{config_path} holds a run with a different config (fields: {", ".join(differing)}); '

@@ -166,6 +166,35 @@ def test_mean_imputation_hand_computed():
   np.testing.assert_allclose(normalized, [[0.6, 0.8], [0, 0]])
 
 
+def test_learned_imputation_hand_computed():
+  # Warm rows 0-2 have y = 2x + 1. Centred x = (-1, 0, 1), y = (-2, 0, 2): with
+  # ridge 2 the slope x -> y is 4 / (2 + 2) = 1 and y -> x is 4 / (8 + 2) = 0.4.
+  x = np.array([[0.], [1.], [2.], [3.], [50.]], np.float32)
+  y = np.array([[1.], [3.], [5.], [50.], [7.]], np.float32)
+  available = np.array([[1, 1], [1, 1], [1, 1], [1, 0], [0, 1]], bool)
+  warm = np.array([0, 1, 2])
+  filled_x, filled_y = missing.impute((x, y), available, 'learned', fit_rows=warm, ridge=2.0)
+  np.testing.assert_allclose(filled_y[3], [3 + (3 - 1) * 1.0])  # 5, not the mean 3.
+  np.testing.assert_allclose(filled_x[4], [1 + (7 - 3) * 0.4])  # 2.6.
+  np.testing.assert_array_equal(filled_x[:4], x[:4])
+  np.testing.assert_array_equal(filled_y[[0, 1, 2, 4]], y[[0, 1, 2, 4]])
+  # A vanishing ridge recovers the exact line: 2 * 3 + 1 = 7.
+  _, exact_y = missing.impute((x, y), available, 'learned', fit_rows=warm, ridge=1e-9)
+  np.testing.assert_allclose(exact_y[3], [7.0], rtol=1e-6)
+
+
+def test_learned_imputation_averages_the_present_modalities():
+  # Three 1-d modalities on warm rows 0-3: b = a and c = -a exactly; row 4 misses b
+  # and predicts it from a (gives 4) and from c (-c = 6): the mean is 5.
+  a = np.array([[0.], [1.], [2.], [3.], [4.]], np.float32)
+  b = np.array([[0.], [1.], [2.], [3.], [99.]], np.float32)
+  c = np.array([[0.], [-1.], [-2.], [-3.], [-6.]], np.float32)
+  available = np.array([[1, 1, 1]] * 4 + [[1, 0, 1]], bool)
+  _, filled_b, _ = missing.impute((a, b, c), available, 'learned',
+                                  fit_rows=np.arange(4), ridge=1e-9)
+  np.testing.assert_allclose(filled_b[4], [5.0], rtol=1e-6)
+
+
 @pytest.mark.parametrize('imputation', ['mean', 'zero'])
 def test_load_imputes_missing_rows(tsv_folder, imputation):
   raw = write_features(tsv_folder)  # Same seed as the fixture: the clean features.
@@ -187,6 +216,22 @@ def test_load_imputes_missing_rows(tsv_folder, imputation):
     # Zero-filled rows have no direction and stay zero; every other row has unit norm.
     expected = 1.0 if imputation == 'mean' else normalized.availability[:, m]
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), expected, rtol=1e-5)
+
+
+def test_load_learns_the_cross_modal_maps_on_warm_items_only(tsv_folder):
+  raw = write_features(tsv_folder)
+  config = tsv_config(tsv_folder, setting='ftmt', test_missing_rate=1.0,
+                      imputation='learned', normalize=False)
+  config.data.imputation_ridge = 0.5
+  dataset = data.load_dataset(config)
+  (image, text), warm = (raw['image'], raw['text']), dataset.warm_items
+  for target, source in ((image, text), (text, image)):
+    m = 0 if target is image else 1
+    weights, bias = missing.ridge_map(source[warm], target[warm], 0.5)
+    rows = ~dataset.availability[:, m]
+    assert rows.any()
+    np.testing.assert_allclose(dataset.features[m][rows], source[rows] @ weights + bias,
+                               rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- sampling

@@ -54,6 +54,29 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
   assert not os.path.exists(tmp_path / 'run')
 
 
+def test_experiment_mode_runs_the_grid(tmp_path):
+  workdir = tmp_path / 'grid'
+  done = _run('--config=configs/experiments/overall.py:default', f'--workdir={workdir}',
+              '--mode=experiment', '--config.experiment.num_seeds=1',
+              "--config.experiment.settings=('ftmt',)", *TINY)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert '[3/3] ftmt/MILK_beta1000/seed_0: trained' in done.stderr
+  assert (workdir / 'summary.csv').exists() and (workdir / 'bars.png').exists()
+  summary = (workdir / 'summary.md').read_text()
+  assert '| MILK_beta1000 | 1 |' in summary
+  with open(workdir / 'ftmt' / 'ERM' / 'seed_0' / 'config.json') as f:
+    saved = json.load(f)
+  assert saved['model']['use_invariance'] is False and 'experiment' not in saved
+
+
+def test_bad_experiment_is_a_clear_error(tmp_path):
+  done = _run('--config=configs/experiments/overall.py:default', f'--workdir={tmp_path / "x"}',
+              '--mode=experiment', '--config.experiment.num_seeds=0')
+  assert done.returncode != 0
+  assert 'num_seeds=0' in done.stderr
+  assert not os.path.exists(tmp_path / 'x')
+
+
 ML100K = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'ml100k-mm')
 
 

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -47,3 +48,26 @@ def test_missing_values_show_as_not_available(tmp_path):
 def test_empty_folder_is_an_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='results.json'):
     report.collect(str(tmp_path))
+
+
+def test_paired_difference_hand_computed():
+  mine = {0: 0.30, 1: 0.50, 2: 0.40, 3: 0.9, 4: None}
+  baseline = {0: 0.20, 1: 0.30, 2: 0.35, 4: 0.1}  # Seeds 3 and 4 have no pair.
+  diff = report.paired_difference(mine, baseline)
+  # Differences 0.1, 0.2, 0.05: mean 0.11667, sample std sqrt(0.011667 / 2) = 0.076376,
+  # t = mean / (std / sqrt 3) = sqrt 7; with 2 degrees of freedom the two-sided
+  # p-value is 1 - t / sqrt(2 + t^2) = 1 - sqrt(7) / 3.
+  assert diff['n'] == 3
+  assert diff['mean'] == pytest.approx(0.116667, abs=1e-6)
+  assert diff['std'] == pytest.approx(0.076376, abs=1e-6)
+  assert diff['p_value'] == pytest.approx(1 - 7 ** 0.5 / 3, rel=1e-9)
+  assert report.format_difference(diff) == '+0.1167 +- 0.0764 (p 0.12)'
+
+
+def test_paired_difference_without_spread_has_no_p_value():
+  diff = report.paired_difference({0: 0.3, 1: 0.4}, {0: 0.2, 1: 0.3})
+  assert diff['mean'] == pytest.approx(0.1) and diff['std'] == pytest.approx(0.0, abs=1e-12)
+  assert math.isnan(diff['p_value'])
+  one = report.paired_difference({0: 0.3}, {0: 0.2})
+  assert one['n'] == 1 and math.isnan(one['p_value'])
+  assert report.format_difference(report.paired_difference({0: 0.3}, {1: 0.2})) == 'n/a'

@@ -104,6 +104,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise DataError(f'config.data.modalities={modalities}: need at least 2 distinct names')
   for field in ('new_item_fraction', 'val_fraction', 'test_missing_rate', 'train_missing_rate'):
     _check_fraction(data[field], field)
+  if not data.imputation_ridge > 0:
+    raise DataError(f'config.data.imputation_ridge={data.imputation_ridge}: must be positive')
   if data.setting == 'groups':
     fractions = tuple(data.group_fractions)
     if not 1 <= len(fractions) <= len(modalities):
@@ -185,7 +187,8 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
       data.test_missing_rate, data.train_missing_rate, tuple(data.group_fractions),
       warm_rng=np.random.default_rng([seed, _MISSING_STREAM, 0]),
       new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]))
-  features = missing.impute(raw.features, available, data.imputation)
+  features = missing.impute(raw.features, available, data.imputation,
+                            fit_rows=item_split.warm_items, ridge=data.imputation_ridge)
   if data.normalize:
     features = tuple(missing.l2_normalize(x) for x in features)
   return Dataset(

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 SETTINGS = ('ftft', 'ftmt', 'mtmt', 'groups')
-IMPUTATIONS = ('mean', 'zero')
+IMPUTATIONS = ('mean', 'zero', 'learned')
 
 
 def round_half_up(x: float) -> int:
@@ -92,29 +92,81 @@ def availability_mask(setting: str, warm_items: np.ndarray, new_items: np.ndarra
   return available
 
 
-def impute(features: Sequence[np.ndarray], available: np.ndarray,
-           method: str) -> tuple[np.ndarray, ...]:
+def ridge_map(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+  """Closed-form ridge regression y ~ x @ weights + bias, the bias unpenalised.
+
+  Args:
+    x: (rows, dim_in), y: (rows, dim_out), rows >= 1.
+  Returns:
+    weights (dim_in, dim_out) and bias (dim_out,), float64.
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+  xc = x - x_mean
+  gram = xc.T @ xc + ridge * np.eye(x.shape[1])
+  weights = np.linalg.solve(gram, xc.T @ (y - y_mean))
+  return weights, y_mean - x_mean @ weights
+
+
+def learned_fill(features: Sequence[np.ndarray], available: np.ndarray, fit_rows: np.ndarray,
+                 target: int, ridge: float) -> np.ndarray | None:
+  """Predictions of modality `target` for the rows that miss it, from their present ones.
+
+  One ridge map per present modality p, fit on the `fit_rows` where both p
+  and `target` are present; a row's prediction is the mean over its present
+  modalities of their maps' outputs.
+
+  Returns:
+    (rows missing target, dim_target) float32, or None when some missing row
+    has no fitted map to predict it (no present modality with training pairs).
+  """
+  missing_rows = np.flatnonzero(~available[:, target])
+  total = np.zeros((len(missing_rows), features[target].shape[1]))
+  count = np.zeros(len(missing_rows))
+  for p, x in enumerate(features):
+    pair_rows = fit_rows[available[fit_rows, p] & available[fit_rows, target]]
+    if p == target or len(pair_rows) == 0:
+      continue
+    weights, bias = ridge_map(x[pair_rows], features[target][pair_rows], ridge)
+    use = available[missing_rows, p]
+    total[use] += x[missing_rows[use]] @ weights + bias
+    count[use] += 1
+  if (count == 0).any():
+    return None
+  return (total / count[:, None]).astype(np.float32)
+
+
+def impute(features: Sequence[np.ndarray], available: np.ndarray, method: str,
+           fit_rows: np.ndarray | None = None, ridge: float = 1.0) -> tuple[np.ndarray, ...]:
   """Replaces the rows of missing modalities.
 
   'mean' fills with the mean of that modality over the items where it is
   present (all items, warm and new: features are content, known for every
-  item); 'zero' fills with zeros.
+  item); 'zero' fills with zeros; 'learned' predicts the missing modality
+  from the item's present ones with ridge maps fit on `fit_rows` (the warm
+  items: only they stand for training data), see `learned_fill`, and falls
+  back to the mean where no map applies.
 
   Args:
     features: M arrays (num_items, dim_m).
     available: (num_items, M) bool.
+    fit_rows: int item ids the learned maps are fit on; None = all items.
+    ridge: L2 penalty of the learned maps.
   Returns:
     M new float32 arrays (num_items, dim_m); the inputs are not modified.
   """
+  if fit_rows is None:
+    fit_rows = np.arange(len(available))
   filled = []
   for m, x in enumerate(features):
     x = np.array(x, dtype=np.float32)
     present = available[:, m]
-    if method == 'mean' and present.any():
+    fill = None
+    if method == 'learned':
+      fill = learned_fill(features, available, np.asarray(fit_rows), m, ridge)
+    if fill is None and method != 'zero' and present.any():
       fill = x[present].mean(axis=0, dtype=np.float64).astype(np.float32)
-    else:
-      fill = np.zeros(x.shape[1], np.float32)
-    x[~present] = fill
+    x[~present] = 0.0 if fill is None else fill
     filled.append(x)
   return tuple(filled)
 

@@ -1,0 +1,12 @@
+"""Ablation: MILK without CMAM, without CEIM, without both (= ERM) (Figure 4),
+and the drop of each from FTFT to FTMT (Figure 5)."""
+
+from configs.experiments import base
+
+
+def get_config(dataset: str = 'ml100k'):
+  config = base.dataset_config(dataset)
+  variants = [('ERM', base.ERM), ('no_CMAM', base.NO_CMAM), ('no_CEIM', base.NO_CEIM),
+              ('MILK', base.MILK)]
+  return base.experiment_config(config, 'ablation', ('ftft', 'ftmt'), variants,
+                                plots=('bars', 'drop'))

@@ -1,0 +1,70 @@
+"""Shared parts of the experiment configs: a dataset config plus an `experiment` grid.
+
+Every configs/experiments/NAME.py builds on the dataset config named after
+the colon of --config (ml_collections passes it to get_config):
+
+  --config=configs/experiments/overall.py                  # its default dataset
+  --config=configs/experiments/overall.py:baby_synthetic   # configs/baby_synthetic.py
+  --config=configs/experiments/overall.py:path/to/mine.py  # any dataset config file
+
+The dataset config supplies the data and the hyper-parameters of "MILK";
+the variants change only what they name. Any field can still be overridden
+on the command line, e.g. --config.train.num_epochs=40 or
+--config.experiment.num_seeds=3. milk_jax/experiment.py documents the fields.
+"""
+
+import importlib
+import importlib.util
+import os
+
+import ml_collections
+
+# The paper's ablation switches, as dotted config overrides.
+MILK = {}
+ERM = {'model.use_alignment': False, 'model.use_invariance': False}
+NO_CMAM = {'model.use_alignment': False}
+NO_CEIM = {'model.use_invariance': False}
+PAPER_BETA = 1000.0  # The paper's REx weight for Baby (spec, "Reported settings").
+
+METRICS = ('test.recall@10', 'test.ndcg@10', 'test.recall@20', 'test.ndcg@20')
+
+
+def dataset_config(dataset: str) -> ml_collections.ConfigDict:
+  """The config of a dataset: a name in configs/ ('ml100k') or a path to a .py file."""
+  if dataset.endswith('.py'):
+    spec = importlib.util.spec_from_file_location('dataset_config', os.path.expanduser(dataset))
+    if spec is None or not os.path.isfile(os.path.expanduser(dataset)):
+      raise ValueError(f'dataset config file {dataset!r} not found')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  else:
+    try:
+      module = importlib.import_module(f'configs.{dataset}')
+    except ModuleNotFoundError as error:
+      raise ValueError(f'unknown dataset config {dataset!r}: expected configs/{dataset}.py '
+                       'or a path ending in .py') from error
+  return module.get_config()
+
+
+def with_paper_beta(variants: list, config: ml_collections.ConfigDict) -> list:
+  """Adds MILK at the paper's beta when the dataset's own MILK uses another one."""
+  if config.train.beta != PAPER_BETA:
+    variants = variants + [('MILK_beta1000', {'train.beta': PAPER_BETA})]
+  return variants
+
+
+def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tuple[str, ...],
+                      variants: list, **fields) -> ml_collections.ConfigDict:
+  """A dataset's config with an `experiment` grid added; `fields` override its defaults."""
+  exp = config.experiment = ml_collections.ConfigDict()
+  exp.name = name  # Title of the summary and figures.
+  exp.settings = tuple(settings)  # data.setting of each block of runs.
+  exp.variants = tuple((n, dict(o)) for n, o in variants)  # (name, {dotted key: value}).
+  exp.num_seeds = 5  # Seeds 0..num_seeds-1, each its own split, masks and init.
+  exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
+  exp.metrics = METRICS  # results.json keys to summarise; '*' = every group.
+  exp.plots = ('bars',)  # Figures: bars | drop | groups | sweep.
+  exp.plot_metric = 'test.ndcg@20'  # The metric the figures and gains show.
+  for key, value in fields.items():
+    exp[key] = value
+  return config

@@ -1,0 +1,68 @@
+"""Figures of an experiment summary, drawn headless (matplotlib's Agg backend).
+
+Two shapes cover the paper's figures: grouped bars (variants side by side
+within each group: a setting, a missing-modality group, a change between
+settings) and line panels (one panel per swept hyper-parameter).
+"""
+
+import math
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')  # No display on servers and CI; must precede pyplot.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+Series = tuple[Sequence[float], Sequence[float] | None]  # Means and error bars (or None).
+
+
+def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
+              ylabel: str, title: str) -> None:
+  """Grouped bars: for each group, one bar per series, with error bars if given.
+
+  Args:
+    groups: G labels along the x axis.
+    series: {legend label: (G means, G error half-widths or None)}; nan = no bar.
+  """
+  fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.5 * len(groups) * len(series)), 3.2))
+  width = 0.8 / max(len(series), 1)
+  x = np.arange(len(groups))
+  for i, (label, (means, errors)) in enumerate(series.items()):
+    ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, label=label,
+           yerr=errors, capsize=2, error_kw={'elinewidth': 0.8})
+  ax.set_xticks(x, groups)
+  ax.axhline(0.0, color='black', linewidth=0.6)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=7, ncols=min(len(series), 3), loc='best')
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
+                ylabel: str, title: str,
+                reference: tuple[str, float] | None = None) -> None:
+  """One panel per swept parameter: mean +- error against its value.
+
+  Args:
+    panels: {parameter: (x values, (means, error half-widths))}.
+    reference: (label, value) drawn as a dashed line in every panel (the baseline).
+  """
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
+  for ax, (name, (xs, (means, errors))) in zip(axes[0], panels.items()):
+    ax.errorbar(xs, means, yerr=errors, marker='o', capsize=2)
+    positive = [x for x in xs if x > 0]
+    if positive and max(xs) / min(positive) >= 100:
+      # Sweeps span decades and may include 0, which a plain log axis cannot show.
+      ax.set_xscale('symlog', linthresh=min(positive))
+    if reference is not None and not math.isnan(reference[1]):
+      ax.axhline(reference[1], color='gray', linestyle='--', linewidth=1, label=reference[0])
+      ax.legend(fontsize=7)
+    ax.set_xlabel(name)
+    ax.set_ylabel(ylabel)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

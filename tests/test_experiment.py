@@ -1,0 +1,185 @@
+"""Tests for milk_jax.experiment: the grid runner, its summary files and the configs."""
+
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs.experiments import base
+from milk_jax import experiment
+from milk_jax import train
+from tests.helpers import tiny_config
+
+METRICS = ('test.ndcg@20', 'test_by_group.*.ndcg@20')
+
+
+def tiny_experiment(variants=None, **fields):
+  config = tiny_config(num_epochs=2, eval_every=1)
+  variants = variants or [('ERM', base.ERM), ('MILK', base.MILK)]
+  fields = {'num_seeds': 2, 'metrics': METRICS, 'plots': ('bars', 'groups'), **fields}
+  return base.experiment_config(config, 'tiny', ('ftmt',), variants, **fields)
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def result_files(workdir):
+  return sorted(glob.glob(os.path.join(workdir, '*', '*', 'seed_*', 'results.json')))
+
+
+def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'grid')
+  experiment.run_experiment(tiny_experiment(), workdir)
+
+  runs = result_files(workdir)
+  assert [os.path.relpath(r, workdir) for r in runs] == [
+      f'ftmt/{v}/seed_{s}/results.json' for v in ('ERM', 'MILK') for s in (0, 1)]
+  rows = read_csv(os.path.join(workdir, 'summary.csv'))
+  assert list(rows[0]) == list(experiment.CSV_COLUMNS)
+  metrics = ['test.ndcg@20', 'test_by_group.full.ndcg@20', 'test_by_group.missing_1.ndcg@20']
+  assert [(r['setting'], r['variant'], r['metric']) for r in rows] == [
+      ('ftmt', v, m) for v in ('ERM', 'MILK') for m in metrics]
+  # The summary agrees with the runs' own results.json.
+  milk = [json.load(open(r))['test']['ndcg@20'] for r in runs[2:]]
+  erm = [json.load(open(r))['test']['ndcg@20'] for r in runs[:2]]
+  milk_row = rows[3]
+  assert int(milk_row['n']) == 2
+  np.testing.assert_allclose(float(milk_row['mean']), np.mean(milk), rtol=1e-5)
+  np.testing.assert_allclose(float(milk_row['std']), np.std(milk, ddof=1), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(float(milk_row['diff_mean']), np.mean(milk) - np.mean(erm),
+                             rtol=1e-4, atol=1e-7)
+  assert rows[0]['diff_mean'] == '' and rows[0]['p_value'] == ''  # The baseline's own rows.
+
+  summary = open(os.path.join(workdir, 'summary.md')).read()
+  assert '## FTMT' in summary and 'Paired difference to ERM' in summary
+  assert summary.count('**') >= 2 * len(metrics)  # One bold best per column.
+  assert 'Relative gain over ERM per group' in summary
+  for name in ('bars', 'groups', 'group_gain'):
+    with open(os.path.join(workdir, f'{name}.png'), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+  # Again: every run is finished, so nothing trains and no results.json is rewritten.
+  mtimes = [os.stat(r).st_mtime_ns for r in runs]
+  def must_not_train(config, workdir):
+    raise AssertionError(f'retrained {workdir}')
+  monkeypatch.setattr(train, 'train_and_evaluate', must_not_train)
+  experiment.run_experiment(tiny_experiment(), workdir)
+  assert [os.stat(r).st_mtime_ns for r in runs] == mtimes
+  assert read_csv(os.path.join(workdir, 'summary.csv')) == rows
+
+  # A lost results.json: only that run trains again (from its checkpoints).
+  monkeypatch.undo()
+  trained = []
+  real_train = train.train_and_evaluate
+  def counting_train(config, workdir):
+    trained.append(workdir)
+    return real_train(config, workdir)
+  monkeypatch.setattr(train, 'train_and_evaluate', counting_train)
+  os.remove(runs[3])
+  experiment.run_experiment(tiny_experiment(), workdir)
+  assert trained == [os.path.dirname(runs[3])]
+  assert read_csv(os.path.join(workdir, 'summary.csv')) == rows
+
+
+def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'grid')
+  config = tiny_experiment(num_seeds=1, plots=())
+  experiment.run_experiment(config, workdir)
+  changed = tiny_experiment([('ERM', base.ERM), ('MILK', {'train.beta': 5.0})],
+                            num_seeds=1, plots=())
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
+  with pytest.raises(train.ConfigError, match='ftmt/MILK/seed_0.*train.beta'):
+    experiment.run_experiment(changed, workdir)
+
+
+@pytest.mark.parametrize('variants, message', [
+    ([('ERM', base.ERM), ('MILK', {'model.use_invariants': False})], "'model.use_invariants'"),
+    ([('ERM', base.ERM), ('MILK', {'modle.alpha': 1.0})], "'modle.alpha'"),
+    ([('ERM', base.ERM), ('MILK', {'model.use_alignment': 'no'})], 'model.use_alignment'),
+    ([('ERM', base.ERM), ('MILK', {'seed': 3})], 'grid chooses'),
+    ([('ERM', base.ERM), ('MILK', {'model.alpha': -1.0})], 'model.alpha'),
+    ([('ERM', base.ERM), ('a/b', {})], 'names a folder'),
+    ([('MILK', base.MILK)], "baseline 'ERM'"),
+])
+def test_bad_grid_fails_before_any_run(tmp_path, monkeypatch, variants, message):
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
+  with pytest.raises(train.ConfigError, match=message):
+    experiment.run_experiment(tiny_experiment(variants), str(tmp_path / 'grid'))
+  assert not os.path.exists(tmp_path / 'grid')
+
+
+def _fake_results(values):
+  """{(setting, variant): {seed: results.json}} from {variant: [(all, full, missing_1)]}."""
+  return {('groups', variant): {
+      seed: {'test': {'ndcg@20': a},
+             'test_by_group': {'full': {'ndcg@20': f}, 'missing_1': {'ndcg@20': m}}}
+      for seed, (a, f, m) in enumerate(by_seed)} for variant, by_seed in values.items()}
+
+
+def test_group_gains_and_bold_best_hand_computed(tmp_path):
+  config = base.experiment_config(tiny_config(), 'fake', ('groups',),
+                                  [('ERM', base.ERM), ('MILK', base.MILK)],
+                                  metrics=METRICS, plots=('groups',))
+  exp = config.experiment
+  results = _fake_results({'ERM': [(0.20, 0.40, 0.10), (0.20, 0.20, 0.10)],
+                           'MILK': [(0.25, 0.30, 0.09), (0.25, 0.30, 0.13)]})
+  metrics = experiment.expand_metrics(exp.metrics, results)
+  assert metrics == ['test.ndcg@20', 'test_by_group.full.ndcg@20',
+                     'test_by_group.missing_1.ndcg@20']
+  rows = experiment.summary_rows(results, exp, metrics)
+  groups = experiment.group_metrics(metrics, exp.plot_metric)
+  gains = experiment.relative_gains(rows, exp, groups)
+  # Means: ERM 0.20 / 0.30 / 0.10, MILK 0.25 / 0.30 / 0.11.
+  np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, 0.0, 10.0], atol=1e-9)
+  table = experiment.setting_tables(rows, exp, metrics, 'groups')
+  milk_line = next(line for line in table if line.startswith('| MILK | 2 |'))
+  assert '**0.2500 +- 0.0000**' in milk_line and '**0.1100 +- 0.0283**' in milk_line
+  erm_line = next(line for line in table if line.startswith('| ERM | 2 |'))
+  assert '**0.3000 +- 0.1414**' in erm_line  # The tie on 'full' is bold in both rows.
+  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
+  assert sorted(os.path.basename(p) for p in paths) == ['group_gain.png', 'groups.png']
+
+
+def test_sweeps_group_variants_by_their_one_numeric_key(tmp_path):
+  from configs.experiments import sensitivity
+  config = sensitivity.get_config('default')
+  swept = experiment.sweeps(config.experiment)
+  assert list(swept) == ['model.alpha', 'train.beta', 'train.align_weight']
+  assert [x for x, _ in swept['train.beta']] == [0.0, 1.0, 10.0, 100.0, 1000.0]
+  assert swept['model.alpha'][0] == (0.01, 'alpha=0.01')
+
+
+def test_experiment_configs_plan_their_grids():
+  from configs.experiments import ablation, environments, groups, imputation, overall, sensitivity
+  # Planning reads no data, so the ml100k configs plan even where the data is absent.
+  expected = {overall: 3 * 3 * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
+              imputation: 2 * 5 * 5, sensitivity: 15 * 5}
+  for module, count in expected.items():
+    config = module.get_config('ml100k')
+    assert config.train.beta == 0.0  # MILK keeps the dataset's validation-chosen beta.
+    assert len(experiment.plan_runs(config, '/nonexistent')) == count, module.__name__
+  # baby_synthetic's MILK already uses the paper's beta: no duplicate variant.
+  assert [v for v, _ in overall.get_config('baby_synthetic').experiment.variants] == ['ERM', 'MILK']
+  m3 = groups.get_config()
+  assert len(m3.data.modalities) == 3 and tuple(m3.data.group_fractions) == (0.1, 0.45, 0.45)
+  assert tuple(groups.get_config('ml100k').data.group_fractions) == (0.1, 0.9)
+
+
+def test_dataset_config_by_name_or_path():
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  by_path = base.dataset_config(os.path.join(repo, 'configs', 'ml100k.py'))
+  assert by_path.to_json() == base.dataset_config('ml100k').to_json()
+  with pytest.raises(ValueError, match="'nosuch'"):
+    base.dataset_config('nosuch')
+  with pytest.raises(ValueError, match='not found'):
+    base.dataset_config('/absent/mine.py')
+
+
+def test_a_training_config_is_refused():
+  with pytest.raises(train.ConfigError, match='experiment'):
+    experiment.run_experiment(tiny_config(), '/nonexistent')
