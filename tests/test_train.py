@@ -201,6 +201,18 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   assert (tmp_path / 'results.json').read_text() == before
 
 
+def test_config_saved_before_the_speed_fields_still_matches(tmp_path):
+  config = tiny_config()
+  saved = json.loads(config.to_json())
+  for field in ('sampler', 'feature_dtype', 'data_parallel', 'shard_user_table'):
+    del saved['train'][field]
+  saved['benchmark']['num_steps'] = 7  # The benchmark section never blocks a resume.
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(saved))
+  assert train.changed_fields(str(path), config) == []
+  assert train.changed_fields(str(path), tiny_config(sampler='device')) == ['train.sampler']
+
+
 @pytest.mark.parametrize('field, value, message', [
     ('select_metric', 'ndcg@7', 'select_metric'),
     ('batch_size', 0, 'batch_size'),
