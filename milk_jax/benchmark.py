@@ -4,7 +4,10 @@
 
 Compiles once (timed apart), warms up, then times single steps (each waits
 for the device with `block_until_ready`) and whole epochs with either
-sampler, side by side in one process. A reference step that computes the
+sampler, side by side in one process. `step_ms` is the step as the epoch
+runs it: one update whose environment weights were drawn, with the rest of
+the epoch's, in one vectorised call (`weights_draw_ms_per_epoch`);
+`simple_step_ms` is the plain step that draws its own weights. A reference step that computes the
 same loss the way the authors' code does (every item through every
 extractor once per environment) is timed on the same inputs, so the speed-up
 is a ratio measured on one machine. Writes `benchmark.json`; with
@@ -74,9 +77,9 @@ def make_reference_loss_fn(config: ml_collections.ConfigDict) -> Callable:
   return loss_fn
 
 
-def make_reference_step(config: ml_collections.ConfigDict, num_modalities: int) -> Callable:
-  """train_step(state, batch, key, item_data) with the reference loss; pure."""
-  return train.make_train_step(config, num_modalities, make_reference_loss_fn(config))
+def make_reference_update(config: ml_collections.ConfigDict) -> Callable:
+  """update(state, batch, weights, item_data) with the reference loss; pure."""
+  return train.make_update(config, make_reference_loss_fn(config))
 
 
 def _cost(compiled) -> dict[str, float]:
@@ -91,20 +94,22 @@ def _cost(compiled) -> dict[str, float]:
     return {}
 
 
-def time_steps(config: ml_collections.ConfigDict, step_fn: Callable, state: train.TrainState,
-               batches: list[dict[str, jax.Array]], item_data: dict[str, Any],
-               warmup: int, count: int) -> tuple[dict[str, float], train.TrainState]:
-  """Compile `step_fn` once, warm up, then time `count` steps on cycling batches."""
+def time_steps(step_fn: Callable, state: train.TrainState, batches: list[dict[str, jax.Array]],
+               step_inputs: list[jax.Array], item_data: dict[str, Any], warmup: int,
+               count: int) -> tuple[dict[str, float], train.TrainState]:
+  """Compile step_fn(state, batch, step_input, item_data) once, warm up, then time it.
+
+  Steps cycle through `batches` and the matching `step_inputs` (weights or keys).
+  """
   jitted = jax.jit(step_fn, donate_argnums=0)
-  keys = jax.random.split(jax.random.key(config.seed), len(batches))
   tic = time.perf_counter()
-  compiled = jitted.lower(state, batches[0], keys[0], item_data).compile()
+  compiled = jitted.lower(state, batches[0], step_inputs[0], item_data).compile()
   compile_seconds = time.perf_counter() - tic
   holder = [state]
 
   def call(i):
     holder[0], metrics = compiled(holder[0], batches[i % len(batches)],
-                                  keys[i % len(batches)], item_data)
+                                  step_inputs[i % len(batches)], item_data)
     return metrics
   _timed_calls(call, warmup)
   seconds = _timed_calls(call, count)
@@ -147,6 +152,24 @@ def time_epochs(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
           f'epoch_first_seconds_{sampler}': first}
 
 
+def step_weight_draws(config: ml_collections.ConfigDict, num_steps: int,
+                      num_modalities: int) -> jax.Array:
+  """(num_steps, E, M): the environment weights of steps 0 .. num_steps - 1."""
+  train_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  return train.epoch_weights(config, train_key, jnp.zeros((), jnp.int32), num_steps,
+                             num_modalities)
+
+
+def time_weight_draw(config: ml_collections.ConfigDict, num_steps: int,
+                     num_modalities: int) -> float:
+  """Milliseconds of one epoch's vectorised weight draw (median of 20, after compiling)."""
+  draw = jax.jit(lambda step: train.epoch_weights(
+      config, jax.random.key(config.seed), step, num_steps, num_modalities))
+  _block(draw(jnp.zeros((), jnp.int32)))
+  seconds = _timed_calls(lambda i: draw(jnp.asarray(i, jnp.int32)), 20)
+  return _percentile_ms(seconds, 50)
+
+
 def _fresh_state(config, dataset, program) -> train.TrainState:
   dims = tuple(f.shape[1] for f in dataset.features)
   return program.place(train.create_train_state(config, jax.random.key(config.seed),
@@ -160,10 +183,17 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
   program = train.EpochProgram(config, dataset)
   steps_per_epoch = -(-len(dataset.train_pairs) // config.train.batch_size)
   batches = _host_batches(config, dataset, program, min(steps_per_epoch, 16))
-  step_fn = train.make_train_step(config, num_modalities)
+  # As the epoch runs it: one update per step, the weights drawn for the whole epoch.
+  weights = list(step_weight_draws(config, len(batches), num_modalities))
   log.info('benchmark: compiling and timing %d train steps', bench.num_steps)
-  step, _ = time_steps(config, step_fn, _fresh_state(config, dataset, program), batches,
-                       program.item_data, bench.warmup_steps, bench.num_steps)
+  step, _ = time_steps(train.make_update(config), _fresh_state(config, dataset, program),
+                       batches, weights, program.item_data, bench.warmup_steps,
+                       bench.num_steps)
+  # The simple path draws its own weights each step.
+  keys = list(jax.random.split(jax.random.key(config.seed), len(batches)))
+  simple, _ = time_steps(train.make_train_step(config, num_modalities),
+                         _fresh_state(config, dataset, program), batches, keys,
+                         program.item_data, bench.warmup_steps, bench.num_steps)
   result = {
       **environment_summary(),
       'num_users': dataset.num_users, 'num_items': dataset.num_items,
@@ -174,6 +204,8 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
       'data_parallel': bool(config.train.data_parallel),
       'steps_per_epoch': steps_per_epoch,
       **step,
+      'simple_step_ms': simple['step_ms'],
+      'weights_draw_ms_per_epoch': time_weight_draw(config, steps_per_epoch, num_modalities),
       'steps_per_second': 1e3 / step['step_ms'],
       'samples_per_second': config.train.batch_size * 1e3 / step['step_ms'],
   }
@@ -187,8 +219,8 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
   result['epoch_step_ms'] = result['epoch_seconds'] / steps_per_epoch * 1e3
   if bench.reference:
     log.info('benchmark: timing the reference (authors-order) step')
-    reference, _ = time_steps(config, make_reference_step(config, num_modalities),
-                              _fresh_state(config, dataset, program), batches,
+    reference, _ = time_steps(make_reference_update(config),
+                              _fresh_state(config, dataset, program), batches, weights,
                               program.item_data, 1, max(3, bench.num_steps // 10))
     result['reference_step_ms'] = reference['step_ms']
     result['reference_compile_seconds'] = reference['compile_seconds']
@@ -252,16 +284,16 @@ def sweep_point(config: ml_collections.ConfigDict, num_users: int, num_items: in
   config.train.batch_size = batch_size
   item_data, batches = random_inputs(jax.random.key(config.seed), num_users, num_items,
                                      feature_dims, batch_size, 4, config.train.feature_dtype)
-  num_modalities = len(feature_dims)
+  weights = list(step_weight_draws(config, len(batches), len(feature_dims)))
   figures = {}
-  steps = {'fused': train.make_train_step(config, num_modalities)}
+  updates = {'fused': train.make_update(config)}
   if reference:
-    steps['reference'] = make_reference_step(config, num_modalities)
-  for name, step_fn in steps.items():
+    updates['reference'] = make_reference_update(config)
+  for name, update in updates.items():
     state = train.create_train_state(config, jax.random.key(0), num_users, feature_dims)
     count = config.benchmark.sweep_steps if name == 'fused' else max(
         2, config.benchmark.sweep_steps // 4)
-    figures[name], _ = time_steps(config, step_fn, state, batches, item_data, 2, count)
+    figures[name], _ = time_steps(update, state, batches, weights, item_data, 2, count)
   return figures
 
 

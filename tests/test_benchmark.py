@@ -46,7 +46,8 @@ def test_benchmark_writes_its_figures(tmp_path, capsys):
   for key in ('backend', 'device', 'jax_version', 'batch_size', 'num_items', 'compile_seconds',
               'step_ms', 'step_ms_p90', 'steps_per_second', 'samples_per_second',
               'epoch_seconds', 'epoch_seconds_host', 'epoch_seconds_device',
-              'reference_step_ms', 'speedup_vs_reference'):
+              'reference_step_ms', 'speedup_vs_reference', 'simple_step_ms',
+              'weights_draw_ms_per_epoch', 'epoch_step_ms'):
     assert key in written, key
   assert written['batch_size'] == 256 and written['num_items'] == 160
   assert written['step_ms_p90'] >= written['step_ms'] > 0
