@@ -7,6 +7,8 @@ An experiment config is a dataset config (configs/ml100k.py, ...) with an
   variants    (name, {dotted config key: value}) pairs, e.g.
               ('ERM', {'model.use_alignment': False, 'model.use_invariance': False}).
   num_seeds   seeds 0 .. num_seeds - 1; each seed has its own split, masks and init.
+  runs_dir    folder of the run folders (None: the experiment's workdir); experiments
+              that share it train a run they have in common once.
   baseline    the variant every other one is compared with, paired by seed.
   metrics     results.json keys; '*' stands for every group, 'test_by_group.*.ndcg@20'.
   plots       figures: bars, drop, groups, sweep (see `write_plots`).
@@ -14,7 +16,7 @@ An experiment config is a dataset config (configs/ml100k.py, ...) with an
 
 `run_experiment(config, workdir)` checks the whole grid first (unknown keys,
 bad values, a folder holding a run of another config), then trains each run
-in workdir/<setting>/<variant>/seed_<n>/ through `train.train_and_evaluate`:
+in <runs_dir or workdir>/<setting>/<variant>/seed_<n>/ through `train.train_and_evaluate`:
 a run with a results.json is skipped, a half-finished one resumes from its
 checkpoints. It then writes summary.csv, summary.md and the PNG figures.
 """
@@ -106,6 +108,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
                             'configs/experiments/NAME.py')
   exp = config.experiment
   check_experiment(exp)
+  runs_dir = exp.get('runs_dir') or workdir
   base = copy.deepcopy(config)
   with base.unlocked():
     del base['experiment']
@@ -122,7 +125,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
         except (train.ConfigError, dataset_lib.DataError) as error:
           raise train.ConfigError(f'{setting}/{variant}: {error}') from error
         runs.append(Run(setting, variant, seed, run_config,
-                        os.path.join(workdir, setting, variant, f'seed_{seed}')))
+                        os.path.join(runs_dir, setting, variant, f'seed_{seed}')))
   return runs
 
 
@@ -450,7 +453,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
   with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
     f.write(config.to_json(indent=2))
   log.info('experiment %s: %d runs (%d settings x %d variants x %d seeds) in %s', exp.name,
-           len(runs), len(exp.settings), len(exp.variants), exp.num_seeds, workdir)
+           len(runs), len(exp.settings), len(exp.variants), exp.num_seeds,
+           exp.get('runs_dir') or workdir)
   results = execute(runs, exp.plot_metric)
   metrics = expand_metrics(exp.metrics, results)
   rows = summary_rows(results, exp, metrics)

@@ -35,9 +35,10 @@ def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
   ax.axhline(0.0, color='black', linewidth=0.6)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
-  ax.legend(fontsize=7, ncols=min(len(series), 3), loc='best')
+  # Beside the axes: inside, the legend can hide bars and their error bars.
+  ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=90, bbox_inches='tight')
   plt.close(fig)
 
 

@@ -86,6 +86,32 @@ def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypa
   assert read_csv(os.path.join(workdir, 'summary.csv')) == rows
 
 
+def test_experiments_sharing_a_runs_dir_train_common_runs_once(tmp_path, monkeypatch):
+  runs_dir = str(tmp_path / 'runs')
+  first = tiny_experiment(num_seeds=1, plots=(), runs_dir=runs_dir)
+  experiment.run_experiment(first, str(tmp_path / 'first'))
+  trained = []
+  real_train = train.train_and_evaluate
+  def counting_train(config, workdir):
+    trained.append(os.path.relpath(workdir, runs_dir))
+    return real_train(config, workdir)
+  monkeypatch.setattr(train, 'train_and_evaluate', counting_train)
+  second = tiny_experiment([('ERM', base.ERM), ('no_CMAM', base.NO_CMAM), ('MILK', base.MILK)],
+                           num_seeds=1, plots=(), runs_dir=runs_dir)
+  rows = experiment.run_experiment(second, str(tmp_path / 'second'))
+  assert trained == [os.path.join('ftmt', 'no_CMAM', 'seed_0')]
+  assert {r['variant'] for r in rows} == {'ERM', 'no_CMAM', 'MILK'}
+  # Each experiment keeps its own summary; the run folders are only in runs_dir.
+  for name in ('first', 'second'):
+    assert os.path.exists(tmp_path / name / 'summary.csv')
+    assert not os.path.exists(tmp_path / name / 'ftmt')
+  # A run folder of the same name but another config is refused, not overwritten.
+  changed = tiny_experiment([('ERM', base.ERM), ('MILK', {'train.beta': 5.0})],
+                            num_seeds=1, plots=(), runs_dir=runs_dir)
+  with pytest.raises(train.ConfigError, match='ftmt/MILK/seed_0.*train.beta'):
+    experiment.run_experiment(changed, str(tmp_path / 'third'))
+
+
 def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'grid')
   config = tiny_experiment(num_seeds=1, plots=())

@@ -18,6 +18,7 @@ import importlib.util
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 # The paper's ablation switches, as dotted config overrides.
 MILK = {}
@@ -61,6 +62,9 @@ def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tu
   exp.settings = tuple(settings)  # data.setting of each block of runs.
   exp.variants = tuple((n, dict(o)) for n, o in variants)  # (name, {dotted key: value}).
   exp.num_seeds = 5  # Seeds 0..num_seeds-1, each its own split, masks and init.
+  # Folder of the run folders; None = the experiment's --workdir. Experiments that
+  # share one reuse each other's identical runs (e.g. ERM and MILK of overall/ablation).
+  exp.runs_dir = config_dict.placeholder(str)
   exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
   exp.metrics = METRICS  # results.json keys to summarise; '*' = every group.
   exp.plots = ('bars',)  # Figures: bars | drop | groups | sweep.
