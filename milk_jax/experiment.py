@@ -101,6 +101,11 @@ def check_experiment(exp: ml_collections.ConfigDict) -> None:
   require(not unknown, f'unknown plots {unknown}; expected some of {PLOTS}')
 
 
+def runs_dir(exp: ml_collections.ConfigDict, workdir: str) -> str:
+  """Where the run folders go: exp.runs_dir, else the experiment's workdir."""
+  return exp.get('runs_dir') or workdir  # get: grids built without base.experiment_config.
+
+
 def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
   """Every run of the grid, each config checked; raises before any training."""
   if 'experiment' not in config:
@@ -108,7 +113,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
                             'configs/experiments/NAME.py')
   exp = config.experiment
   check_experiment(exp)
-  runs_dir = exp.get('runs_dir') or workdir
+  root = runs_dir(exp, workdir)
   base = copy.deepcopy(config)
   with base.unlocked():
     del base['experiment']
@@ -125,7 +130,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
         except (train.ConfigError, dataset_lib.DataError) as error:
           raise train.ConfigError(f'{setting}/{variant}: {error}') from error
         runs.append(Run(setting, variant, seed, run_config,
-                        os.path.join(runs_dir, setting, variant, f'seed_{seed}')))
+                        os.path.join(root, setting, variant, f'seed_{seed}')))
   return runs
 
 
@@ -454,7 +459,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
     f.write(config.to_json(indent=2))
   log.info('experiment %s: %d runs (%d settings x %d variants x %d seeds) in %s', exp.name,
            len(runs), len(exp.settings), len(exp.variants), exp.num_seeds,
-           exp.get('runs_dir') or workdir)
+           runs_dir(exp, workdir))
   results = execute(runs, exp.plot_metric)
   metrics = expand_metrics(exp.metrics, results)
   rows = summary_rows(results, exp, metrics)

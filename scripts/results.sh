@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 OUT=${1:-runs/results}
 shift || true
-DATASETS=("${@:-ml100k synthetic_m3 baby_synthetic}")
+if [ $# -eq 0 ]; then set -- ml100k synthetic_m3 baby_synthetic; fi
 
 run() {  # run DATASET EXPERIMENT [overrides...]
   local dataset=$1 name=$2
@@ -19,7 +19,7 @@ run() {  # run DATASET EXPERIMENT [overrides...]
     --workdir="$OUT/$dataset/$name" --config.experiment.runs_dir="$OUT/$dataset/runs" "$@"
 }
 
-for dataset in ${DATASETS[@]}; do
+for dataset in "$@"; do
   case $dataset in
     ml100k)
       for name in overall ablation environments groups; do run ml100k $name; done ;;
