@@ -5,10 +5,14 @@
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --mode=eval
   python main.py --config=configs/baby_synthetic.py --workdir=runs/bench --mode=benchmark
   python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
+
+A user's mistake (bad config or data, a run folder of another run or in use,
+a damaged file, divergence, a full disk) ends in one `error: ...` line and
+exit code 1; Ctrl-C stops after the current epoch's checkpoint (exit 130).
+--verbose shows the traceback.
 """
 
 import logging
-import sys
 
 from absl import app
 from absl import flags
@@ -17,8 +21,9 @@ import jax
 from ml_collections import config_flags
 
 from milk_jax import benchmark
-from milk_jax import data
+from milk_jax import cli
 from milk_jax import experiment
+from milk_jax import interrupt
 from milk_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -34,6 +39,7 @@ _RUNS = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint,
 _DISTRIBUTED = flags.DEFINE_bool(
     'jax_distributed', False,
     'Call jax.distributed.initialize() first: one process per host, all hosts in one mesh.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of an error.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -41,18 +47,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.set_verbosity(absl_logging.INFO)
-  # Progress comes from the 'milk_jax' logger; orbax's own INFO lines are noise here.
-  logging.getLogger('absl').setLevel(logging.WARNING)
+  # Progress comes from the 'milk_jax' logger; orbax's own lines are noise here.
+  for name in ('absl', 'asyncio'):  # asyncio: orbax's failed writer tasks, told once as an error.
+    logging.getLogger(name).setLevel(logging.INFO if _VERBOSE.value else logging.CRITICAL)
   logging.getLogger('milk_jax').setLevel(logging.INFO)
+  if not _VERBOSE.value:
+    cli.quiet_background_errors()
   if _DISTRIBUTED.value:
     jax.distributed.initialize()  # Reads the coordinator from the cluster's environment.
-  run = _RUNS[_MODE.value]
-  try:
-    run(_CONFIG.value, _WORKDIR.value)
-  except (data.DataError, train.ConfigError, FileNotFoundError) as error:
-    # Bad input, found before anything is written: the message names what is wrong.
-    sys.exit(f'error: {error}')
+  with interrupt.graceful():
+    code = cli.run_reporting_errors(lambda: _RUNS[_MODE.value](_CONFIG.value, _WORKDIR.value),
+                                    verbose=_VERBOSE.value, folder=_WORKDIR.value)
+  cli.exit_with(code)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -64,7 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.patience = 3  # Stop after this many evaluations without improvement.
   train.select_metric = 'ndcg@20'  # Validation metric that picks the best epoch.
   train.resume = True  # Continue from the latest checkpoint in the workdir.
-  train.checkpoint_every = 1  # Save the latest state every this many epochs.
+  train.checkpoint_every = 0  # Save the latest state every N epochs; 0 = at evaluation epochs.
+  train.divergence_factor = 10.0  # Stop when the loss exceeds this x the first epoch's; 0 = never.
+  train.divergence_epochs = 3  # ... for this many epochs in a row (a non-finite loss stops at once).
   train.sampler = 'host'  # host (numpy) | device (shuffle and negatives inside the jitted epoch).
   train.feature_dtype = 'float32'  # float32 | bfloat16: item features on device; params stay float32.
   train.data_parallel = False  # Split each batch over all devices (jax.sharding mesh 'data').

@@ -1,78 +1,170 @@
-"""Checkpoints with orbax: the latest state for resuming and the best for evaluation.
+"""Checkpoints with orbax: the latest states for resuming and the best parameters.
 
 Everything orbax-specific lives here so a move to another checkpoint API
-touches one file. A checkpoint is a pytree
-  {'state': {'step', 'params', 'opt_state'}, 'loop': {...loop counters...}}
-restored into the structure of a freshly built tree of the same config.
+touches one file. A checkpoint holds two items:
+  arrays  a pytree of arrays, restored into the structure of a like-shaped tree;
+  meta    JSON: the loop counters and a SHA-256 digest of the arrays and counters.
+Restoring recomputes the digest, so a truncated, overwritten or bit-flipped
+array file is detected instead of trained on. 'latest' keeps the two newest
+checkpoints, so that a damaged newest one falls back to the one before it.
 """
 
+import hashlib
+import json
+import logging
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from milk_jax.errors import RunFolderError
 
 LATEST = 'latest'
 BEST = 'best'
+_KEEP = {LATEST: 2, BEST: 1}
+
+log = logging.getLogger('milk_jax')
 
 
-def _manager(directory: str) -> ocp.CheckpointManager:
+class DamagedCheckpoint(Exception):
+  """A checkpoint that cannot be read back, or whose digest does not match."""
+
+
+def tree_digest(arrays: Any, meta: dict[str, Any]) -> str:
+  """SHA-256 over every array's dtype, shape and bytes, in tree order, and the JSON meta."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
+    value = np.asarray(jax.device_get(leaf))
+    digest.update(f'{jax.tree_util.keystr(path)}|{value.dtype.str}|{value.shape}'.encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  digest.update(json.dumps(meta, sort_keys=True).encode())
+  return digest.hexdigest()
+
+
+def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=ocp.checkpoint_managers.LatestN(1), create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
-
-
-def _delete(manager: ocp.CheckpointManager, epochs) -> None:
-  """Delete checkpoints once pending saves are complete (a save in flight may be one of them)."""
-  if epochs:
-    manager.wait_until_finished()
-  for epoch in list(epochs):
-    manager.delete(epoch)
+      preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=True,
+      cleanup_tmp_directories=True)  # Half-written saves of a killed run are removed.
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=('arrays', 'meta'))
 
 
 class Checkpoints:
   """Two orbax managers under `<workdir>/checkpoints`: 'latest' and 'best'.
 
-  Keys are epochs. Each keeps one checkpoint; saving is asynchronous, and
-  `wait()` or `close()` makes the files complete.
+  Keys are epochs. Saving is asynchronous; `wait()` or `close()` makes the
+  files complete. Orbax commits a checkpoint by renaming its folder, so a
+  kill mid-save leaves the previous checkpoints as they were.
   """
 
   def __init__(self, workdir: str):
-    root = os.path.join(workdir, 'checkpoints')
-    self._managers = {LATEST: _manager(os.path.join(root, LATEST)),
-                      BEST: _manager(os.path.join(root, BEST))}
+    self.root = os.path.join(workdir, 'checkpoints')
+    self._managers = {which: _manager(os.path.join(self.root, which), keep)
+                      for which, keep in _KEEP.items()}
 
-  def save(self, which: str, epoch: int, tree: Any) -> None:
-    """Save `tree` as `epoch`, replacing a checkpoint of the same epoch.
+  def path(self, which: str, epoch: int | None = None) -> str:
+    folder = os.path.join(self.root, which)
+    return folder if epoch is None else os.path.join(folder, str(epoch))
 
-    A run interrupted between two saves redoes its last epoch and saves it again.
+  def epochs(self, which: str) -> list[int]:
+    """Saved epochs of `which`, newest first."""
+    return sorted(self._managers[which].all_steps(), reverse=True)
+
+  def save(self, which: str, epoch: int, arrays: Any, meta: dict[str, Any]) -> None:
+    """Save `arrays` and `meta` as `epoch`, replacing a checkpoint of the same epoch.
+
+    A run that resumes from an earlier checkpoint redoes later epochs and saves them again.
     """
     manager = self._managers[which]
-    _delete(manager, [epoch] if epoch in manager.all_steps() else [])
-    manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
+    if epoch in manager.all_steps():
+      manager.wait_until_finished()  # The checkpoint to replace may still be in flight.
+      manager.delete(epoch)
+    meta = dict(meta, digest=tree_digest(arrays, meta))
+    manager.save(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, which: str, epoch: int, like: Any) -> tuple[Any, dict[str, Any]]:
+    """(arrays, meta) of one checkpoint, checked against its digest.
+
+    Raises:
+      DamagedCheckpoint: unreadable files, a tree of another shape, or a digest mismatch.
+    """
+    manager = self._managers[which]
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+      restored = manager.restore(epoch, args=ocp.args.Composite(
+          arrays=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      arrays, meta = restored['arrays'], dict(restored['meta'])
+    except Exception as error:  # Orbax and tensorstore raise many types for damaged files.
+      raise DamagedCheckpoint(f'{self.path(which, epoch)} cannot be read '
+                              f'({type(error).__name__}: {_first_line(error)})') from error
+    saved_digest = meta.pop('digest', None)
+    if saved_digest != tree_digest(arrays, meta):
+      raise DamagedCheckpoint(f'{self.path(which, epoch)} does not match its digest '
+                              '(the array files were changed or damaged)')
+    return arrays, meta
+
+  def restore_newest(self, which: str, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """(epoch, arrays, meta) of the newest intact checkpoint of `which`; None if none saved.
+
+    A damaged newer checkpoint is reported, then deleted once an older one
+    has been read, so it cannot shadow the good one again.
+
+    Raises:
+      RunFolderError: checkpoints exist but none of them can be read.
+    """
+    damaged = []
+    for epoch in self.epochs(which):
+      try:
+        arrays, meta = self.restore(which, epoch, like)
+      except DamagedCheckpoint as error:
+        log.warning('%s', error)
+        damaged.append((epoch, error))
+        continue
+      if damaged:
+        log.warning('falling back to %s; removing the damaged %s', self.path(which, epoch),
+                    ', '.join(self.path(which, e) for e, _ in damaged))
+        self.delete(which, [e for e, _ in damaged])
+      return epoch, arrays, meta
+    if damaged:
+      raise RunFolderError(f'{damaged[0][1]}; no intact checkpoint is left in '
+                           f'{self.path(which)}: delete {self.root} to start the run over')
+    return None
+
+  def delete(self, which: str, epochs: list[int]) -> None:
+    manager = self._managers[which]
+    if epochs:
+      manager.wait_until_finished()  # A save in flight may be one of them.
+    for epoch in epochs:
+      manager.delete(epoch)
 
   def discard(self, which: str) -> None:
     """Delete every checkpoint of `which` (leftovers of an attempt that is started over)."""
-    manager = self._managers[which]
-    _delete(manager, manager.all_steps())
-
-  def latest_epoch(self, which: str) -> int | None:
-    return self._managers[which].latest_step()
-
-  def restore(self, which: str, like: Any) -> tuple[int, Any] | None:
-    """(epoch, tree) of the newest checkpoint, shaped like `like`; None if none."""
-    manager = self._managers[which]
-    epoch = manager.latest_step()
-    if epoch is None:
-      return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return epoch, manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+    self.delete(which, self.epochs(which))
 
   def wait(self) -> None:
     for manager in self._managers.values():
       manager.wait_until_finished()
 
-  def close(self) -> None:
-    for manager in self._managers.values():
-      manager.wait_until_finished()
-      manager.close()
+  def close(self, quietly: bool = False) -> None:
+    """Wait for saves in flight, then release the managers.
+
+    `quietly` (while another error propagates): a failing save is logged, not
+    raised, so that the first error is the one reported.
+    """
+    for which, manager in self._managers.items():
+      try:
+        manager.wait_until_finished()
+        manager.close()
+      except Exception as error:  # pylint: disable=broad-except
+        if not quietly:
+          raise
+        log.warning('%s: a save did not complete (%s)', self.path(which), _first_line(error))
+
+
+def _first_line(error: BaseException) -> str:
+  """The start of an error's message; tensorstore appends pages of spec after it."""
+  text = str(error).strip().split(' See full TensorStore details')[0]
+  return text.splitlines()[0][:200] if text else 'no message'

@@ -17,14 +17,16 @@ An experiment config is a dataset config (configs/ml100k.py, ...) with an
 `run_experiment(config, workdir)` checks the whole grid first (unknown keys,
 bad values, a folder holding a run of another config), then trains each run
 in <runs_dir or workdir>/<setting>/<variant>/seed_<n>/ through `train.train_and_evaluate`:
-a run with a results.json is skipped, a half-finished one resumes from its
-checkpoints. It then writes summary.csv, summary.md and the PNG figures.
+a run whose results.json was written with the grid's config is skipped, a
+half-finished one resumes from its checkpoints, and a finished one saved with
+another num_epochs is continued (or refused when that cannot be exact). It
+then writes summary.csv, summary.md and the PNG figures.
 """
 
 import copy
 import csv
 import dataclasses
-import json
+import io
 import logging
 import math
 import os
@@ -34,10 +36,13 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from milk_jax import interrupt
 from milk_jax import plots
 from milk_jax import report
+from milk_jax import runfolder
 from milk_jax import train
 from milk_jax.data import dataset as dataset_lib
+from milk_jax.errors import Interrupted
 
 log = logging.getLogger('milk_jax.experiment')
 
@@ -137,32 +142,45 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
 def check_existing(runs: Sequence[Run]) -> None:
   """ConfigError when a run folder holds a run of another config (a changed experiment)."""
   for run in runs:
-    config_path = os.path.join(run.workdir, 'config.json')
-    if os.path.exists(config_path):
-      differing = train.changed_fields(config_path, run.config)
-      if differing:
-        raise train.ConfigError(
-            f'{run.workdir} holds a run of another config (fields: {", ".join(differing)}); '
-            'use a fresh experiment --workdir.')
+    saved = runfolder.saved_config(run.workdir)
+    differing = runfolder.changed_fields(saved, run.config) if saved is not None else []
+    if differing:
+      raise train.ConfigError(
+          f'{run.workdir} holds a run of another config (fields: {", ".join(differing)}); '
+          'use a fresh experiment --workdir.')
 
 
 def _read_results(workdir: str) -> dict[str, Any] | None:
   path = os.path.join(workdir, 'results.json')
-  if not os.path.exists(path):
+  return runfolder.read_json(path, "the run's results") if os.path.exists(path) else None
+
+
+def finished_results(run: Run) -> dict[str, Any] | None:
+  """The run's results when they describe the grid's config; None when it must (re)train.
+
+  A finished run saved with another num_epochs is continued (or refused, when
+  that cannot match a run of the grid's length) by `train.train_and_evaluate`.
+  """
+  result = _read_results(run.workdir)
+  if result is None:
     return None
-  with open(path) as f:
-    return json.load(f)
+  saved = runfolder.saved_config(run.workdir)
+  if saved is None or saved['train']['num_epochs'] != run.config.train.num_epochs:
+    return None
+  return result
 
 
 def execute(runs: Sequence[Run], plot_metric: str) -> Results:
-  """Train every run without a results.json; logs one progress line per run."""
+  """Train every run whose results are missing or stale; logs one progress line per run."""
   results: Results = {}
   for i, run in enumerate(runs, 1):
     name = f'[{i}/{len(runs)}] {run.setting}/{run.variant}/seed_{run.seed}'
-    result = _read_results(run.workdir)
+    result = finished_results(run)
     if result is not None:
       status = 'finished earlier'
     else:
+      if interrupt.requested():
+        raise Interrupted(f'interrupted before run {name}; run the same command to resume')
       log.info('%s: training in %s', name, run.workdir)
       tic = time.perf_counter()
       result = train.train_and_evaluate(run.config, run.workdir)
@@ -226,17 +244,18 @@ def summary_rows(results: Results, exp: ml_collections.ConfigDict,
 
 
 def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
-  """summary.csv: CSV_COLUMNS, nan and absent values as empty cells."""
+  """summary.csv (written atomically): CSV_COLUMNS, nan and absent values as empty cells."""
   def cell(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
       return ''
     return f'{value:.6g}' if isinstance(value, float) else value
 
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-      writer.writerow([cell(row.get(column)) for column in CSV_COLUMNS])
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(CSV_COLUMNS)
+  for row in rows:
+    writer.writerow([cell(row.get(column)) for column in CSV_COLUMNS])
+  runfolder.write_text(path, text.getvalue())
 
 
 def metric_label(metric: str) -> str:
@@ -454,20 +473,19 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
   runs = plan_runs(config, workdir)
   check_existing(runs)
   exp = config.experiment
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'experiment.json'), 'w') as f:
-    f.write(config.to_json(indent=2))
-  log.info('experiment %s: %d runs (%d settings x %d variants x %d seeds) in %s', exp.name,
-           len(runs), len(exp.settings), len(exp.variants), exp.num_seeds,
-           runs_dir(exp, workdir))
-  results = execute(runs, exp.plot_metric)
-  metrics = expand_metrics(exp.metrics, results)
-  rows = summary_rows(results, exp, metrics)
-  write_csv(os.path.join(workdir, 'summary.csv'), rows)
-  with open(os.path.join(workdir, 'summary.md'), 'w') as f:
-    f.write(summary_markdown(config, results, rows, metrics))
-  for path in write_plots(workdir, results, rows, exp, metrics):
-    log.info('wrote %s', path)
+  with runfolder.lock(workdir):  # Each run's folder is locked by its training, too.
+    runfolder.write_text(os.path.join(workdir, 'experiment.json'), config.to_json(indent=2))
+    log.info('experiment %s: %d runs (%d settings x %d variants x %d seeds) in %s', exp.name,
+             len(runs), len(exp.settings), len(exp.variants), exp.num_seeds,
+             runs_dir(exp, workdir))
+    results = execute(runs, exp.plot_metric)
+    metrics = expand_metrics(exp.metrics, results)
+    rows = summary_rows(results, exp, metrics)
+    write_csv(os.path.join(workdir, 'summary.csv'), rows)
+    runfolder.write_text(os.path.join(workdir, 'summary.md'),
+                         summary_markdown(config, results, rows, metrics))
+    for path in write_plots(workdir, results, rows, exp, metrics):
+      log.info('wrote %s', path)
   log.info('wrote %s and %s', os.path.join(workdir, 'summary.csv'),
            os.path.join(workdir, 'summary.md'))
   return rows

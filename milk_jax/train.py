@@ -6,6 +6,7 @@ latest checkpoint, and writes `config.json`, `metrics.jsonl` and
 `results.json` into the workdir.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -24,25 +25,19 @@ from milk_jax import checkpoint
 from milk_jax import data as data_lib
 from milk_jax import environments
 from milk_jax import evaluate
+from milk_jax import faults
+from milk_jax import interrupt
 from milk_jax import losses
 from milk_jax import model
+from milk_jax import runfolder
 from milk_jax import sharding
 from milk_jax.data import device_sampling
+from milk_jax.errors import ConfigError
+from milk_jax.errors import DivergenceError
+from milk_jax.errors import Interrupted
+from milk_jax.errors import RunFolderError
 
 log = logging.getLogger('milk_jax')
-
-# Config fields that may change between an interrupted run and its resumption
-# (the benchmark section never affects training).
-RESUMABLE_CHANGES = ('train.resume', 'train.num_epochs')
-IGNORED_SECTIONS = ('benchmark.',)
-# Fields added after runs were first saved, with the value those runs used.
-ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
-                'train.data_parallel': False, 'train.shard_user_table': False}
-
-
-class ConfigError(ValueError):
-  """A config value the code cannot honour, or a workdir that belongs to another run."""
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -270,10 +265,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(config.model.embed_dim > 0, 'model.embed_dim', 'must be positive')
   require(config.model.alpha > 0, 'model.alpha', 'the Dirichlet concentration must be positive')
   require(config.train.batch_size > 0, 'train.batch_size', 'must be positive')
+  require(config.train.learning_rate > 0, 'train.learning_rate', 'must be positive')
   require(config.train.eval_every >= 1, 'train.eval_every', 'must be at least 1')
   require(config.train.patience >= 1, 'train.patience', 'must be at least 1')
-  require(config.train.num_epochs >= 0, 'train.num_epochs', 'must be non-negative')
-  require(config.train.checkpoint_every >= 1, 'train.checkpoint_every', 'must be at least 1')
+  require(config.train.num_epochs >= 1, 'train.num_epochs', 'must be at least 1')
+  require(config.train.checkpoint_every >= 0, 'train.checkpoint_every',
+          'must be 0 (at evaluations) or a positive number of epochs')
+  require(config.train.divergence_factor >= 0, 'train.divergence_factor',
+          'must be non-negative (0 turns the check off)')
+  require(config.train.divergence_epochs >= 1, 'train.divergence_epochs', 'must be at least 1')
   require(config.train.beta >= 0, 'train.beta', 'must be non-negative')
   require(config.train.reg_target in ('embeddings', 'params'), 'train.reg_target',
           "must be 'embeddings' or 'params'")
@@ -336,74 +336,16 @@ def is_primary_process() -> bool:
 
 
 def _write_json(path: str, payload: Any) -> None:
-  """Write atomically: a crash never leaves a half-written file behind."""
-  if not is_primary_process():
-    return
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
-
-
-def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in d.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
-def changed_fields(config_path: str, config: ml_collections.ConfigDict) -> list[str]:
-  """Dotted fields where `config` differs from the saved config.json, besides RESUMABLE_CHANGES."""
-  with open(config_path) as f:
-    previous = _flatten(json.load(f))
-  current = _flatten(json.loads(config.to_json()))
-  for key, value in ADDED_FIELDS.items():  # Saved by an older version: it ran with `value`.
-    previous.setdefault(key, value)
-  return sorted(k for k in previous.keys() | current.keys()
-                if k not in RESUMABLE_CHANGES and not k.startswith(IGNORED_SECTIONS)
-                and previous.get(k) != current.get(k))
-
-
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuse to mix runs in one workdir, then record the config.
-
-  A workdir that already holds a run may only be resumed with the same config
-  (up to RESUMABLE_CHANGES); nothing already written is overwritten otherwise.
-  """
-  os.makedirs(workdir, exist_ok=True)
-  config_path = os.path.join(workdir, 'config.json')
-  has_checkpoints = os.path.isdir(os.path.join(workdir, 'checkpoints'))
-  if os.path.exists(config_path):
-    differing = changed_fields(config_path, config)
-    if differing:
-      raise ConfigError(
-          f'{config_path} holds a run with a different config (fields: {", ".join(differing)}); '
-          'use a fresh --workdir for a new run.')
-    if has_checkpoints and not config.train.resume:
-      raise ConfigError(
-          f'{workdir} already holds checkpoints and config.train.resume=False: pass '
-          '--config.train.resume=True to continue that run, or use a fresh --workdir.')
-  _write_json(config_path, json.loads(config.to_json()))
+  if is_primary_process():
+    runfolder.write_json(path, payload)
 
 
 def initial_loop_state(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Loop counters saved with every checkpoint; fixed keys so orbax can restore them."""
-  best_val = {key: 0.0 for key in evaluate.metric_keys(config.eval.ks)}
-  best_val['num_users'] = 0
-  return {'epoch': 0, 'best_metric': -math.inf, 'best_epoch': 0, 'evals_since_best': 0,
-          'best_val': best_val, 'train_seconds': 0.0}
-
-
-def _read_history(path: str, up_to_epoch: int) -> list[dict[str, Any]]:
-  """Log records of epochs <= up_to_epoch; later ones belong to an interrupted tail."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r for r in records if r['epoch'] <= up_to_epoch]
+  """Loop counters, saved as JSON with every latest checkpoint."""
+  del config  # Every config starts from the same counters.
+  return {'epoch': 0, 'best_metric': None, 'best_epoch': 0, 'evals_since_best': 0,
+          'best_val': None, 'train_seconds': 0.0, 'compile_seconds': 0.0,
+          'first_loss': None, 'epochs_above': 0}
 
 
 def _format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
@@ -416,7 +358,9 @@ class EpochProgram:
   `run(state, epoch)` samples the epoch's triples (on the host with numpy, or
   inside the device program) and applies all of its updates. Epoch e's
   triples depend on (seed, e) only, and step s's weights on (seed, s), so a
-  resumed run repeats an uninterrupted one exactly.
+  resumed run repeats an uninterrupted one exactly. The program is compiled
+  ahead of its first run, so that `last_compile_seconds` tells compile time
+  apart from training time.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, dataset: data_lib.Dataset):
@@ -440,6 +384,8 @@ class EpochProgram:
                                         device_sampling.search_steps(dataset), batch_sharding)
     else:
       self.epoch_fn = make_train_epoch(config, num_modalities, batch_sharding)
+    self._compiled = None
+    self.last_compile_seconds = 0.0  # Compile time within the last `run`.
 
   def place(self, state: TrainState) -> TrainState:
     """Put a state on the mesh (replicated, the user table maybe by rows)."""
@@ -460,9 +406,269 @@ class EpochProgram:
 
   def run(self, state: TrainState, epoch: int) -> tuple[TrainState, dict[str, jax.Array]]:
     if self.config.train.sampler == 'device':
-      return self.epoch_fn(state, jax.random.fold_in(self.sample_key, epoch), self.train_key,
-                           self.item_data, self.tables)
-    return self.epoch_fn(state, self.triples(epoch), self.train_key, self.item_data)
+      args = (state, jax.random.fold_in(self.sample_key, epoch), self.train_key,
+              self.item_data, self.tables)
+    else:
+      args = (state, self.triples(epoch), self.train_key, self.item_data)
+    self.last_compile_seconds = 0.0
+    if self._compiled is None:  # Every epoch has the same shapes: one compilation.
+      tic = time.perf_counter()
+      self._compiled = self.epoch_fn.lower(*args).compile()
+      self.last_compile_seconds = time.perf_counter() - tic
+    return self._compiled(*args)
+
+
+def check_divergence(config: ml_collections.ConfigDict, loop: dict[str, Any], epoch: int,
+                     metrics: dict[str, float], best_path: str) -> None:
+  """DivergenceError on a non-finite loss, or a loss far above the first epoch's for long.
+
+  Updates loop['first_loss'] and loop['epochs_above'] (saved with checkpoints,
+  so a resumed run counts on where it stopped).
+  """
+  train_config = config.train
+  advice = (f'lower config.train.learning_rate (now {train_config.learning_rate:g}) or '
+            f'config.train.beta (now {train_config.beta:g}); the best checkpoint (epoch '
+            f"{loop['best_epoch']}) is kept in {best_path}")
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise DivergenceError(f'training diverged at epoch {epoch}: the loss is not finite '
+                          f'({", ".join(f"{k} {v}" for k, v in bad.items())}); {advice}')
+  loss, first = metrics['loss'], loop['first_loss']
+  if first is None:
+    loop['first_loss'] = loss
+    return
+  factor = train_config.divergence_factor
+  above = factor > 0 and loss > factor * abs(first)
+  loop['epochs_above'] = loop['epochs_above'] + 1 if above else 0
+  if loop['epochs_above'] >= train_config.divergence_epochs:
+    raise DivergenceError(
+        f'training diverged at epoch {epoch}: the loss ({loss:.4g}) has stayed above '
+        f'{factor:g} x the first epoch\'s ({first:.4g}) for {loop["epochs_above"]} epochs '
+        f'(config.train.divergence_factor, divergence_epochs); {advice}')
+
+
+class Training:
+  """One run in its locked workdir: resume, epochs, evaluations, checkpoints, the log.
+
+  A latest checkpoint holds the state, the best parameters so far and the
+  loop counters, so it alone is enough to resume; the best checkpoint is
+  the copy that `--mode=eval` reads, re-saved from the latest one whenever
+  the two disagree (a kill between their saves).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               dataset: data_lib.Dataset, program: EpochProgram):
+    self.config = config
+    self.workdir = workdir
+    self.dataset = dataset
+    self.program = program
+    feature_dims = tuple(f.shape[1] for f in dataset.features)
+    root_key = jax.random.key(config.seed)
+    self.state = program.place(create_train_state(config, jax.random.fold_in(root_key, 0),
+                                                  dataset.num_users, feature_dims))
+    self.best_params = None
+    self.loop = initial_loop_state(config)
+    self.history: list[dict[str, Any]] = []
+    self.log_path = os.path.join(workdir, 'metrics.jsonl')
+    self.checkpoints = checkpoint.Checkpoints(workdir)
+    self.select = config.train.select_metric
+    self.ks_shown = tuple(f'{m}@{k}' for m in ('recall', 'ndcg') for k in config.eval.ks)
+
+  # ------------------------------------------------------------ checkpoints
+
+  def _latest_like(self) -> dict[str, Any]:
+    return {'state': _state_tree(self.state), 'best_params': self.state.params}
+
+  def save_latest(self, epoch: int) -> None:
+    self.checkpoints.save(checkpoint.LATEST, epoch, {'state': _state_tree(self.state),
+                                                     'best_params': self.best_params}, self.loop)
+
+  def _save_latest_once(self) -> None:
+    """Save the latest state unless the newest latest checkpoint already holds its epoch."""
+    saved = self.checkpoints.epochs(checkpoint.LATEST)
+    if not saved or saved[0] != self.loop['epoch']:
+      self.save_latest(self.loop['epoch'])
+
+  def save_best(self) -> None:
+    self.checkpoints.save(checkpoint.BEST, self.loop['best_epoch'], {'params': self.best_params},
+                          {'epoch': self.loop['best_epoch'], 'val': self.loop['best_val']})
+
+  def _repair_best(self) -> None:
+    """Re-save the best checkpoint when it is missing, damaged or of another epoch."""
+    best_epoch = self.loop['best_epoch']
+    saved = self.checkpoints.epochs(checkpoint.BEST)
+    problem = None
+    if not saved:
+      problem = 'is missing'
+    elif saved[0] != best_epoch:
+      problem = f'holds epoch {saved[0]}'
+    else:
+      try:
+        self.checkpoints.restore(checkpoint.BEST, best_epoch, {'params': self.best_params})
+      except checkpoint.DamagedCheckpoint as error:
+        problem = f'is damaged ({error})'
+    if problem is not None:
+      log.warning("%s %s, but the run's best is epoch %d: re-saving it from the latest "
+                  'checkpoint', self.checkpoints.path(checkpoint.BEST), problem, best_epoch)
+      self.checkpoints.discard(checkpoint.BEST)
+      self.save_best()
+
+  def resume(self, saved_num_epochs: int | None) -> int:
+    """Restore the newest intact latest checkpoint, if any; returns its epoch (0: fresh)."""
+    restored = None
+    if self.config.train.resume:
+      restored = self.checkpoints.restore_newest(checkpoint.LATEST, self._latest_like())
+    if restored is None:
+      # Starting over: a best checkpoint or log left by an attempt that died before its
+      # first latest checkpoint is stale.
+      self.checkpoints.discard(checkpoint.BEST)
+      self._truncate_log(-1)  # Nothing of it is kept, not even its epoch-0 evaluation.
+      return 0
+    epoch, arrays, loop = restored
+    if loop.get('epoch') != epoch:
+      raise RunFolderError(f'{self.checkpoints.path(checkpoint.LATEST, epoch)} records epoch '
+                           f"{loop.get('epoch')}: the checkpoint folder was renamed or mixed up")
+    if saved_num_epochs is not None:
+      runfolder.check_continuation(self.workdir, saved_num_epochs, epoch, self.config)
+    self.state = self.program.place(_state_from_tree(arrays['state']))
+    self.best_params = arrays['best_params']
+    self.loop = loop
+    self._repair_best()
+    self._truncate_log(epoch)
+    log.info('resumed from %s at epoch %d (best %s %.4f at epoch %d)', self.workdir, epoch,
+             self.select, loop['best_metric'], loop['best_epoch'])
+    return epoch
+
+  # ---------------------------------------------------------------- the log
+
+  def _truncate_log(self, epoch: int) -> None:
+    """Keep the log records up to `epoch` (-1: none); later ones are an interrupted tail."""
+    records = runfolder.read_log(self.log_path) if is_primary_process() else []
+    self.history = [r for r in records if r.get('epoch', math.inf) <= epoch]
+    if is_primary_process() and os.path.exists(self.log_path) and (
+        len(self.history) != len(records) or not _ends_with_newline(self.log_path)):
+      runfolder.rewrite_log(self.log_path, self.history, epoch)
+
+  def log_record(self, record: dict[str, Any]) -> None:
+    self.history.append(record)
+    if faults.armed('log_append', record['epoch']):
+      self.checkpoints.wait()  # The crash test expects the checkpoints before it on disk.
+    if is_primary_process():
+      runfolder.append_log(self.log_path, record)
+
+  # ---------------------------------------------------------------- the loop
+
+  def validate(self, epoch: int) -> bool:
+    """Evaluate, track the best, save it; True when patience is exhausted."""
+    loop = self.loop
+    val = evaluate_params(self.config, self.state.params, self.program.item_data,
+                          self.dataset, 'val')
+    improved = loop['best_metric'] is None or val[self.select] > loop['best_metric']
+    if improved:
+      loop.update(best_metric=val[self.select], best_epoch=epoch, evals_since_best=0,
+                  best_val=val)
+      self.best_params = jax.tree.map(jnp.copy, self.state.params)  # The next epoch donates.
+      self.save_best()
+    else:
+      loop['evals_since_best'] += 1
+    self.log_record({'epoch': epoch, 'kind': 'eval', 'val': val})
+    log.info('eval epoch %d: val %s | best %s %.4f at epoch %d%s', epoch,
+             _format_metrics(val, self.ks_shown), self.select, loop['best_metric'],
+             loop['best_epoch'], ' (new best)' if improved else '')
+    return loop['evals_since_best'] >= self.config.train.patience
+
+  def _crash_point(self, name: str, epoch: int) -> None:
+    if faults.armed(name, epoch):
+      self.checkpoints.wait()  # What was saved before the crash point is on disk.
+      faults.crash_point(name, epoch)
+
+  def train_epoch(self, epoch: int) -> dict[str, float]:
+    tic = time.perf_counter()
+    self.state, metrics = self.program.run(self.state, epoch)
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    compile_seconds = self.program.last_compile_seconds
+    seconds = time.perf_counter() - tic - compile_seconds
+    if compile_seconds:
+      log.info('compiled the epoch program in %.1fs', compile_seconds)
+    # Saved with the checkpoint: a resumed run keeps its totals.
+    self.loop['train_seconds'] += seconds
+    self.loop['compile_seconds'] += compile_seconds
+    check_divergence(self.config, self.loop, epoch, metrics,
+                     self.checkpoints.path(checkpoint.BEST))
+    self.loop['epoch'] = epoch
+    self.log_record({'epoch': epoch, 'kind': 'train', **metrics, 'seconds': seconds})
+    steps = math.ceil(len(self.dataset.train_pairs) / self.config.train.batch_size)
+    log.info('epoch %d/%d loss %.4f (bpr %.4f var %.2e align %.4f reg %.3f) '
+             '%.2fs, %.0f triples/s', epoch, self.config.train.num_epochs, metrics['loss'],
+             metrics['bpr'], metrics['env_variance'], metrics['alignment'],
+             metrics['regulariser'], seconds,
+             steps * self.config.train.batch_size / max(seconds, 1e-9))
+    return metrics
+
+  def run(self, start_epoch: int,
+          epoch_callback: Callable[[int, dict[str, float]], None] | None) -> bool:
+    """Train from `start_epoch` to the end or early stop; True when stopped early."""
+    train_config = self.config.train
+    stopped = self.loop['evals_since_best'] >= train_config.patience
+    if self.loop['best_metric'] is None:  # The untrained model's evaluation comes first.
+      stopped = self.validate(0)
+    for epoch in range(start_epoch + 1, train_config.num_epochs + 1):
+      if stopped:
+        break
+      if interrupt.requested():
+        self._save_latest_once()
+        self.checkpoints.wait()
+        raise Interrupted(f"interrupted at epoch {self.loop['epoch']}; run the same command "
+                          'to resume')
+      metrics = self.train_epoch(epoch)
+      evaluated = epoch % train_config.eval_every == 0 or epoch == train_config.num_epochs
+      if evaluated:
+        stopped = self.validate(epoch)
+      self._crash_point('between_saves', epoch)
+      every = train_config.checkpoint_every
+      if stopped or epoch == train_config.num_epochs or (epoch % every == 0 if every
+                                                         else evaluated):
+        self.save_latest(epoch)
+      self._crash_point('after_latest', epoch)
+      if epoch_callback is not None:
+        self.checkpoints.wait()
+        epoch_callback(epoch, metrics)
+    self._save_latest_once()
+    return stopped
+
+  def results(self, stopped_early: bool) -> dict[str, Any]:
+    """The results contract, with test metrics of the best parameters."""
+    loop, config, item_data = self.loop, self.config, self.program.item_data
+    test = evaluate_params(config, self.best_params, item_data, self.dataset, 'test')
+    test_by_group = evaluate_params(config, self.best_params, item_data, self.dataset, 'test',
+                                    by_group=True)
+    log.info('test at best epoch %d: %s', loop['best_epoch'],
+             _format_metrics(test, self.ks_shown))
+    return {
+        'best_epoch': int(loop['best_epoch']),
+        'epochs_run': int(loop['epoch']),
+        'stopped_early': bool(stopped_early),
+        'val': loop['best_val'],
+        'test': test,
+        'test_by_group': test_by_group,
+        'train_seconds': loop['train_seconds'],
+        'compile_seconds': loop['compile_seconds'],
+        'history': [r for r in self.history if r['kind'] == 'eval'],
+    }
+
+
+def _ends_with_newline(path: str) -> bool:
+  with open(path, 'rb') as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+      return True
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b'\n'
+
+
+def _workdir_lock(workdir: str):
+  """The run folder's lock; other processes of a multi-host run share process 0's folder."""
+  return runfolder.lock(workdir) if is_primary_process() else contextlib.nullcontext()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -476,154 +682,84 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     epoch_callback: called as f(epoch, train_metrics) after every epoch.
   Returns:
     The dict written to results.json.
+  Raises:
+    UserError subclasses (milk_jax.errors) for bad config or data, a workdir
+    of another run or in use, damaged files, divergence and Ctrl-C.
   """
   check_config(config)
   dataset = data_lib.load_dataset(config)  # Raises DataError before anything is written.
   log.info('data: %s', dataset.summary())
   program = EpochProgram(config, dataset)  # Also raises DataError before any write.
-  prepare_workdir(config, workdir)
-
-  feature_dims = tuple(f.shape[1] for f in dataset.features)
-  root_key = jax.random.key(config.seed)
-  state = program.place(create_train_state(config, jax.random.fold_in(root_key, 0),
-                                           dataset.num_users, feature_dims))
-  item_data = program.item_data
-  select = config.train.select_metric
-  ks_shown = tuple(f'{m}@{k}' for m in ('recall', 'ndcg') for k in config.eval.ks)
-  log_path = os.path.join(workdir, 'metrics.jsonl')
-
-  checkpoints = checkpoint.Checkpoints(workdir)
-  loop = initial_loop_state(config)
-  best_params = None
-  start_epoch = 0
-  restored = None
-  if config.train.resume:
-    restored = checkpoints.restore(checkpoint.LATEST, {'state': _state_tree(state), 'loop': loop})
-  if restored is not None:
-    _, tree = restored
-    state = program.place(_state_from_tree(tree['state']))
-    loop = jax.tree.map(lambda x: x.item() if hasattr(x, 'item') else x, tree['loop'])
-    start_epoch = int(loop['epoch'])
-    best = checkpoints.restore(checkpoint.BEST, {'state': _state_tree(state), 'loop': loop})
-    if best is not None:
-      best_params = _state_from_tree(best[1]['state']).params
-    log.info('resumed from %s at epoch %d (best %s %.4f at epoch %d)', workdir,
-             start_epoch, select, loop['best_metric'], loop['best_epoch'])
-  else:
-    # Starting over (nothing to resume, or resume is off in an empty workdir): a best
-    # checkpoint left by an attempt that died before its first latest one is stale.
-    checkpoints.discard(checkpoint.BEST)
-  history = _read_history(log_path, start_epoch) if restored is not None else []
-  if is_primary_process():
-    with open(log_path, 'w') as f:  # Drop records of an interrupted tail, if any.
-      f.writelines(json.dumps(r) + '\n' for r in history)
-
-  def log_record(record: dict[str, Any]) -> None:
-    history.append(record)
-    if not is_primary_process():
-      return
-    with open(log_path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
-
-  def run_validation(epoch: int) -> bool:
-    """Evaluate, track the best, save it; True when patience is exhausted."""
-    nonlocal best_params
-    val = evaluate_params(config, state.params, item_data, dataset, 'val')
-    improved = val[select] > loop['best_metric']
-    if improved:
-      loop.update(best_metric=val[select], best_epoch=epoch, evals_since_best=0, best_val=val)
-      best_params = jax.tree.map(jnp.copy, state.params)  # The next epoch donates state.
-    else:
-      loop['evals_since_best'] += 1
-    log_record({'epoch': epoch, 'kind': 'eval', 'val': val})
-    log.info('eval epoch %d: val %s | best %s %.4f at epoch %d%s', epoch,
-             _format_metrics(val, ks_shown), select, loop['best_metric'],
-             loop['best_epoch'], ' (new best)' if improved else '')
-    if improved:
-      checkpoints.save(checkpoint.BEST, epoch, {'state': _state_tree(state), 'loop': loop})
-    return loop['evals_since_best'] >= config.train.patience
-
-  stopped_early = False
-  if start_epoch == 0:
-    stopped_early = run_validation(0)
-  steps_per_epoch = math.ceil(len(dataset.train_pairs) / config.train.batch_size)
-  for epoch in range(start_epoch + 1, config.train.num_epochs + 1):
-    if stopped_early or loop['evals_since_best'] >= config.train.patience:
-      stopped_early = True
-      break
-    tic = time.perf_counter()
-    state, metrics = program.run(state, epoch)
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    seconds = time.perf_counter() - tic
-    loop['train_seconds'] += seconds  # Saved with the checkpoint: a resumed run keeps its total.
-    if not all(math.isfinite(v) for v in metrics.values()):
-      raise FloatingPointError(
-          f'non-finite training loss at epoch {epoch}: {metrics}; lower '
-          'config.train.learning_rate or config.train.beta.')
-    loop['epoch'] = epoch
-    log_record({'epoch': epoch, 'kind': 'train', **metrics, 'seconds': seconds})
-    log.info('epoch %d/%d loss %.4f (bpr %.4f var %.2e align %.4f reg %.3f) '
-             '%.2fs, %.0f triples/s', epoch, config.train.num_epochs, metrics['loss'],
-             metrics['bpr'], metrics['env_variance'], metrics['alignment'],
-             metrics['regulariser'], seconds,
-             steps_per_epoch * config.train.batch_size / seconds)
-    if epoch % config.train.eval_every == 0 or epoch == config.train.num_epochs:
-      stopped_early = run_validation(epoch)
-    if epoch % config.train.checkpoint_every == 0 or stopped_early:
-      checkpoints.save(checkpoint.LATEST, epoch, {'state': _state_tree(state), 'loop': loop})
-    if epoch_callback is not None:
-      checkpoints.wait()
-      epoch_callback(epoch, metrics)
-  if checkpoints.latest_epoch(checkpoint.LATEST) != loop['epoch']:
-    checkpoints.save(checkpoint.LATEST, loop['epoch'],
-                     {'state': _state_tree(state), 'loop': loop})
-  checkpoints.close()
-
-  if best_params is None:  # Resumed a run whose best checkpoint is gone.
-    raise FileNotFoundError(f'{workdir}/checkpoints/{checkpoint.BEST} is missing: '
-                            'the best model cannot be evaluated; start a fresh --workdir.')
-  test = evaluate_params(config, best_params, item_data, dataset, 'test')
-  test_by_group = evaluate_params(config, best_params, item_data, dataset, 'test', by_group=True)
-  log.info('test at best epoch %d: %s', loop['best_epoch'], _format_metrics(test, ks_shown))
-  results = {
-      'best_epoch': int(loop['best_epoch']),
-      'epochs_run': int(loop['epoch']),
-      'stopped_early': bool(stopped_early),
-      'val': loop['best_val'],
-      'test': test,
-      'test_by_group': test_by_group,
-      'train_seconds': loop['train_seconds'],
-      'history': [r for r in history if r['kind'] == 'eval'],
-  }
-  _write_json(os.path.join(workdir, 'results.json'), results)
+  with _workdir_lock(workdir):
+    saved = runfolder.saved_config(workdir)
+    runfolder.check_same_run(workdir, saved, config)
+    training = Training(config, workdir, dataset, program)
+    try:
+      if training.checkpoints.epochs(checkpoint.LATEST) and not config.train.resume:
+        raise ConfigError(
+            f'{workdir} already holds checkpoints and config.train.resume=False: pass '
+            '--config.train.resume=True to continue that run, or use a fresh --workdir.')
+      start_epoch = training.resume(None if saved is None else saved['train']['num_epochs'])
+      _write_json(os.path.join(workdir, runfolder.CONFIG_FILE), json.loads(config.to_json()))
+      stopped_early = training.run(start_epoch, epoch_callback)
+    except BaseException:
+      training.checkpoints.close(quietly=True)  # Saves in flight complete; the error wins.
+      raise
+    training.checkpoints.close()
+    results = training.results(stopped_early)
+    _write_json(os.path.join(workdir, 'results.json'), results)
   return results
+
+
+def _restore_best_params(config: ml_collections.ConfigDict, workdir: str,
+                         state: TrainState) -> tuple[int, model.Params]:
+  """(epoch, params) of the best checkpoint, or of the latest one's copy when it is damaged."""
+  checkpoints = checkpoint.Checkpoints(workdir)
+  try:
+    saved = checkpoints.epochs(checkpoint.BEST)
+    try:
+      if not saved:
+        raise checkpoint.DamagedCheckpoint(f'{checkpoints.path(checkpoint.BEST)} is empty')
+      arrays, _ = checkpoints.restore(checkpoint.BEST, saved[0], {'params': state.params})
+      return saved[0], arrays['params']
+    except checkpoint.DamagedCheckpoint as error:
+      try:
+        latest = checkpoints.restore_newest(
+            checkpoint.LATEST, {'state': _state_tree(state), 'best_params': state.params})
+      except RunFolderError as latest_error:
+        raise RunFolderError(f'{error}, and no intact copy of the best parameters is left in '
+                             f'{checkpoints.path(checkpoint.LATEST)} ({latest_error})') from None
+      if latest is None:
+        raise RunFolderError(f'{error}, and {checkpoints.path(checkpoint.LATEST)} holds no copy '
+                             'of the best parameters: train the run again') from None
+      _, arrays, loop = latest
+      log.warning('%s; using the copy of the best parameters (epoch %d) in the latest '
+                  'checkpoint', error, loop['best_epoch'])
+      return loop['best_epoch'], arrays['best_params']
+  finally:
+    checkpoints.close()
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Restore the best checkpoint of `workdir`, evaluate it, write eval.json."""
   check_config(config)
   dataset = data_lib.load_dataset(config)
-  feature_dims = tuple(f.shape[1] for f in dataset.features)
-  state = create_train_state(config, jax.random.key(0), dataset.num_users, feature_dims)
-  loop = initial_loop_state(config)
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints', checkpoint.BEST)):
-    raise FileNotFoundError(f'no best checkpoint under {workdir}/checkpoints: train first.')
-  checkpoints = checkpoint.Checkpoints(workdir)
-  restored = checkpoints.restore(checkpoint.BEST, {'state': _state_tree(state), 'loop': loop})
-  checkpoints.close()
-  if restored is None:
-    raise FileNotFoundError(f'no best checkpoint under {workdir}/checkpoints: train first.')
-  epoch, tree = restored
-  params = _state_from_tree(tree['state']).params
-  item_data = item_data_on_device(dataset, config.train.feature_dtype)
-  results = {
-      'epoch': int(epoch),
-      'val': evaluate_params(config, params, item_data, dataset, 'val'),
-      'test': evaluate_params(config, params, item_data, dataset, 'test'),
-      'test_by_group': evaluate_params(config, params, item_data, dataset, 'test',
-                                       by_group=True),
-  }
-  _write_json(os.path.join(workdir, 'eval.json'), results)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise RunFolderError(f'no checkpoints under {workdir}: train first.')
+  with _workdir_lock(workdir):
+    runfolder.check_same_run(workdir, runfolder.saved_config(workdir), config)
+    feature_dims = tuple(f.shape[1] for f in dataset.features)
+    state = create_train_state(config, jax.random.key(0), dataset.num_users, feature_dims)
+    epoch, params = _restore_best_params(config, workdir, state)
+    item_data = item_data_on_device(dataset, config.train.feature_dtype)
+    results = {
+        'epoch': int(epoch),
+        'val': evaluate_params(config, params, item_data, dataset, 'val'),
+        'test': evaluate_params(config, params, item_data, dataset, 'test'),
+        'test_by_group': evaluate_params(config, params, item_data, dataset, 'test',
+                                         by_group=True),
+    }
+    _write_json(os.path.join(workdir, 'eval.json'), results)
   return results
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from configs import base
 from milk_jax import data
+from milk_jax.data import DataError
 from milk_jax.data import missing
 from milk_jax.data import split
 from milk_jax.data import synthetic
@@ -166,6 +167,25 @@ def test_mean_imputation_hand_computed():
   np.testing.assert_allclose(normalized, [[0.6, 0.8], [0, 0]])
 
 
+def test_l2_normalize_exact_for_huge_and_tiny_rows():
+  rows = np.array([[3., 4.], [-1., 2.], [5., 0.]], np.float32)
+  unit = missing.l2_normalize(rows)
+  np.testing.assert_allclose(unit[0], [0.6, 0.8], rtol=1e-6)
+  for scale in (1e30, 1e-31):  # Squares overflow / underflow float32 at these scales.
+    np.testing.assert_allclose(missing.l2_normalize(rows * np.float32(scale)), unit, rtol=1e-6)
+  np.testing.assert_allclose(missing.l2_normalize(np.array([[3e30, 4e30]], np.float32)),
+                             [[0.6, 0.8]], rtol=1e-6)
+
+
+def test_load_normalizes_huge_features_like_unscaled(tsv_folder):
+  unscaled = data.load_dataset(tsv_config(tsv_folder))
+  for name in DIMS:
+    np.save(tsv_folder / f'{name}_feat.npy', np.load(tsv_folder / f'{name}_feat.npy') * 1e30)
+  scaled = data.load_dataset(tsv_config(tsv_folder))
+  for a, b in zip(unscaled.features, scaled.features):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
 def test_learned_imputation_hand_computed():
   # Warm rows 0-2 have y = 2x + 1. Centred x = (-1, 0, 1), y = (-2, 0, 2): with
   # ridge 2 the slope x -> y is 4 / (2 + 2) = 1 and y -> x is 4 / (8 + 2) = 0.4.
@@ -298,6 +318,14 @@ def test_gumbel_top_k_matches_softmax():
   assert len(np.unique(two, axis=0)) == 100
 
 
+def test_synthetic_features_have_no_all_zero_rows():
+  # A row is Z_i P_m (+ noise): zero only if a continuous draw is exactly zero.
+  features, _ = synthetic.generate(np.random.default_rng(0), 20, 2000, (1, 3), 1, 2.0,
+                                   0.0, 1.0)
+  for x in features:
+    assert x.any(axis=1).all()
+
+
 def test_synthetic_shapes():
   dataset = data.load_dataset(small_config())
   assert [x.shape for x in dataset.features] == [(50, 6), (50, 4)]
@@ -345,6 +373,17 @@ def test_milk_layout_given_split(tmp_path):
   np.testing.assert_array_equal(dataset.val_items, [5, 6])
   np.testing.assert_array_equal(dataset.test_items, [7, 8])  # 8: cold, in neither file.
   assert dataset.num_users == 4 and dataset.num_items == 10
+
+
+def test_summary_counts_users_and_items_without_interactions(tmp_path):
+  # Users 2 (listed without items) and 3 (test only) never train; items 4, 8
+  # and 9 appear in no file.
+  write_milk(tmp_path)
+  dataset = data.load_dataset(small_config(format='milk', path=str(tmp_path), setting='ftft'))
+  assert dataset.inactive_counts() == (2, 3)
+  summary = dataset.summary()
+  assert 'users without training interactions: 2; items without any interaction: 3' in summary
+  assert '\n' not in summary
 
 
 def test_ml100k_loads():
@@ -429,6 +468,98 @@ def test_nan_in_features(tsv_folder):
   image[[3, 7, 7], [0, 1, 2]] = [np.nan, np.inf, np.nan]
   np.save(tsv_folder / 'image_feat.npy', image)
   assert_data_error(tsv_config(tsv_folder), 'image_feat.npy', 'NaN/inf in 2 rows (first: 3)')
+
+
+def test_float32_overflow_refused(tsv_folder):
+  image = np.load(tsv_folder / 'image_feat.npy').astype(np.float64)
+  image[6, 1] = 1e200
+  np.save(tsv_folder / 'image_feat.npy', image)
+  with pytest.raises(DataError, match=r'image_feat\.npy: values overflow float32 \(largest '
+                     r'\|value\| 1e\+200 > 3\.4e\+38\) in 1 rows \(first: 6\)'):
+    data.load_dataset(tsv_config(tsv_folder))
+
+
+def test_float32_underflow_refused(tsv_folder):
+  image = np.load(tsv_folder / 'image_feat.npy').astype(np.float64)
+  image[2] = 1e-60
+  np.save(tsv_folder / 'image_feat.npy', image)
+  with pytest.raises(DataError, match=r'image_feat\.npy: values underflow float32 .* in 1 rows '
+                     r'\(first: 2\)'):
+    data.load_dataset(tsv_config(tsv_folder))
+
+
+def test_all_zero_feature_row_refused(tsv_folder):
+  text = np.load(tsv_folder / 'text_feat.npy')
+  text[[9, 4]] = 0.0
+  np.save(tsv_folder / 'text_feat.npy', text)
+  with pytest.raises(DataError, match=r'text_feat\.npy: only zeros in 2 rows \(first: 4\); '
+                     r'an all-zero row is not a valid feature vector'):
+    data.load_dataset(tsv_config(tsv_folder))
+
+
+def test_zero_width_feature_file_refused(tsv_folder):
+  np.save(tsv_folder / 'text_feat.npy', np.zeros((NUM_ITEMS, 0), np.float32))
+  with pytest.raises(DataError, match=r'text_feat\.npy: has no feature columns \(shape '
+                     r'\(20, 0\)\)'):
+    data.load_dataset(tsv_config(tsv_folder))
+
+
+def test_corrupt_npy_header_refused(tsv_folder):
+  path = tsv_folder / 'text_feat.npy'
+  path.write_bytes(path.read_bytes().replace(b"'shape'", b"'sha(e'"))
+  with pytest.raises(DataError, match=r'text_feat\.npy: cannot be read as a numeric \.npy'):
+    data.load_dataset(tsv_config(tsv_folder))
+
+
+@pytest.mark.parametrize('user,message', [
+    ('1000000000000', r'interactions\.tsv: user ids are sparse: max id 1000000000000 but 5 '
+     r'distinct ids, leaving 999999999996 of 1000000000001 user rows unused; ids must be '
+     r'dense and 0-based'),
+    ('1e20', r'interactions\.tsv: user id 1e\+20 on data row 81 is out of range; ids must be '
+     r'dense, 0-based and fit int32'),
+])
+def test_huge_user_id_refused(tsv_folder, user, message):
+  write_tsv(tsv_folder / 'interactions.tsv', 'user\titem', [r[:2] for r in dense_rows()]
+            + [(user, 0)])
+  with pytest.raises(DataError, match=message):
+    data.load_dataset(tsv_config(tsv_folder))
+
+
+def test_huge_user_id_refused_in_milk_layout(tmp_path):
+  write_milk(tmp_path, test='1 7\n1000000000000 7\n')
+  with pytest.raises(DataError, match=r'test\.txt: user ids are sparse: max id 1000000000000 '
+                     r'but 4 distinct ids'):
+    data.load_dataset(small_config(format='milk', path=str(tmp_path)))
+
+
+def test_user_id_gaps_within_the_margin_load(tsv_folder):
+  rows = [(u * 300, i) for u in range(NUM_USERS) for i in range(NUM_ITEMS)]  # 897 unused rows.
+  write_tsv(tsv_folder / 'interactions.tsv', 'user\titem', rows)
+  dataset = data.load_dataset(tsv_config(tsv_folder))
+  assert dataset.num_users == 901 and dataset.inactive_counts()[0] == 901 - NUM_USERS
+
+
+@pytest.mark.parametrize('name,content', [
+    ('interactions.tsv', 'utilisateur\tfilm\u00e9\n0\t1\n'),
+    ('interactions.tsv', 'user\titem\n0\t1\n# caf\u00e9\n'),
+    ('train.txt', '0 0 1 2\n# caf\u00e9\n'),
+])
+def test_latin1_text_refused(tmp_path, name, content):
+  if name == 'train.txt':
+    write_milk(tmp_path)
+    config = small_config(format='milk', path=str(tmp_path))
+  else:
+    write_features(tmp_path)
+    config = tsv_config(tmp_path)
+  (tmp_path / name).write_bytes(content.encode('latin-1'))
+  with pytest.raises(DataError, match=rf'{name}: not UTF-8 text \(invalid continuation byte'):
+    data.load_dataset(config)
+
+
+def test_utf8_bom_is_accepted(tsv_folder):
+  path = tsv_folder / 'interactions.tsv'
+  path.write_bytes(b'\xef\xbb\xbf' + path.read_bytes())
+  assert data.load_dataset(tsv_config(tsv_folder)).num_users == NUM_USERS
 
 
 @pytest.mark.parametrize('text,problem', [

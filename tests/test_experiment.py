@@ -123,6 +123,30 @@ def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
     experiment.run_experiment(changed, workdir)
 
 
+def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path):
+  workdir = str(tmp_path / 'grid')
+  short = tiny_experiment(num_seeds=1, plots=())
+  experiment.run_experiment(short, workdir)
+  longer = tiny_experiment(num_seeds=1, plots=())
+  longer.train.num_epochs = 4
+  rows = experiment.run_experiment(longer, workdir)
+  # Every run now ran 4 epochs, and the summary is built from those runs.
+  for path in result_files(workdir):
+    results = json.load(open(path))
+    assert results['epochs_run'] == 4 or results['stopped_early']
+    saved = json.load(open(os.path.join(os.path.dirname(path), 'config.json')))
+    assert saved['train']['num_epochs'] == 4
+  fresh = experiment.run_experiment(longer, str(tmp_path / 'fresh'))
+  means = lambda summary: [(r['variant'], r['metric'], r['mean']) for r in summary]
+  assert means(rows) == means(fresh)
+  # Fewer epochs than the runs already trained cannot be honoured: a clear error.
+  shorter = tiny_experiment(num_seeds=1, plots=())
+  shorter.train.num_epochs = 1
+  with pytest.raises(train.ConfigError, match='has trained 4 epochs, more than '
+                     'config.train.num_epochs=1'):
+    experiment.run_experiment(shorter, workdir)
+
+
 @pytest.mark.parametrize('variants, message', [
     ([('ERM', base.ERM), ('MILK', {'model.use_invariants': False})], "'model.use_invariants'"),
     ([('ERM', base.ERM), ('MILK', {'modle.alpha': 1.0})], "'modle.alpha'"),

@@ -41,9 +41,16 @@ def test_train_then_eval(tmp_path):
 
 def test_unknown_config_key_fails_loudly(tmp_path):
   done = _run('--config=configs/default.py', f'--workdir={tmp_path}', '--config.train.betta=5')
-  assert done.returncode != 0
-  assert 'betta' in done.stderr
+  assert done.returncode == 2
+  assert 'Traceback' not in done.stderr
+  assert done.stderr.startswith("error: 'betta' Did you mean \"beta\"")
   assert not os.listdir(tmp_path)
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+  done = _run('--config=configs/absent.py', f'--workdir={tmp_path}')
+  assert done.returncode == 2
+  assert 'Traceback' not in done.stderr and 'configs/absent.py' in done.stderr
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

@@ -8,9 +8,22 @@ import numpy as np
 import pytest
 
 from milk_jax import data as data_lib
+from milk_jax import checkpoint
+from milk_jax import interrupt
+from milk_jax import runfolder
 from milk_jax import train
+from milk_jax.errors import ConfigError
+from milk_jax.errors import DivergenceError
+from milk_jax.errors import Interrupted
+from milk_jax.errors import RunFolderError
 from milk_jax.data import device_sampling
 from tests.helpers import tiny_config
+
+
+def _log(workdir):
+  """The training log without wall-clock seconds: equal for equal runs."""
+  records = runfolder.read_log(str(workdir / 'metrics.jsonl'))
+  return [{k: v for k, v in r.items() if k != 'seconds'} for r in records]
 
 
 def _batch(dataset, size, seed=0):
@@ -168,6 +181,7 @@ def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path, sampler
   resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   for key in ('best_epoch', 'val', 'test', 'test_by_group', 'history'):
     assert resumed[key] == full[key], key
+  assert _log(tmp_path / 'resumed') == _log(tmp_path / 'full')
   # Training time adds up over the interruption; running a finished run again keeps it.
   assert resumed['train_seconds'] > 0
   again = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
@@ -186,6 +200,9 @@ def test_interrupted_before_the_first_latest_checkpoint(tmp_path):
     train.train_and_evaluate(config, str(tmp_path / 'again'), epoch_callback=stop)
   again = train.train_and_evaluate(config, str(tmp_path / 'again'))
   assert again['test'] == full['test'] and again['best_epoch'] == full['best_epoch']
+  # The log starts over too: no record of the dead attempt, epoch 0's included.
+  assert again['history'] == full['history']
+  assert _log(tmp_path / 'again') == _log(tmp_path / 'full')
 
 
 def test_workdir_of_another_run_is_refused(tmp_path):
@@ -201,22 +218,13 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   assert (tmp_path / 'results.json').read_text() == before
 
 
-def test_config_saved_before_the_speed_fields_still_matches(tmp_path):
-  config = tiny_config()
-  saved = json.loads(config.to_json())
-  for field in ('sampler', 'feature_dtype', 'data_parallel', 'shard_user_table'):
-    del saved['train'][field]
-  saved['benchmark']['num_steps'] = 7  # The benchmark section never blocks a resume.
-  path = tmp_path / 'config.json'
-  path.write_text(json.dumps(saved))
-  assert train.changed_fields(str(path), config) == []
-  assert train.changed_fields(str(path), tiny_config(sampler='device')) == ['train.sampler']
-
-
 @pytest.mark.parametrize('field, value, message', [
     ('select_metric', 'ndcg@7', 'select_metric'),
     ('batch_size', 0, 'batch_size'),
     ('reg_target', 'weights', 'reg_target'),
+    ('learning_rate', 0.0, r'learning_rate=0.0: must be positive'),
+    ('learning_rate', -1.0, r'learning_rate=-1.0: must be positive'),
+    ('num_epochs', 0, r'num_epochs=0: must be at least 1'),
 ])
 def test_bad_config_values_fail_before_training(tmp_path, field, value, message):
   config = tiny_config(**{field: value})
@@ -232,8 +240,9 @@ def test_eval_mode_restores_the_best_checkpoint(tmp_path):
   assert evaluated['epoch'] == results['best_epoch']
   for key, value in results['test'].items():
     assert evaluated['test'][key] == pytest.approx(value, rel=1e-5)
-  with pytest.raises(FileNotFoundError):
+  with pytest.raises(RunFolderError, match='no checkpoints under .*nothing: train first'):
     train.evaluate_checkpoint(config, str(tmp_path / 'nothing'))
+  assert not os.path.exists(tmp_path / 'nothing')
 
 
 def test_bad_data_leaves_an_existing_run_intact(tmp_path):
@@ -269,7 +278,7 @@ def test_three_modalities_with_missing_groups(tmp_path):
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
   # A learning rate this large overflows the parameters to inf within the first epoch.
   config = tiny_config(num_epochs=3, learning_rate=1e38)
-  with pytest.raises(FloatingPointError, match='non-finite training loss at epoch 1'):
+  with pytest.raises(DivergenceError, match='training diverged at epoch 1: the loss is not finite'):
     train.train_and_evaluate(config, str(tmp_path))
 
 
@@ -280,3 +289,100 @@ def test_candidates_all_new_or_the_splits_own(setup):
   np.testing.assert_array_equal(train.candidate_items(dataset, 'val', 'split'), dataset.val_items)
   np.testing.assert_array_equal(train.candidate_items(dataset, 'test', 'split'),
                                 dataset.test_items)
+
+
+def test_check_divergence_counts_epochs_far_above_the_first_loss():
+  config = tiny_config(divergence_factor=10.0, divergence_epochs=2)
+  loop = train.initial_loop_state(config)
+  parts = {'bpr': 0.5, 'env_variance': 0.0, 'alignment': 0.1, 'regulariser': 0.0}
+  train.check_divergence(config, loop, 1, {'loss': 2.0, **parts}, 'best')
+  assert loop['first_loss'] == 2.0
+  train.check_divergence(config, loop, 2, {'loss': 25.0, **parts}, 'best')  # 25 > 10 x 2.
+  assert loop['epochs_above'] == 1
+  train.check_divergence(config, loop, 3, {'loss': 19.0, **parts}, 'best')  # Back below 20.
+  assert loop['epochs_above'] == 0
+  train.check_divergence(config, loop, 4, {'loss': 21.0, **parts}, 'best')
+  with pytest.raises(DivergenceError, match=r'epoch 5: the loss \(30\) has stayed above 10 x the '
+                     r"first epoch's \(2\) for 2 epochs"):
+    train.check_divergence(config, loop, 5, {'loss': 30.0, **parts}, 'best')
+  with pytest.raises(DivergenceError, match=r'epoch 6: the loss is not finite \(bpr inf\)'):
+    train.check_divergence(config, loop, 6, {'loss': 3.0, **dict(parts, bpr=float('inf'))}, 'b')
+
+
+def test_an_exploding_loss_stops_the_run_and_keeps_its_best(tmp_path):
+  config = tiny_config(num_epochs=20, eval_every=2, patience=20, learning_rate=100.0)
+  with pytest.raises(DivergenceError, match=r'training diverged at epoch \d+: the loss .* has '
+                     r'stayed above 10 x .*learning_rate \(now 100\).*best checkpoint'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'results.json').exists()
+  assert checkpoint.Checkpoints(str(tmp_path)).epochs(checkpoint.BEST)
+  assert train.evaluate_checkpoint(config, str(tmp_path))['test']['num_users'] > 0
+
+
+def test_latest_saved_at_evaluations_and_compile_time_kept_apart(tmp_path):
+  config = tiny_config(num_epochs=5, eval_every=2, patience=5)
+  results = train.train_and_evaluate(config, str(tmp_path))
+  # Saved at epochs 2 and 4 (evaluations) and 5 (the end); the newest two are kept.
+  assert checkpoint.Checkpoints(str(tmp_path)).epochs(checkpoint.LATEST) == [5, 4]
+  assert results['compile_seconds'] > 0
+  epoch_seconds = [r['seconds'] for r in runfolder.read_log(str(tmp_path / 'metrics.jsonl'))
+                   if r['kind'] == 'train']
+  assert results['train_seconds'] == pytest.approx(sum(epoch_seconds))
+
+
+def test_a_missing_or_stale_best_checkpoint_is_repaired_on_resume(tmp_path, caplog):
+  config = tiny_config(num_epochs=4, eval_every=1, patience=5)
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  checkpoints = checkpoint.Checkpoints(str(workdir))
+  checkpoints.discard(checkpoint.BEST)  # As if the run died before its best save landed.
+  checkpoints.close()
+  again = train.train_and_evaluate(config, str(workdir))
+  assert 'checkpoints/best is missing' in caplog.text
+  assert again['test'] == full['test']
+  evaluated = train.evaluate_checkpoint(config, str(workdir))
+  assert evaluated['epoch'] == full['best_epoch']
+  assert evaluated['test'] == pytest.approx(full['test'])
+
+
+def test_an_interrupt_request_stops_at_the_epoch_boundary_and_resumes_exactly(tmp_path):
+  config = tiny_config(num_epochs=5, eval_every=2, patience=5)
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+
+  def ctrl_c_during_epoch_3(epoch, metrics):
+    if epoch == 3:
+      interrupt.request()
+
+  try:
+    with pytest.raises(Interrupted, match='interrupted at epoch 3; run the same command'):
+      train.train_and_evaluate(config, str(tmp_path / 'run'), epoch_callback=ctrl_c_during_epoch_3)
+  finally:
+    interrupt.clear()
+  assert checkpoint.Checkpoints(str(tmp_path / 'run')).epochs(checkpoint.LATEST)[0] == 3
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  for key in ('best_epoch', 'val', 'test', 'history'):
+    assert resumed[key] == full[key], key
+  assert _log(tmp_path / 'run') == _log(tmp_path / 'full')
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path):
+  with runfolder.lock(str(tmp_path)):
+    with pytest.raises(RunFolderError, match='in use by another process'):
+      train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == [runfolder.LOCK_FILE]
+
+
+def test_a_finished_run_continues_to_more_epochs_exactly(tmp_path):
+  longer = tiny_config(num_epochs=6, eval_every=2, patience=5)
+  full = train.train_and_evaluate(longer, str(tmp_path / 'full'))
+  train.train_and_evaluate(tiny_config(num_epochs=4, eval_every=2, patience=5),
+                           str(tmp_path / 'run'))
+  continued = train.train_and_evaluate(longer, str(tmp_path / 'run'))
+  for key in ('best_epoch', 'epochs_run', 'val', 'test', 'history'):
+    assert continued[key] == full[key], key
+  with pytest.raises(ConfigError, match='has trained 6 epochs, more than '
+                     'config.train.num_epochs=3'):
+    train.train_and_evaluate(tiny_config(num_epochs=3, eval_every=2, patience=5),
+                             str(tmp_path / 'run'))
+  assert runfolder.saved_config(str(tmp_path / 'run'))['train']['num_epochs'] == 6

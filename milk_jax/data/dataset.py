@@ -66,6 +66,17 @@ class Dataset:
     pairs = self.train_pairs.astype(np.int64)
     return np.sort(pairs[:, 0] * self.num_items + pairs[:, 1])
 
+  def inactive_counts(self) -> tuple[int, int]:
+    """(users without a training interaction, items without any interaction).
+
+    Both are allowed (a user may have interacted with new items only, an
+    item with nobody), but a model learns nothing for them, so logs say how many.
+    """
+    trained_users = np.unique(self.train_pairs[:, 0]).size
+    pairs = (self.train_pairs, self.val_pairs, self.test_pairs)
+    seen_items = np.unique(np.concatenate([p[:, 1] for p in pairs])).size
+    return self.num_users - trained_users, self.num_items - seen_items
+
   def summary(self) -> str:
     """One line of counts for logs."""
     dims = ' '.join(f'{n}:{f.shape[1]}' for n, f in zip(self.modality_names, self.features))
@@ -74,12 +85,14 @@ class Dataset:
       counts = np.bincount(num_missing[items], minlength=len(self.modality_names) + 1)
       return '/'.join(str(c) for c in counts)
     new_items = np.union1d(self.val_items, self.test_items).astype(np.int64)
+    idle_users, idle_items = self.inactive_counts()
     return (f'{self.source}: {self.num_users} users, {self.num_items} items '
             f'(warm {len(self.warm_items)}, val {len(self.val_items)}, '
             f'test {len(self.test_items)}); interactions train {len(self.train_pairs)}, '
             f'val {len(self.val_pairs)}, test {len(self.test_pairs)}; features {dims}; '
             f'items missing 0/1/.../M modalities: warm {histogram(self.warm_items)}, '
-            f'new {histogram(new_items)}')
+            f'new {histogram(new_items)}; users without training interactions: '
+            f'{idle_users}; items without any interaction: {idle_items}')
 
 
 def _check_fraction(value: float, field: str) -> None:

@@ -172,6 +172,15 @@ def impute(features: Sequence[np.ndarray], available: np.ndarray, method: str,
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-  """(rows, dim) -> rows of unit L2 norm; all-zero rows stay zero."""
+  """(rows, dim) -> float32 rows of unit L2 norm; all-zero rows stay zero.
+
+  Each row is first divided by its largest |value| (in float64), so its sum
+  of squares lies in [1, dim]: squaring a row scaled by 1e30 or 1e-31 would
+  otherwise overflow or underflow float32 and zero the row.
+  """
+  x = np.array(x, dtype=np.float64)
+  largest = np.abs(x).max(axis=1, keepdims=True, initial=0.0)
+  x /= np.where(largest > 0, largest, 1)
   norms = np.linalg.norm(x, axis=1, keepdims=True)
-  return (x / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
+  x /= np.where(norms > 0, norms, 1)
+  return x.astype(np.float32)

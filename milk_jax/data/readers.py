@@ -12,7 +12,9 @@ Every layout stores one feature matrix per modality as `<name>_feat.npy`
   `user item item ...`) and `cold_item_index.npy`; the split is given.
 
 Readers check everything they read and raise `DataError` before returning,
-so nothing downstream ever sees a half-valid dataset.
+so nothing downstream ever sees a half-valid dataset. Text files must be
+UTF-8; user ids must be dense, 0-based and fit int32, because they index a
+table with one row per id up to the largest.
 """
 
 import dataclasses
@@ -27,6 +29,12 @@ from milk_jax.data.split import ItemSplit
 
 MILK_FILES = ('train.txt', 'val.txt', 'test.txt')
 COLD_INDEX_FILE = 'cold_item_index.npy'
+MAX_ID = 2**31 - 1  # Ids are stored as int32 downstream.
+# Unused user rows tolerated before ids count as sparse: gaps from filtering are
+# fine, but an id of 1e12 would make a table of 1e12 rows and fail far later.
+MAX_UNUSED_USER_ROWS = 1000
+_INT64_RANGE = 2.0**63  # Ids at or beyond it cannot even be cast to int64.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,24 +57,61 @@ def require_files(paths: Sequence[Path]) -> None:
     raise DataError(f'missing file(s): {", ".join(missing)}')
 
 
-def read_feature_file(path: Path) -> np.ndarray:
-  """One modality's features as (num_items, dim) float32, finite and 2-D."""
+def _load_npy(path: Path, kind: str) -> np.ndarray:
+  """np.load without pickles (unpickling runs code); any parse failure names the file."""
   try:
-    # No pickles: a feature file is plain numbers, and unpickling runs code.
-    array = np.load(path, allow_pickle=False)
-  except (ValueError, OSError, EOFError) as e:
-    raise DataError(f'{path}: cannot be read as a numeric .npy array ({e})') from e
+    return np.load(path, allow_pickle=False)
+  except Exception as e:  # A corrupt header raises ValueError, SyntaxError, TokenError, ...
+    raise DataError(f'{path}: cannot be read as {kind} .npy array '
+                    f'({type(e).__name__}: {e})') from e
+
+
+def _read_text(path: Path) -> str:
+  """A whole text file; anything but UTF-8 (a leading BOM allowed) is refused."""
+  try:
+    raw = path.read_bytes()
+  except OSError as e:
+    raise DataError(f'{path}: cannot be read ({e.strerror or e})') from e
+  try:
+    return raw.decode('utf-8').removeprefix('\ufeff')
+  except UnicodeDecodeError as e:
+    raise DataError(f'{path}: not UTF-8 text ({e.reason}: byte {raw[e.start]:#04x} '
+                    f'at offset {e.start})') from e
+
+
+def _refuse_rows(bad: np.ndarray, path: Path, problem: str, why: str = '') -> None:
+  """Raises DataError naming the count and the first of the rows flagged in `bad` (rows,)."""
+  rows = np.flatnonzero(bad)
+  if rows.size:
+    raise DataError(f'{path}: {problem} in {rows.size} rows (first: {rows[0]}){why}')
+
+
+def read_feature_file(path: Path) -> np.ndarray:
+  """One modality's features as (num_items, dim) float32, finite, 2-D, no all-zero row."""
+  array = _load_npy(path, 'a numeric')
   if not isinstance(array, np.ndarray):
     raise DataError(f'{path}: expected a single array, found {type(array).__name__}')
   if array.ndim != 2:
     raise DataError(f'{path}: expected a 2-D (items, dim) array, found shape {array.shape}')
+  if array.shape[1] == 0:
+    raise DataError(f'{path}: has no feature columns (shape {array.shape})')
   if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
     raise DataError(f'{path}: expected numeric features, found dtype {array.dtype}')
-  array = array.astype(np.float32, copy=False)
-  bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-  if bad_rows.size:
-    raise DataError(f'{path}: contains NaN/inf in {bad_rows.size} rows (first: {bad_rows[0]})')
-  return array
+  _refuse_rows(~np.isfinite(array).all(axis=1), path, 'contains NaN/inf')
+  with np.errstate(over='ignore', under='ignore'):  # Both are reported below, per row.
+    features = array.astype(np.float32, copy=False)
+  overflow = ~np.isfinite(features).all(axis=1)
+  if overflow.any():
+    largest = float(np.abs(array[overflow]).max())
+    _refuse_rows(overflow, path, f'values overflow float32 (largest |value| {largest:.3g} > '
+                 f'{_FLOAT32_MAX:.3g})')
+  zero = ~features.any(axis=1)
+  _refuse_rows(zero & array.any(axis=1), path,
+               'values underflow float32 (nonzero rows become all-zero)')
+  # Zero stands for "missing" after imputation and has no direction to normalise.
+  _refuse_rows(zero, path, 'only zeros',
+               '; an all-zero row is not a valid feature vector')
+  return features
 
 
 def read_features(folder: Path, modalities: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -80,10 +125,14 @@ def read_features(folder: Path, modalities: Sequence[str]) -> tuple[np.ndarray, 
 
 
 def _as_ids(values: np.ndarray, path: Path, what: str) -> np.ndarray:
-  """Float-parsed id column -> int64, refusing fractions and NaN."""
+  """Float-parsed id column -> int64, refusing fractions, NaN and ids beyond int64."""
   bad = np.flatnonzero(values != np.round(values))
   if bad.size:
-    raise DataError(f'{path}: non-integer {what} id {values[bad[0]]!r} on data row {bad[0] + 1}')
+    raise DataError(f'{path}: non-integer {what} id {values[bad[0]]:g} on data row {bad[0] + 1}')
+  huge = np.flatnonzero(np.abs(values) >= _INT64_RANGE)
+  if huge.size:
+    raise DataError(f'{path}: {what} id {values[huge[0]]:g} on data row {huge[0] + 1} is out of '
+                    f'range; ids must be dense, 0-based and fit int32')
   return values.astype(np.int64)
 
 
@@ -95,9 +144,9 @@ def _read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
     table: (rows, columns) float64; float so that MMRec's rating column
       parses too (ids are checked to be integers by the caller).
   """
-  with open(path, encoding='utf-8') as f:
-    header = f.readline().rstrip('\r\n').split('\t')
-  if not header or not header[0]:
+  lines = _read_text(path).splitlines()
+  header = lines[0].split('\t') if lines else ['']
+  if not header[0]:
     raise DataError(f'{path}: empty file or empty header line')
   try:
     float(header[0])
@@ -108,7 +157,7 @@ def _read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')  # An empty body is reported below instead.
-      table = np.loadtxt(path, delimiter='\t', skiprows=1, dtype=np.float64, ndmin=2)
+      table = np.loadtxt(lines[1:], delimiter='\t', dtype=np.float64, ndmin=2)
   except ValueError as e:
     raise DataError(f'{path}: malformed row: {e}') from e
   if table.shape[0] == 0:
@@ -130,6 +179,22 @@ def check_pairs(pairs: np.ndarray, path: Path, num_items: int, features_path: Pa
                     f'in {features_path}')
 
 
+def check_user_ids(users: np.ndarray, path: Path) -> None:
+  """Non-negative int user ids index a table up to the largest: dense, 0-based, int32."""
+  if not users.size:
+    return
+  max_user = int(users.max())
+  distinct = int(np.unique(users).size)
+  unused = max_user + 1 - distinct
+  if unused > MAX_UNUSED_USER_ROWS and 2 * unused > max_user + 1:
+    raise DataError(f'{path}: user ids are sparse: max id {max_user} but {distinct} distinct '
+                    f'ids, leaving {unused} of {max_user + 1} user rows unused; ids must be '
+                    f'dense and 0-based')
+  if max_user > MAX_ID:
+    raise DataError(f'{path}: user id {max_user} does not fit int32 (max {MAX_ID}); ids must '
+                    f'be dense and 0-based')
+
+
 def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
   """Collapses repeated (user, item) rows: implicit feedback counts once."""
   return np.unique(pairs.reshape(-1, 2), axis=0)
@@ -142,6 +207,7 @@ def _table_pairs(table: np.ndarray, user_column: int, item_column: int, path: Pa
   pairs = np.stack([_as_ids(table[:, user_column], path, 'user'),
                     _as_ids(table[:, item_column], path, 'item')], 1)
   check_pairs(pairs, path, features[0].shape[0], feature_path(folder, modalities[0]))
+  check_user_ids(pairs[:, 0], path)
   return RawData(features, _unique_pairs(pairs), int(pairs[:, 0].max()) + 1)
 
 
@@ -191,25 +257,24 @@ def read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
       user listed without items still counts towards the number of users.
   """
   users, pairs = [], []
-  with open(path, encoding='utf-8') as f:
-    for line_number, line in enumerate(f, start=1):
-      tokens = line.split()
-      if not tokens:
-        continue
-      try:
-        ids = [int(t) for t in tokens]
-      except ValueError as e:
-        raise DataError(f'{path}: line {line_number}: non-integer id ({e})') from e
-      users.append(ids[0])
-      pairs.extend((ids[0], item) for item in ids[1:])
+  for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+    tokens = line.split()
+    if not tokens:
+      continue
+    try:
+      ids = [int(t) for t in tokens]
+    except ValueError as e:
+      raise DataError(f'{path}: line {line_number}: non-integer id ({e})') from e
+    if max(map(abs, ids)) >= _INT64_RANGE:  # numpy cannot hold it; the id checks come later.
+      raise DataError(f'{path}: line {line_number}: id {max(ids, key=abs)} is out of range; '
+                      f'ids must be dense, 0-based and fit int32')
+    users.append(ids[0])
+    pairs.extend((ids[0], item) for item in ids[1:])
   return np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(users, np.int64)
 
 
 def _read_cold_index(path: Path, num_items: int) -> np.ndarray:
-  try:
-    cold = np.load(path, allow_pickle=False)
-  except (ValueError, OSError, EOFError) as e:
-    raise DataError(f'{path}: cannot be read as an integer .npy array ({e})') from e
+  cold = _load_npy(path, 'an integer')
   if not isinstance(cold, np.ndarray) or not np.issubdtype(cold.dtype, np.integer):
     raise DataError(f'{path}: expected integer item ids, found '
                     f'{getattr(cold, "dtype", type(cold).__name__)}')
@@ -238,14 +303,18 @@ def read_milk(folder: Path, modalities: Sequence[str]) -> RawData:
   features = read_features(folder, modalities)
   num_items = features[0].shape[0]
   cold = _read_cold_index(cold_path, num_items)
-  parts, max_user = {}, -1
+  parts, users_by_path = {}, {}
   for name, path in paths.items():
     pairs, users = read_user_lines(path)
     if users.size and users.min() < 0:
       raise DataError(f'{path}: negative user id {users.min()}')
     check_pairs(pairs, path, num_items, feature_path(folder, modalities[0]))
-    max_user = max(max_user, int(users.max()) if users.size else -1)
+    users_by_path[path] = users
     parts[name] = _unique_pairs(pairs)
+  all_users = np.concatenate(list(users_by_path.values()))
+  max_user = int(all_users.max(initial=-1))
+  # Named after the file holding the largest id: that is where a stray id sits.
+  check_user_ids(all_users, max(users_by_path, key=lambda p: users_by_path[p].max(initial=-1)))
   train, val, test = (parts[name] for name in MILK_FILES)
   leaked = np.intersect1d(train[:, 1], cold)
   if leaked.size:

@@ -1,0 +1,27 @@
+"""The user-facing error types: a user's mistake or a damaged run folder, never a bug.
+
+The command line prints any `UserError` as one `error: ...` line (the
+traceback only with --verbose) and exits with its `exit_code`.
+"""
+
+
+class UserError(Exception):
+  """A problem the user can fix; the message names the file or field and what is wrong."""
+  exit_code = 1
+
+
+class ConfigError(UserError, ValueError):
+  """A config value the code cannot honour, or a workdir that belongs to another run."""
+
+
+class RunFolderError(UserError):
+  """A run folder's file is damaged, or the folder is in use by another process."""
+
+
+class DivergenceError(UserError):
+  """Training diverged (non-finite loss, or far above its first value for several epochs)."""
+
+
+class Interrupted(UserError):
+  """Ctrl-C: training stopped after saving its state; the same command resumes it."""
+  exit_code = 130

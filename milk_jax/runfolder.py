@@ -1,0 +1,197 @@
+"""The files of a run folder: a lock, atomic writes, the training log, the saved config.
+
+Guarantees, whatever kills the process:
+- a JSON or text file is either its old or its new content (written to a
+  temporary file, flushed, then renamed over the old one);
+- the training log `metrics.jsonl` only grows by whole lines; a half-written
+  last line (a kill mid-append) is dropped with a warning when it is read;
+- one process at a time works in a folder: `lock(folder)` holds an OS lock
+  (released by the kernel when the process dies, however it dies).
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+from typing import Any, Iterator
+
+import ml_collections
+
+from milk_jax import faults
+from milk_jax.errors import ConfigError
+from milk_jax.errors import RunFolderError
+
+log = logging.getLogger('milk_jax')
+
+LOCK_FILE = '.lock'
+
+
+@contextlib.contextmanager
+def lock(folder: str) -> Iterator[None]:
+  """Hold `folder`'s lock for the block; RunFolderError at once if another process has it."""
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, LOCK_FILE)
+  handle = open(path, 'a+')
+  try:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      handle.seek(0)
+      holder = handle.read().strip() or 'unknown'
+      raise RunFolderError(f'{folder} is in use by another process ({holder}); wait for it to '
+                           'finish or stop it, then run the command again') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+    handle.flush()
+    yield
+  finally:
+    handle.close()  # Closing releases the lock.
+
+
+def write_text(path: str, text: str) -> None:
+  """Replace `path` with `text` atomically."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_json(path: str, payload: Any) -> None:
+  """Replace `path` with `payload` as JSON, atomically."""
+  write_text(path, json.dumps(payload, indent=2) + '\n')
+
+
+def read_json(path: str, what: str) -> Any:
+  """The JSON content of `path`; RunFolderError naming the file when it is not valid JSON.
+
+  `what` says what the file holds, for the message ('the run's config').
+  """
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise RunFolderError(f'{path} is damaged (not valid JSON: {error}); it holds {what}: '
+                         'restore it from a copy, or delete the run folder to start over'
+                         ) from None
+
+
+def read_log(path: str) -> list[dict[str, Any]]:
+  """The records of a `metrics.jsonl`; a half-written last line is dropped with a warning."""
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding='utf-8', errors='replace') as f:
+    lines = f.read().split('\n')
+  records = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if number >= len(lines) - 1:  # The last line, with or without its newline.
+        log.warning('%s: dropping the half-written last line %d (the run was killed while '
+                    'writing it)', path, number)
+        continue
+      raise RunFolderError(f'{path}: line {number} is not valid JSON; the training log is '
+                           'damaged: restore it, or delete the run folder to start over'
+                           ) from None
+  return records
+
+
+def rewrite_log(path: str, records: list[dict[str, Any]], epoch: int) -> None:
+  """Replace the log with `records` atomically (used to drop an interrupted tail)."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+    f.flush()
+    os.fsync(f.fileno())
+  faults.crash_point('log_rewrite', epoch)
+  os.replace(tmp, path)
+
+
+def append_log(path: str, record: dict[str, Any]) -> None:
+  """Append one record as one line; a kill mid-write leaves at most one partial line."""
+  line = json.dumps(record) + '\n'
+  with open(path, 'a') as f:
+    if faults.armed('log_append', record['epoch']):
+      f.write(line[:len(line) // 2])
+      f.flush()
+      faults.crash_point('log_append', record['epoch'])
+    f.write(line)
+
+
+# ------------------------------------------------------------- the run's config
+
+CONFIG_FILE = 'config.json'
+# Config fields that may change between an interrupted run and its resumption:
+# they never change what a run computes (num_epochs only extends it, see
+# `check_continuation`), and the benchmark section never affects training.
+RESUMABLE_CHANGES = ('train.resume', 'train.num_epochs', 'train.checkpoint_every')
+IGNORED_SECTIONS = ('benchmark.',)
+# Fields added after runs were first saved, with the value those runs used.
+ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
+                'train.data_parallel': False, 'train.shard_user_table': False,
+                'train.divergence_factor': 10.0, 'train.divergence_epochs': 3}
+
+
+def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in d.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def saved_config(folder: str) -> dict[str, Any] | None:
+  """The config.json of a run folder, or None when there is none."""
+  path = os.path.join(folder, CONFIG_FILE)
+  return read_json(path, "the run's config") if os.path.exists(path) else None
+
+
+def changed_fields(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+  """Dotted fields where `config` differs from a saved config, besides RESUMABLE_CHANGES."""
+  previous = _flatten(saved)
+  current = _flatten(json.loads(config.to_json()))
+  for key, value in ADDED_FIELDS.items():  # Saved by an older version: it ran with `value`.
+    previous.setdefault(key, value)
+  return sorted(k for k in previous.keys() | current.keys()
+                if k not in RESUMABLE_CHANGES and not k.startswith(IGNORED_SECTIONS)
+                and previous.get(k) != current.get(k))
+
+
+def check_same_run(folder: str, saved: dict[str, Any] | None,
+                   config: ml_collections.ConfigDict) -> None:
+  """ConfigError when `folder` holds a run of another config."""
+  differing = changed_fields(saved, config) if saved is not None else []
+  if differing:
+    raise ConfigError(f'{os.path.join(folder, CONFIG_FILE)} holds a run with a different config '
+                      f'(fields: {", ".join(differing)}); use a fresh --workdir for a new run.')
+
+
+def check_continuation(folder: str, saved_num_epochs: int, trained_epochs: int,
+                       config: ml_collections.ConfigDict) -> None:
+  """ConfigError when a run cannot be extended to config.train.num_epochs exactly.
+
+  A run evaluates every eval_every epochs and at its last epoch. Continued to
+  a new num_epochs, it matches a run trained for that many epochs from the
+  start unless it already trained past it, or it reached its old last epoch
+  and evaluated there off the schedule.
+  """
+  num_epochs, eval_every = config.train.num_epochs, config.train.eval_every
+  if trained_epochs > num_epochs:
+    raise ConfigError(f'{folder} has trained {trained_epochs} epochs, more than '
+                      f'config.train.num_epochs={num_epochs}; use a fresh --workdir for a '
+                      'shorter run.')
+  if (num_epochs != saved_num_epochs and trained_epochs == saved_num_epochs
+      and saved_num_epochs % eval_every):
+    raise ConfigError(
+        f'{folder} ended at its config.train.num_epochs={saved_num_epochs} with an evaluation '
+        f'off the every-{eval_every}-epochs schedule, so continuing it to {num_epochs} epochs '
+        f'would not match a {num_epochs}-epoch run; use a fresh --workdir.')

@@ -1,0 +1,85 @@
+import json
+import os
+
+import pytest
+
+from milk_jax import runfolder
+from milk_jax.errors import ConfigError
+from milk_jax.errors import RunFolderError
+from tests.helpers import tiny_config
+
+
+def test_a_second_holder_of_the_lock_is_refused_with_the_pid(tmp_path):
+  with runfolder.lock(str(tmp_path)):
+    with pytest.raises(RunFolderError, match=rf'{tmp_path} is in use by another process '
+                       rf'\(pid {os.getpid()} on '):
+      with runfolder.lock(str(tmp_path)):
+        pass
+  with runfolder.lock(str(tmp_path)):  # Released when the first holder is done.
+    pass
+
+
+def test_atomic_json_write_leaves_no_temporary_file(tmp_path):
+  path = str(tmp_path / 'results.json')
+  runfolder.write_json(path, {'a': 1})
+  runfolder.write_json(path, {'a': 2})
+  assert json.loads((tmp_path / 'results.json').read_text()) == {'a': 2}
+  assert sorted(os.listdir(tmp_path)) == ['results.json']
+
+
+def test_invalid_json_names_the_file(tmp_path):
+  (tmp_path / 'config.json').write_text('{"train": {"beta": 1')
+  with pytest.raises(RunFolderError, match=r'config.json is damaged \(not valid JSON.*'
+                     "the run's config"):
+    runfolder.saved_config(str(tmp_path))
+
+
+def test_log_drops_a_half_written_last_line_with_a_warning(tmp_path, caplog):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"epoch": 1, "kind": "train"}\n{"epoch": 2, "ki')
+  assert runfolder.read_log(str(path)) == [{'epoch': 1, 'kind': 'train'}]
+  assert 'half-written last line 2' in caplog.text
+
+
+def test_log_damaged_in_the_middle_is_an_error(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"epoch": 1}\nxx\n{"epoch": 2}\n')
+  with pytest.raises(RunFolderError, match='metrics.jsonl: line 2 is not valid JSON'):
+    runfolder.read_log(str(path))
+
+
+def test_append_and_rewrite_keep_whole_lines(tmp_path):
+  path = str(tmp_path / 'metrics.jsonl')
+  for epoch in range(3):
+    runfolder.append_log(path, {'epoch': epoch})
+  runfolder.rewrite_log(path, [{'epoch': 0}], epoch=0)
+  assert runfolder.read_log(path) == [{'epoch': 0}]
+  assert open(path).read() == '{"epoch": 0}\n'
+
+
+def test_config_saved_before_added_fields_still_matches():
+  config = tiny_config()
+  saved = json.loads(config.to_json())
+  for field in ('sampler', 'feature_dtype', 'data_parallel', 'shard_user_table',
+                'divergence_factor', 'divergence_epochs'):
+    del saved['train'][field]
+  saved['benchmark']['num_steps'] = 7  # The benchmark section never blocks a resume.
+  saved['train']['checkpoint_every'] = 1  # How often to save never changes the results.
+  assert runfolder.changed_fields(saved, config) == []
+  assert runfolder.changed_fields(saved, tiny_config(sampler='device')) == ['train.sampler']
+
+
+@pytest.mark.parametrize('saved, trained, eval_every, new, message', [
+    (10, 10, 5, 20, None),  # Evaluated on schedule at its end: continues exactly.
+    (10, 4, 5, 20, None),  # Stopped early (or interrupted) before its end.
+    (10, 10, 3, 20, 'off the every-3-epochs schedule'),  # Its extra last evaluation.
+    (20, 20, 5, 10, 'has trained 20 epochs, more than config.train.num_epochs=10'),
+    (20, 8, 5, 10, None),  # A shorter cap the run never passed.
+])
+def test_check_continuation(tmp_path, saved, trained, eval_every, new, message):
+  config = tiny_config(num_epochs=new, eval_every=eval_every)
+  if message is None:
+    runfolder.check_continuation(str(tmp_path), saved, trained, config)
+  else:
+    with pytest.raises(ConfigError, match=message):
+      runfolder.check_continuation(str(tmp_path), saved, trained, config)
