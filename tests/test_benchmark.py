@@ -66,6 +66,7 @@ def test_benchmark_writes_its_figures(tmp_path, capsys):
   assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
 
 
+@pytest.mark.slow  # A second full benchmark: about 18 s.
 def test_a_second_benchmark_keeps_the_first(tmp_path):
   config = small_benchmark_config()
   config.benchmark.reference = False

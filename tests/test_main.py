@@ -61,6 +61,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
   assert not os.path.exists(tmp_path / 'run')
 
 
+@pytest.mark.slow  # Three CLI training runs: about 20 s.
 def test_experiment_mode_runs_the_grid(tmp_path):
   workdir = tmp_path / 'grid'
   done = _run('--config=configs/experiments/overall.py:default', f'--workdir={workdir}',
@@ -87,6 +88,7 @@ def test_bad_experiment_is_a_clear_error(tmp_path):
 ML100K = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'ml100k-mm')
 
 
+@pytest.mark.slow  # The real ml100k data through the CLI: about 20 s.
 @pytest.mark.skipif(not os.path.isdir(ML100K), reason='../shared/data/ml100k-mm is absent')
 def test_ml100k_config_trains_on_the_real_data(tmp_path):
   done = _run('--config=configs/ml100k.py', f'--workdir={tmp_path}', '--config.train.num_epochs=1')

@@ -27,6 +27,7 @@ def sharded_report():
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # A 4-device subprocess: about 40 s on 2 cores.
 @pytest.mark.parametrize('sampler', ['host', 'device'])
 @pytest.mark.parametrize('layout', ['data_parallel', 'user_rows'])
 def test_sharded_epochs_equal_the_single_device_epoch(sharded_report, sampler, layout):

@@ -174,13 +174,18 @@ def impute(features: Sequence[np.ndarray], available: np.ndarray, method: str,
 def l2_normalize(x: np.ndarray) -> np.ndarray:
   """(rows, dim) -> float32 rows of unit L2 norm; all-zero rows stay zero.
 
-  Each row is first divided by its largest |value| (in float64), so its sum
-  of squares lies in [1, dim]: squaring a row scaled by 1e30 or 1e-31 would
-  otherwise overflow or underflow float32 and zero the row.
+  Rows whose float32 sum of squares would overflow or lose precision (values
+  around 1e30 or 1e-31) are first divided by their largest |value|, in
+  float64, so that no magnitude zeroes a row. Other rows take the plain
+  float32 path, which keeps earlier runs' features bit for bit.
   """
-  x = np.array(x, dtype=np.float64)
-  largest = np.abs(x).max(axis=1, keepdims=True, initial=0.0)
-  x /= np.where(largest > 0, largest, 1)
-  norms = np.linalg.norm(x, axis=1, keepdims=True)
-  x /= np.where(norms > 0, norms, 1)
-  return x.astype(np.float32)
+  x = np.asarray(x, np.float32)
+  with np.errstate(over='ignore', under='ignore'):
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+  out = x / np.where(norms > 0, norms, 1)
+  extreme = ~((norms[:, 0] > 1e-15) & (norms[:, 0] < 1e15)) & x.any(axis=1)
+  if extreme.any():
+    rows = x[extreme].astype(np.float64)
+    rows /= np.abs(rows).max(axis=1, keepdims=True)
+    out[extreme] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+  return out.astype(np.float32, copy=False)
