@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.reg_weight = 1e-4  # Weight of the L2 regulariser.
   train.reg_target = 'embeddings'  # embeddings (batch user/item vectors, as the authors) | params.
   train.variance_ddof = 0  # 0: population variance over environments; 1: unbiased (authors').
+  train.task_loss = 'mean'  # mean of the environments' BPR losses (paper) | sum (authors' code).
   train.learning_rate = 1e-3  # Adam step size.
   train.batch_size = 2048  # Triples (user, positive, negative) per step.
   train.num_epochs = 1000  # Upper bound on epochs; early stopping usually ends sooner.

@@ -19,18 +19,24 @@ def bpr_per_env(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
   return jax.nn.softplus(neg_scores - pos_scores).mean(axis=-1)
 
 
-def rex_loss(env_losses: jax.Array, beta: float, ddof: int = 0) -> tuple[jax.Array, jax.Array]:
+TASK_REDUCTIONS = ('mean', 'sum')
+
+
+def rex_loss(env_losses: jax.Array, beta: float, ddof: int = 0,
+             reduction: str = 'mean') -> tuple[jax.Array, jax.Array]:
   """Variance-REx (Eq. 14): mean_e L_e + beta * Var_e(L_e).
 
   Args:
     env_losses: (E,) per-environment losses.
     beta: variance weight.
     ddof: 0 for the population variance, 1 for the unbiased one the authors use.
+    reduction: 'mean' over environments (the paper), or 'sum' (the authors' code).
   Returns:
     (total, variance).
   """
   variance = jnp.var(env_losses, ddof=ddof) if env_losses.shape[0] > ddof else jnp.zeros(())
-  return env_losses.mean() + beta * variance, variance
+  task = env_losses.sum() if reduction == 'sum' else env_losses.mean()
+  return task + beta * variance, variance
 
 
 def first_occurrence_weights(items: jax.Array) -> jax.Array:

@@ -136,7 +136,8 @@ IGNORED_SECTIONS = ('benchmark.',)
 # Fields added after runs were first saved, with the value those runs used.
 ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.data_parallel': False, 'train.shard_user_table': False,
-                'train.divergence_factor': 10.0, 'train.divergence_epochs': 3}
+                'train.divergence_factor': 10.0, 'train.divergence_epochs': 3,
+                'train.task_loss': 'mean'}
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:

@@ -116,7 +116,7 @@ def objective(config: ml_collections.ConfigDict, params: model.Params, batch,
   train_config = config.train
   env_losses = losses.bpr_per_env(pos_scores, neg_scores)
   task_loss, env_variance = losses.rex_loss(env_losses, train_config.beta,
-                                            train_config.variance_ddof)
+                                            train_config.variance_ddof, train_config.task_loss)
   positives = batch['positives']
   if config.model.use_alignment:
     alignment = losses.alignment_loss(pos_reps, item_data['availability'][positives],
@@ -278,6 +278,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(config.train.reg_target in ('embeddings', 'params'), 'train.reg_target',
           "must be 'embeddings' or 'params'")
   require(config.train.variance_ddof in (0, 1), 'train.variance_ddof', 'must be 0 or 1')
+  require(config.train.task_loss in losses.TASK_REDUCTIONS, 'train.task_loss',
+          f'must be one of {losses.TASK_REDUCTIONS}')
   require(len(config.eval.ks) > 0 and all(k > 0 for k in config.eval.ks), 'eval.ks',
           'needs at least one positive cut-off')
   require(config.train.select_metric in evaluate.metric_keys(config.eval.ks),

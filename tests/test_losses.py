@@ -23,6 +23,9 @@ def test_rex_is_mean_plus_beta_variance():
   total_unbiased, variance_unbiased = losses.rex_loss(env_losses, beta=10.0, ddof=1)
   np.testing.assert_allclose(variance_unbiased, 42 / 18, rtol=1e-6)
   np.testing.assert_allclose(total_unbiased, 7 / 3 + 10 * 42 / 18, rtol=1e-6)
+  # The authors' code sums the environments' losses: 1 + 2 + 4 = 7.
+  total_summed, _ = losses.rex_loss(env_losses, beta=10.0, ddof=1, reduction='sum')
+  np.testing.assert_allclose(total_summed, 7 + 10 * 42 / 18, rtol=1e-6)
 
 
 def test_rex_of_one_environment_is_its_loss():
