@@ -136,7 +136,9 @@ IGNORED_SECTIONS = ('benchmark.',)
 # Fields added after runs were first saved, with the value those runs used.
 ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.data_parallel': False, 'train.shard_user_table': False,
-                'train.divergence_factor': 10.0, 'train.divergence_epochs': 3}
+                'train.divergence_factor': 10.0, 'train.divergence_epochs': 3,
+                'data.ids': 'dense', 'data.item_ids_file': 'item_ids.txt',
+                'data.min_rating': None, 'data.split': 'random'}
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
