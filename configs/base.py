@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.modalities = ('image', 'text')  # Read from `<name>_feat.npy`; M >= 2.
   data.interactions_file = 'interactions.tsv'  # `interactions` format: user, item[, timestamp].
   data.inter_name = config_dict.placeholder(str)  # `mmrec` format: `<name>.inter`; None = the only *.inter.
+  data.ids = 'dense'  # dense (0-based ints, feature row = item id) | raw (any strings).
+  data.item_ids_file = 'item_ids.txt'  # ids=raw: line i = raw id of feature row i.
+  data.min_rating = config_dict.placeholder(float)  # Positives: rating >= this; None = every row.
+  data.split = 'random'  # random | time (the newest items by first interaction are new).
   data.new_item_fraction = 0.2  # Items that lose all training interactions.
   data.val_fraction = 0.5  # Share of the new items used for validation; rest test.
   data.setting = 'ftmt'  # ftft | ftmt | mtmt | groups (missing modalities).

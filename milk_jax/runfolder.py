@@ -137,7 +137,9 @@ IGNORED_SECTIONS = ('benchmark.',)
 ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.data_parallel': False, 'train.shard_user_table': False,
                 'train.divergence_factor': 10.0, 'train.divergence_epochs': 3,
-                'train.task_loss': 'mean'}
+                'train.task_loss': 'mean', 'data.ids': 'dense',
+                'data.item_ids_file': 'item_ids.txt', 'data.min_rating': None,
+                'data.split': 'random'}
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 `train_and_evaluate(config, workdir)` is the one entry point: it loads and
 checks the data, trains with early stopping on validation, resumes from the
-latest checkpoint, and writes `config.json`, `metrics.jsonl` and
-`results.json` into the workdir.
+latest checkpoint, and writes `config.json`, the id maps `users.tsv` and
+`items.tsv`, `metrics.jsonl` and `results.json` into the workdir.
 """
 
 import contextlib
@@ -32,6 +32,7 @@ from milk_jax import model
 from milk_jax import runfolder
 from milk_jax import sharding
 from milk_jax.data import device_sampling
+from milk_jax.data import ids as data_ids
 from milk_jax.errors import ConfigError
 from milk_jax.errors import DivergenceError
 from milk_jax.errors import Interrupted
@@ -680,7 +681,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Args:
     config: a config from `configs/`.
-    workdir: where config.json, metrics.jsonl, checkpoints/ and results.json go.
+    workdir: where config.json, users.tsv, items.tsv, metrics.jsonl, checkpoints/ and
+      results.json go.
     epoch_callback: called as f(epoch, train_metrics) after every epoch.
   Returns:
     The dict written to results.json.
@@ -703,6 +705,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             '--config.train.resume=True to continue that run, or use a fresh --workdir.')
       start_epoch = training.resume(None if saved is None else saved['train']['num_epochs'])
       _write_json(os.path.join(workdir, runfolder.CONFIG_FILE), json.loads(config.to_json()))
+      if is_primary_process():
+        data_ids.write_id_maps(workdir, dataset)
       stopped_early = training.run(start_epoch, epoch_callback)
     except BaseException:
       training.checkpoints.close(quietly=True)  # Saves in flight complete; the error wins.

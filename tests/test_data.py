@@ -605,3 +605,200 @@ def test_mmrec_inter_file_errors(tmp_path):
 def test_bad_milk_layout(tmp_path, files, problem):
   write_milk(tmp_path, **files)
   assert_data_error(small_config(format='milk', path=str(tmp_path)), problem)
+
+
+# ------------------------------------------------ raw ids, ratings, time split
+
+RAW_ITEMS = [f'tt{7 * i + 3:04d}' for i in range(NUM_ITEMS)]  # Feature row i is RAW_ITEMS[i].
+RAW_USERS = ['zoe', 'amy', 'user 7', 'Bob']
+
+
+def write_raw_folder(folder: Path, rows, item_ids=RAW_ITEMS, header='user\titem\ttimestamp'):
+  write_features(folder, num_items=len(RAW_ITEMS))
+  write_tsv(folder / 'interactions.tsv', header, rows)
+  if item_ids is not None:
+    (folder / 'item_ids.txt').write_text(''.join(f'{i}\n' for i in item_ids))
+
+
+def test_raw_string_ids_round_trip(tmp_path):
+  rows = [(user, item, 100 + n) for n, (user, item) in enumerate(
+      (u, i) for u in RAW_USERS for i in RAW_ITEMS[::-1])]
+  write_raw_folder(tmp_path, rows)
+  dataset = data.load_dataset(tsv_config(tmp_path, ids='raw'))
+  # Users are numbered in sorted order of their raw ids; items by their feature row.
+  assert dataset.user_ids.tolist() == ['Bob', 'amy', 'user 7', 'zoe']
+  assert dataset.item_ids.tolist() == RAW_ITEMS
+  assert dataset.num_users == 4 and dataset.num_items == NUM_ITEMS
+  pairs = np.concatenate([dataset.train_pairs, dataset.val_pairs, dataset.test_pairs])
+  mapped = {(dataset.user_ids[u], dataset.item_ids[i]) for u, i in pairs.tolist()}
+  assert mapped == {(u, i) for u, i, _ in rows} and len(pairs) == len(rows)
+  assert (dataset.user_ids[2], dataset.item_ids[5]) == ('user 7', 'tt0038')
+
+
+def test_raw_ids_in_the_mmrec_layout(tmp_path):
+  write_features(tmp_path, num_items=3)
+  (tmp_path / 'item_ids.txt').write_text('B0001\nB0002\nB0003\n')
+  write_tsv(tmp_path / 'baby.inter', 'userID\titemID\trating\ttimestamp\tx_label',
+            [('A9', 'B0003', 5, 11, 0), ('A1', 'B0001', 4, 12, 1), ('A9', 'B0001', 3, 13, 2)])
+  options = data.readers.TableOptions(ids='raw')
+  raw = data.readers.read_mmrec(tmp_path, ('image', 'text'), None, options)
+  assert raw.user_ids.tolist() == ['A1', 'A9'] and raw.num_users == 2
+  assert as_set(raw.pairs) == {(1, 2), (0, 0), (1, 0)}
+
+
+def test_dense_ids_are_their_own_raw_ids(tsv_folder):
+  dataset = data.load_dataset(tsv_config(tsv_folder))
+  assert dataset.user_ids.tolist() == ['0', '1', '2', '3']
+  assert dataset.item_ids.tolist() == [str(i) for i in range(NUM_ITEMS)]
+
+
+def test_sparse_integer_user_ids_with_raw_ids(tsv_folder):
+  users = [5, 1000000000000, 70, 5]
+  write_tsv(tsv_folder / 'interactions.tsv', 'user\titem',
+            [(u, i) for u in users for i in range(NUM_ITEMS)])
+  assert_data_error(tsv_config(tsv_folder), 'user ids are sparse', '--config.data.ids=raw')
+  # Without item_ids.txt, raw item ids must be the feature rows 0..rows-1.
+  dataset = data.load_dataset(tsv_config(tsv_folder, ids='raw'))
+  assert dataset.num_users == 3 and dataset.user_ids.tolist() == ['1000000000000', '5', '70']
+  assert len(dataset.train_pairs) + len(dataset.val_pairs) + len(dataset.test_pairs) == 60
+
+
+def test_write_id_maps(tmp_path):
+  write_raw_folder(tmp_path, [(u, i, 0) for u in ('b', 'a') for i in RAW_ITEMS])
+  dataset = data.load_dataset(tsv_config(tmp_path, ids='raw'))
+  data.ids.write_id_maps(str(tmp_path), dataset)
+  assert (tmp_path / 'users.tsv').read_text() == 'index\tid\n0\ta\n1\tb\n'
+  items = (tmp_path / 'items.tsv').read_text().splitlines()
+  assert items[:3] == ['index\tid', '0\ttt0003', '1\ttt0010'] and len(items) == NUM_ITEMS + 1
+
+
+@pytest.mark.parametrize('rows,item_ids,message', [
+    ([('a', 'tt0003', 1), ('a', 'x-99', 2), ('b', 'x-98', 3)], RAW_ITEMS,
+     r"interactions\.tsv: 2 rows have an item id that is missing from .*item_ids\.txt "
+     r"\(first: 'x-99' on data row 2\)"),
+    ([('a', 'tt0003', 1)], RAW_ITEMS[:3] + ['tt0010'] + RAW_ITEMS[4:],
+     r"item_ids\.txt: 1 item ids appear more than once \(first: 'tt0010' on lines 2 and 4\)"),
+    ([('a', 'tt0003', 1)], RAW_ITEMS[:-1],
+     r'item_ids\.txt: 19 item ids but 20 feature rows in .*image_feat\.npy'),
+    ([('a', 'tt0003', 1)], RAW_ITEMS[:4] + [''] + RAW_ITEMS[5:],
+     r"item_ids\.txt: line 5: item id '' is empty"),
+    ([('a', '3', 1), ('a', 'tt0003', 1)], None,
+     r"interactions\.tsv: 1 rows have an item id that is not a feature row 0\.\.19 \(first: "
+     r"'tt0003' on data row 2\); with config\.data\.ids=raw add .*item_ids\.txt"),
+    ([('a', '3', 1), ('', '4', 1)], None, r'interactions\.tsv: empty user id on data row 2'),
+    ([('a', '3', 1, 5)], None, r'interactions\.tsv: malformed row: data row 1 has 4 columns '
+     r'but the header has 3'),
+])
+def test_bad_raw_ids(tmp_path, rows, item_ids, message):
+  write_raw_folder(tmp_path, rows, item_ids)
+  with pytest.raises(DataError, match=message):
+    data.load_dataset(tsv_config(tmp_path, ids='raw'))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('ids', 'raw', r"config\.data\.ids='raw': the 'synthetic' format has no raw ids"),
+    ('min_rating', 4.0, r"config\.data\.min_rating=4\.0: the 'synthetic' format has no ratings"),
+    ('split', 'time', r"config\.data\.split='time': the 'synthetic' format has no timestamps"),
+    ('min_rating', float('nan'), r'config\.data\.min_rating=nan: must be a finite number'),
+])
+def test_table_options_need_a_table_layout(field, value, message):
+  with pytest.raises(DataError, match=message):
+    data.load_dataset(small_config(**{field: value}))
+
+
+def test_time_split_refused_for_the_milk_layout(tmp_path):
+  write_milk(tmp_path)
+  with pytest.raises(DataError, match=r"config\.data\.split='time': the 'milk' format has no "
+                     r'timestamps \(its split is given by its files\)'):
+    data.load_dataset(small_config(format='milk', path=str(tmp_path), split='time'))
+
+
+def test_min_rating_keeps_the_well_rated_rows(tmp_path):
+  write_features(tmp_path, num_items=5)
+  rows = [(0, 1, 5.0, 10), (0, 2, 3.5, 11), (1, 2, 4.0, 12), (2, 4, 1.0, 13), (1, 3, 4.5, 14)]
+  write_tsv(tmp_path / 'interactions.tsv', 'user\titem\trating\ttimestamp', rows)
+  read = data.readers.read_interactions
+  for ids in ('dense', 'raw'):
+    options = data.readers.TableOptions(ids=ids, min_rating=4.0)
+    raw = read(tmp_path, ('image', 'text'), 'interactions.tsv', options)
+    assert as_set(raw.pairs) == {(0, 1), (1, 2), (1, 3)}, ids
+  # Dense ids keep the id space of the file; raw ids number only the users kept.
+  assert read(tmp_path, ('image', 'text'), 'interactions.tsv', options).num_users == 2
+  options = data.readers.TableOptions(min_rating=4.0)
+  assert read(tmp_path, ('image', 'text'), 'interactions.tsv', options).num_users == 3
+  write_tsv(tmp_path / 'b.inter', 'userID\titemID\trating', [r[:3] for r in rows])
+  raw = data.readers.read_mmrec(tmp_path, ('image', 'text'), 'b', options)
+  assert as_set(raw.pairs) == {(0, 1), (1, 2), (1, 3)}
+
+
+@pytest.mark.parametrize('header,rows,fields,message', [
+    ('user\titem\ttimestamp', [(0, 1, 5)], {'min_rating': 4.0},
+     r"interactions\.tsv: config\.data\.min_rating=4\.0 needs a column named 'rating', found "
+     r"columns \['user', 'item', 'timestamp'\]"),
+    ('user\titem\trating', [(0, 1, 3.0), (1, 2, 2.0)], {'min_rating': 4.0},
+     r'interactions\.tsv: no row has a rating >= config\.data\.min_rating=4\.0 \(ratings lie '
+     r'in \[2, 3\]\)'),
+    ('user\titem\trating', [(0, 1, 3.0), (1, 2, 'nan')], {'min_rating': 1.0},
+     r'interactions\.tsv: rating nan on data row 2 is not finite'),
+    ('user\titem\trating', [(0, 1, 3.0), (1, 2, 'good')], {'min_rating': 1.0, 'ids': 'raw'},
+     r"interactions\.tsv: rating 'good' on data row 2 is not a number"),
+    ('user\titem', [(0, 1), (1, 2)], {'split': 'time'},
+     r"interactions\.tsv: config\.data\.split=time needs timestamps, found columns \['user', "
+     r"'item'\] without one"),
+    ('user\titem\trating', [(0, 1, 3.0)], {'split': 'time'},
+     r'interactions\.tsv: config\.data\.split=time needs timestamps'),
+    ('user\titem\tdate\trating', [(0, 1, 5, 3.0)], {},
+     r'interactions\.tsv: expected columns user, item\[, timestamp\]\[, rating\]'),
+])
+def test_bad_ratings_and_timestamps(tmp_path, header, rows, fields, message):
+  write_features(tmp_path)
+  write_tsv(tmp_path / 'interactions.tsv', header, rows)
+  with pytest.raises(DataError, match=message):
+    data.load_dataset(tsv_config(tmp_path, **fields))
+
+
+def test_time_split_needs_the_mmrec_timestamp_column(tmp_path):
+  write_features(tmp_path, num_items=5)
+  write_tsv(tmp_path / 'a.inter', 'userID\titemID\trating', [(0, 1, 5.0)])
+  with pytest.raises(DataError, match=r'a\.inter: config\.data\.split=time needs timestamps'):
+    data.load_dataset(small_config(format='mmrec', path=str(tmp_path), split='time'))
+
+
+def test_time_item_split_hand_computed():
+  # First interaction times of items 0..9; item 7 was never seen; 2 and 5 tie.
+  first_time = np.array([50, 10, 70, 20, 90, 70, 30, np.nan, 80, 60], np.float64)
+  item_split = split.time_item_split(first_time, 0.4, 0.5)
+  # Oldest to newest: 7 (never seen), 1, 3, 6, 0, 9, 2, 5, 8, 4.
+  np.testing.assert_array_equal(item_split.warm_items, [0, 1, 3, 6, 7, 9])
+  np.testing.assert_array_equal(item_split.val_items, [2, 5])
+  np.testing.assert_array_equal(item_split.test_items, [4, 8])
+  for items in item_split:
+    assert items.dtype == np.int32
+
+
+def test_time_split_from_the_first_interaction(tsv_folder):
+  # Item i is first seen at time 1000 - i except items 3 and 11, first seen
+  # at 2000 and 3000 by user 3 only; 7 is seen earliest but also latest.
+  rows = [(u, i, 1000 - i + u) for u in range(3) for i in range(NUM_ITEMS) if i not in (3, 11)]
+  rows += [(3, 3, 2000), (3, 11, 3000), (3, 7, 9999), (2, 3, 2500)]
+  write_tsv(tsv_folder / 'interactions.tsv', 'user\titem\ttimestamp', rows)
+  dataset = data.load_dataset(tsv_config(tsv_folder, split='time', new_item_fraction=0.2))
+  np.testing.assert_array_equal(dataset.test_items, [3, 11])
+  np.testing.assert_array_equal(dataset.val_items, [0, 1])
+  assert as_set(dataset.test_pairs) == {(3, 3), (3, 11), (2, 3)}
+  assert as_set(dataset.val_pairs) == {(u, i) for u in range(3) for i in (0, 1)}
+
+
+def test_ml100k_time_split_orders_items_by_first_interaction():
+  if not ML100K.is_dir():
+    pytest.skip(f'{ML100K} is absent')
+  config = small_config(format='interactions', path=str(ML100K), modalities=('genre', 'text'),
+                        split='time')
+  dataset = data.load_dataset(config)
+  assert len(dataset.val_items) == len(dataset.test_items) == 168
+  rows = np.loadtxt(ML100K / 'interactions.tsv', skiprows=1, dtype=np.int64)
+  first = np.full(dataset.num_items, np.iinfo(np.int64).max)
+  np.minimum.at(first, rows[:, 1], rows[:, 2])
+  warm, val, test = (first[items] for items in (
+      dataset.warm_items, dataset.val_items, dataset.test_items))
+  assert test.min() >= val.max() and val.min() >= warm.max()

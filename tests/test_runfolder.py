@@ -69,6 +69,16 @@ def test_config_saved_before_added_fields_still_matches():
   assert runfolder.changed_fields(saved, tiny_config(sampler='device')) == ['train.sampler']
 
 
+def test_config_saved_before_the_data_id_fields_still_matches():
+  config = tiny_config()
+  saved = json.loads(config.to_json())
+  for field in ('ids', 'item_ids_file', 'min_rating', 'split'):
+    del saved['data'][field]
+  assert runfolder.changed_fields(saved, config) == []
+  config.data.split = 'time'
+  assert runfolder.changed_fields(saved, config) == ['data.split']
+
+
 @pytest.mark.parametrize('saved, trained, eval_every, new, message', [
     (10, 10, 5, 20, None),  # Evaluated on schedule at its end: continues exactly.
     (10, 4, 5, 20, None),  # Stopped early (or interrupted) before its end.

@@ -163,6 +163,15 @@ def test_results_contract(tmp_path):
     assert json.load(f)['train']['beta'] == config.train.beta
 
 
+def test_a_run_writes_its_id_maps(tmp_path):
+  config = tiny_config(num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  for name, count in (('users.tsv', config.data.synthetic.num_users),
+                      ('items.tsv', config.data.synthetic.num_items)):
+    lines = (tmp_path / name).read_text().splitlines()
+    assert lines[:3] == ['index\tid', '0\t0', '1\t1'] and len(lines) == count + 1, name
+
+
 @pytest.mark.parametrize('sampler', ['host', 'device'])
 def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path, sampler):
   config = tiny_config(num_epochs=6, eval_every=2, patience=5, sampler=sampler)

@@ -1,7 +1,8 @@
 """The Dataset container and `load_dataset`, the whole data pipeline.
 
 load_dataset: check the config -> read a layout (or generate a synthetic
-catalogue) and check it -> new-item split (unless the layout gives one) ->
+catalogue) and check it -> new-item split (unless the layout gives one;
+random, or by first interaction time) ->
 availability mask for the missing-modality setting -> imputation ->
 optional L2 normalisation. Every random step has its own generator derived
 from config.seed, so changing, say, the setting never moves the split.
@@ -14,6 +15,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from milk_jax.data import ids
 from milk_jax.data import missing
 from milk_jax.data import readers
 from milk_jax.data import split
@@ -22,6 +24,9 @@ from milk_jax.data.errors import DataError
 
 FORMATS = ('synthetic', 'interactions', 'mmrec', 'milk')
 NEGATIVE_POOLS = ('warm', 'all')
+ID_KINDS = ('dense', 'raw')
+SPLITS = ('random', 'time')
+TABLE_FORMATS = ('interactions', 'mmrec')  # The layouts with raw ids, ratings and timestamps.
 
 # Second entropy word of each purpose's generator, np.random.default_rng([seed, word, ...]).
 # Values far from small epoch-like numbers, so no other module's stream collides.
@@ -50,6 +55,15 @@ class Dataset:
   val_items: np.ndarray  # Sorted int32 new items of the validation split.
   test_items: np.ndarray  # Sorted int32 new items of the test split.
   source: str  # Where it came from: the folder, or 'synthetic(seed=0)'.
+  user_ids: np.ndarray | None = None  # (U,) str raw id of each dense user; None = '0'..'U-1'.
+  item_ids: np.ndarray | None = None  # (I,) str raw id of each item; None = '0'..'I-1'.
+
+  def __post_init__(self):
+    # Every dataset carries its id maps; dense ids are their own raw ids.
+    if self.user_ids is None:
+      self.user_ids = ids.dense_ids(self.num_users)
+    if self.item_ids is None:
+      self.item_ids = ids.dense_ids(self.num_items)
 
   @property
   def num_missing(self) -> np.ndarray:
@@ -112,6 +126,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _check_choice(data.setting, missing.SETTINGS, 'setting')
   _check_choice(data.imputation, missing.IMPUTATIONS, 'imputation')
   _check_choice(data.negatives, NEGATIVE_POOLS, 'negatives')
+  _check_choice(data.ids, ID_KINDS, 'ids')
+  _check_choice(data.split, SPLITS, 'split')
+  _check_table_options(data)
   modalities = tuple(data.modalities)
   if len(modalities) < 2 or len(set(modalities)) != len(modalities):
     raise DataError(f'config.data.modalities={modalities}: need at least 2 distinct names')
@@ -134,6 +151,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _check_synthetic_config(data.synthetic, len(modalities))
   elif data.path is None:
     raise DataError(f'config.data.path is None: the {data.format!r} format reads a folder')
+
+
+def _check_table_options(data: ml_collections.ConfigDict) -> None:
+  """Raw ids, ratings and time split need a layout with an interaction table."""
+  if data.min_rating is not None and not np.isfinite(data.min_rating):
+    raise DataError(f'config.data.min_rating={data.min_rating}: must be a finite number or None')
+  if data.format in TABLE_FORMATS:
+    return
+  if data.ids == 'raw':
+    raise DataError(f"config.data.ids='raw': the {data.format!r} format has no raw ids; only "
+                    f'{" and ".join(TABLE_FORMATS)} read them')
+  if data.min_rating is not None:
+    raise DataError(f'config.data.min_rating={data.min_rating}: the {data.format!r} format has '
+                    f'no ratings; only {" and ".join(TABLE_FORMATS)} have them')
+  if data.split == 'time':
+    given = ' (its split is given by its files)' if data.format == 'milk' else ''
+    raise DataError(f"config.data.split='time': the {data.format!r} format has no "
+                    f'timestamps{given}; only {" and ".join(TABLE_FORMATS)} have them')
 
 
 def _check_synthetic_config(syn: ml_collections.ConfigDict, num_modalities: int) -> None:
@@ -166,10 +201,12 @@ def _read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.Ra
   folder = Path(data.path).expanduser()
   if not folder.is_dir():
     raise DataError(f'config.data.path: {folder} is not a folder')
+  options = readers.TableOptions(ids=data.ids, item_ids_file=data.item_ids_file,
+                                 min_rating=data.min_rating, first_times=data.split == 'time')
   if data.format == 'interactions':
-    raw = readers.read_interactions(folder, modalities, data.interactions_file)
+    raw = readers.read_interactions(folder, modalities, data.interactions_file, options)
   elif data.format == 'mmrec':
-    raw = readers.read_mmrec(folder, modalities, data.inter_name)
+    raw = readers.read_mmrec(folder, modalities, data.inter_name, options)
   else:
     raw = readers.read_milk(folder, modalities)
   return raw, str(folder)
@@ -187,7 +224,9 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   raw, source = _read_layout(data, seed)
   num_items = raw.features[0].shape[0]
   item_split = raw.item_split
-  if item_split is None:
+  if item_split is None and data.split == 'time':
+    item_split = split.time_item_split(raw.first_time, data.new_item_fraction, data.val_fraction)
+  elif item_split is None:
     item_split = split.new_item_split(np.random.default_rng([seed, _SPLIT_STREAM]), num_items,
                                       data.new_item_fraction, data.val_fraction)
   train_pairs, val_pairs, test_pairs = split.partition_pairs(raw.pairs, item_split)
@@ -208,4 +247,5 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
       modality_names=tuple(data.modalities), features=features, availability=available,
       num_users=int(raw.num_users), num_items=int(num_items), train_pairs=train_pairs,
       val_pairs=val_pairs, test_pairs=test_pairs, warm_items=item_split.warm_items,
-      val_items=item_split.val_items, test_items=item_split.test_items, source=source)
+      val_items=item_split.val_items, test_items=item_split.test_items, source=source,
+      user_ids=raw.user_ids, item_ids=raw.item_ids)

@@ -4,27 +4,36 @@ Every layout stores one feature matrix per modality as `<name>_feat.npy`
 (row = item id). The interactions differ:
 
 - `interactions`: `<interactions_file>`, tab-separated, a header line, then
-  `user item [timestamp]` with 0-based dense ids (ml100k-mm, tiktok-mm).
+  `user item [timestamp]` (ml100k-mm, tiktok-mm); extra columns may instead
+  be named `timestamp` and `rating` in the header.
 - `mmrec`: MMRec's `<name>.inter`, tab-separated with a header naming
-  `userID` and `itemID` among its columns. Its `x_label` column marks a warm
-  split, which is of no use for new items, so all rows are pooled.
+  `userID` and `itemID` (and `rating`, `timestamp`) among its columns. Its
+  `x_label` column marks a warm split, which is of no use for new items, so
+  all rows are pooled.
 - `milk`: the authors' `train.txt`, `val.txt`, `test.txt` (one line per user,
   `user item item ...`) and `cold_item_index.npy`; the split is given.
 
+In those two layouts ids are dense 0-based integers by default
+(TableOptions.ids='dense'), or any strings with ids='raw' (see `ids.py`);
+`min_rating` keeps only well-rated rows as positives, and `first_times`
+reads each item's first interaction time for the time split.
+
 Readers check everything they read and raise `DataError` before returning,
 so nothing downstream ever sees a half-valid dataset. Text files must be
-UTF-8; user ids must be dense, 0-based and fit int32, because they index a
+UTF-8; dense user ids must be 0-based and fit int32, because they index a
 table with one row per id up to the largest.
 """
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 import warnings
 
 import numpy as np
 
+from milk_jax.data import ids
 from milk_jax.data.errors import DataError
+from milk_jax.data.ids import ITEM_IDS_FILE
 from milk_jax.data.split import ItemSplit
 
 MILK_FILES = ('train.txt', 'val.txt', 'test.txt')
@@ -35,6 +44,8 @@ MAX_ID = 2**31 - 1  # Ids are stored as int32 downstream.
 MAX_UNUSED_USER_ROWS = 1000
 _INT64_RANGE = 2.0**63  # Ids at or beyond it cannot even be cast to int64.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Appended to id errors of the two layouts that can read raw ids instead.
+_RAW_IDS_HINT = ', or pass --config.data.ids=raw to map any ids to dense indices'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +53,28 @@ class RawData:
   """What a layout holds before the split and missing-modality steps."""
   features: tuple[np.ndarray, ...]  # M arrays (num_items, dim_m) float32, finite.
   pairs: np.ndarray  # (n, 2) int64 unique (user, item), all of the layout's interactions.
-  num_users: int  # Max user id + 1.
+  num_users: int  # Max user id + 1 (dense ids); distinct users of the kept rows (raw ids).
   item_split: ItemSplit | None = None  # Given by the layout (milk); None = draw one.
+  user_ids: np.ndarray | None = None  # (num_users,) str raw id per dense user; None = dense.
+  item_ids: np.ndarray | None = None  # (num_items,) str raw id per feature row; None = dense.
+  first_time: np.ndarray | None = None  # (num_items,) float64 first interaction time; NaN = none.
+
+
+@dataclasses.dataclass(frozen=True)
+class TableOptions:
+  """How to read an interaction table (`interactions`, `mmrec`); mirrors config.data."""
+  ids: str = 'dense'  # dense: 0-based integers, feature row = item id | raw: any strings.
+  item_ids_file: str = ITEM_IDS_FILE  # raw: line i = raw id of feature row i.
+  min_rating: float | None = None  # Only rows rated at least this are positives; None = all.
+  first_times: bool = False  # Read timestamps: each item's first interaction time.
+
+
+class Columns(NamedTuple):
+  """Positions of the columns a table's header names; None = the table lacks it."""
+  user: int
+  item: int
+  rating: int | None
+  timestamp: int | None
 
 
 def feature_path(folder: Path, name: str) -> Path:
@@ -132,8 +163,23 @@ def _as_ids(values: np.ndarray, path: Path, what: str) -> np.ndarray:
   huge = np.flatnonzero(np.abs(values) >= _INT64_RANGE)
   if huge.size:
     raise DataError(f'{path}: {what} id {values[huge[0]]:g} on data row {huge[0] + 1} is out of '
-                    f'range; ids must be dense, 0-based and fit int32')
+                    f'range; ids must be dense, 0-based and fit int32{_RAW_IDS_HINT}')
   return values.astype(np.int64)
+
+
+def _header_and_body(path: Path) -> tuple[list[str], list[str]]:
+  """The header's column names and the lines after it, of a tab-separated file."""
+  lines = _read_text(path).splitlines()
+  header = [name.strip() for name in lines[0].split('\t')] if lines else ['']
+  if not header[0]:
+    raise DataError(f'{path}: empty file or empty header line')
+  try:
+    float(header[0])
+  except ValueError:
+    pass
+  else:
+    raise DataError(f'{path}: expected a header line, found data {header!r}')
+  return header, lines[1:]
 
 
 def _read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
@@ -144,27 +190,56 @@ def _read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
     table: (rows, columns) float64; float so that MMRec's rating column
       parses too (ids are checked to be integers by the caller).
   """
-  lines = _read_text(path).splitlines()
-  header = lines[0].split('\t') if lines else ['']
-  if not header[0]:
-    raise DataError(f'{path}: empty file or empty header line')
-  try:
-    float(header[0])
-  except ValueError:
-    pass
-  else:
-    raise DataError(f'{path}: expected a header line, found data {header!r}')
+  header, body = _header_and_body(path)
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')  # An empty body is reported below instead.
-      table = np.loadtxt(lines[1:], delimiter='\t', dtype=np.float64, ndmin=2)
+      table = np.loadtxt(body, delimiter='\t', dtype=np.float64, ndmin=2)
   except ValueError as e:
-    raise DataError(f'{path}: malformed row: {e}') from e
+    raise DataError(f'{path}: malformed row: {e}; string ids need --config.data.ids=raw') from e
   if table.shape[0] == 0:
     raise DataError(f'{path}: no interaction rows after the header')
   if table.shape[1] != len(header):
     raise DataError(f'{path}: header has {len(header)} columns but rows have {table.shape[1]}')
   return header, table
+
+
+def _read_tsv_text(path: Path) -> tuple[list[str], np.ndarray]:
+  """Header fields and the body as text, for raw ids that need not be numbers.
+
+  Returns:
+    header: the column names.
+    cells: (rows, columns) str, each field stripped of surrounding blanks;
+      blank lines are skipped.
+  """
+  header, body = _header_and_body(path)
+  rows = [line.split('\t') for line in body if line.strip()]
+  if not rows:
+    raise DataError(f'{path}: no interaction rows after the header')
+  widths = np.fromiter(map(len, rows), np.int64, len(rows))
+  bad = np.flatnonzero(widths != len(header))
+  if bad.size:
+    raise DataError(f'{path}: malformed row: data row {bad[0] + 1} has {widths[bad[0]]} columns '
+                    f'but the header has {len(header)} ({bad.size} such rows)')
+  return header, np.char.strip(np.asarray(rows, dtype=str))
+
+
+def _numeric_column(body: np.ndarray, column: int, path: Path, what: str) -> np.ndarray:
+  """(rows,) float64 finite values of one column; text tables (raw ids) are parsed here."""
+  if body.dtype.kind == 'U':
+    values = np.empty(body.shape[0])
+    for row, cell in enumerate(body[:, column].tolist()):
+      try:
+        values[row] = float(cell)
+      except ValueError:
+        raise DataError(f'{path}: {what} {cell!r} on data row {row + 1} is not a number') from None
+  else:
+    values = body[:, column]
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    raise DataError(f'{path}: {what} {values[bad[0]]} on data row {bad[0] + 1} is not finite '
+                    f'({bad.size} such rows)')
+  return values
 
 
 def check_pairs(pairs: np.ndarray, path: Path, num_items: int, features_path: Path) -> None:
@@ -179,20 +254,24 @@ def check_pairs(pairs: np.ndarray, path: Path, num_items: int, features_path: Pa
                     f'in {features_path}')
 
 
-def check_user_ids(users: np.ndarray, path: Path) -> None:
-  """Non-negative int user ids index a table up to the largest: dense, 0-based, int32."""
+def check_user_ids(users: np.ndarray, path: Path, raw_ids_hint: bool = False) -> None:
+  """Non-negative int user ids index a table up to the largest: dense, 0-based, int32.
+
+  `raw_ids_hint`: the layout can read raw ids instead; the errors say how.
+  """
   if not users.size:
     return
+  hint = _RAW_IDS_HINT if raw_ids_hint else ''
   max_user = int(users.max())
   distinct = int(np.unique(users).size)
   unused = max_user + 1 - distinct
   if unused > MAX_UNUSED_USER_ROWS and 2 * unused > max_user + 1:
     raise DataError(f'{path}: user ids are sparse: max id {max_user} but {distinct} distinct '
                     f'ids, leaving {unused} of {max_user + 1} user rows unused; ids must be '
-                    f'dense and 0-based')
+                    f'dense and 0-based{hint}')
   if max_user > MAX_ID:
     raise DataError(f'{path}: user id {max_user} does not fit int32 (max {MAX_ID}); ids must '
-                    f'be dense and 0-based')
+                    f'be dense and 0-based{hint}')
 
 
 def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -200,27 +279,120 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
   return np.unique(pairs.reshape(-1, 2), axis=0)
 
 
-def _table_pairs(table: np.ndarray, user_column: int, item_column: int, path: Path,
-                 folder: Path, modalities: Sequence[str],
-                 features: tuple[np.ndarray, ...]) -> RawData:
-  """RawData from the user and item columns of a parsed interaction table."""
-  pairs = np.stack([_as_ids(table[:, user_column], path, 'user'),
-                    _as_ids(table[:, item_column], path, 'item')], 1)
-  check_pairs(pairs, path, features[0].shape[0], feature_path(folder, modalities[0]))
-  check_user_ids(pairs[:, 0], path)
-  return RawData(features, _unique_pairs(pairs), int(pairs[:, 0].max()) + 1)
+def interaction_columns(header: list[str], path: Path) -> Columns:
+  """`interactions` layout: user and item by position, then `timestamp` and `rating` by name.
+
+  A lone unnamed 3rd column is the timestamp, as in ml100k-mm.
+  """
+  extra = header[2:]
+  named = {name: 2 + extra.index(name) for name in ('timestamp', 'rating') if name in extra}
+  if len(extra) == 1 and not named:
+    named['timestamp'] = 2
+  if len(header) < 2 or len(named) != len(extra):
+    raise DataError(f'{path}: expected columns user, item[, timestamp][, rating] (a 3rd and '
+                    f'4th column named timestamp and rating; an unnamed 3rd column is the '
+                    f'timestamp), found {len(header)}: {header!r}')
+  return Columns(0, 1, named.get('rating'), named.get('timestamp'))
 
 
-def read_interactions(folder: Path, modalities: Sequence[str], interactions_file: str) -> RawData:
-  """The `interactions` layout: a user/item[/timestamp] table and feature files."""
+def mmrec_columns(header: list[str], path: Path) -> Columns:
+  """`mmrec` layout: every column by its name."""
+  for name in ('userID', 'itemID'):
+    if name not in header:
+      raise DataError(f'{path}: header {header!r} lacks the column {name!r}')
+  rating, timestamp = (header.index(n) if n in header else None for n in ('rating', 'timestamp'))
+  return Columns(header.index('userID'), header.index('itemID'), rating, timestamp)
+
+
+def _check_optional_columns(columns: Columns, header: list[str], path: Path,
+                            options: TableOptions) -> None:
+  """The rating and timestamp columns must exist when the options use them."""
+  if options.min_rating is not None and columns.rating is None:
+    raise DataError(f'{path}: config.data.min_rating={options.min_rating} needs a column named '
+                    f"'rating', found columns {header!r}")
+  if options.first_times and columns.timestamp is None:
+    raise DataError(f'{path}: config.data.split=time needs timestamps, found columns {header!r} '
+                    f"without one; add a 'timestamp' column or use config.data.split=random")
+
+
+def positive_rows(ratings: np.ndarray, min_rating: float, path: Path) -> np.ndarray:
+  """(rows,) bool: rows rated at least `min_rating`; DataError when none is."""
+  keep = ratings >= min_rating
+  if not keep.any():
+    raise DataError(f'{path}: no row has a rating >= config.data.min_rating={min_rating} '
+                    f'(ratings lie in [{ratings.min():g}, {ratings.max():g}])')
+  return keep
+
+
+def first_interaction_times(items: np.ndarray, times: np.ndarray, num_items: int) -> np.ndarray:
+  """(num_items,) float64 earliest of `times` (rows,) per item of `items` (rows,); NaN = no row."""
+  first = np.full(num_items, np.inf)
+  np.minimum.at(first, items, times)
+  return np.where(np.isinf(first), np.nan, first)
+
+
+def _item_id_file(folder: Path, options: TableOptions, num_items: int,
+                  features_path: Path) -> np.ndarray | None:
+  """Raw item id per feature row from the item-id file, or None when the folder has none."""
+  path = folder / options.item_ids_file
+  if not path.is_file():
+    return None
+  return ids.read_item_ids(path, _read_text(path), num_items, features_path)
+
+
+def read_table(path: Path, columns_of: Callable[[list[str], Path], Columns], folder: Path,
+               modalities: Sequence[str], features: tuple[np.ndarray, ...],
+               options: TableOptions) -> RawData:
+  """RawData from an interaction table whose columns `columns_of(header, path)` locates.
+
+  Every row is checked (ids, ratings, timestamps) before `min_rating` drops
+  the poorly rated ones; an item's first interaction time counts all its
+  rows, poorly rated ones included, since the item existed from then on.
+  """
+  num_items, features_path = features[0].shape[0], feature_path(folder, modalities[0])
+  raw_ids = options.ids == 'raw'
+  header, body = _read_tsv_text(path) if raw_ids else _read_tsv(path)
+  columns = columns_of(header, path)
+  _check_optional_columns(columns, header, path, options)
+  item_ids = None
+  if raw_ids:
+    users = body[:, columns.user]
+    empty = np.flatnonzero(users == '')
+    if empty.size:
+      raise DataError(f'{path}: empty user id on data row {empty[0] + 1} ({empty.size} such rows)')
+    item_ids = _item_id_file(folder, options, num_items, features_path)
+    items = ids.items_to_dense(body[:, columns.item], item_ids, num_items, path,
+                               folder / options.item_ids_file)
+  else:
+    users = _as_ids(body[:, columns.user], path, 'user')
+    items = _as_ids(body[:, columns.item], path, 'item')
+    check_pairs(np.stack([users, items], 1), path, num_items, features_path)
+    check_user_ids(users, path, raw_ids_hint=True)
+  keep = np.ones(len(body), bool)
+  if options.min_rating is not None:
+    ratings = _numeric_column(body, columns.rating, path, 'rating')
+    keep = positive_rows(ratings, options.min_rating, path)
+  first_time = None
+  if options.first_times:
+    times = _numeric_column(body, columns.timestamp, path, 'timestamp')
+    first_time = first_interaction_times(items, times, num_items)
+  if raw_ids:
+    user_ids, users = ids.users_to_dense(users[keep])
+    num_users = len(user_ids)
+  else:
+    user_ids, num_users, users = None, int(users.max()) + 1, users[keep]
+  pairs = _unique_pairs(np.stack([users, items[keep]], 1))
+  return RawData(features, pairs, num_users, user_ids=user_ids, item_ids=item_ids,
+                 first_time=first_time)
+
+
+def read_interactions(folder: Path, modalities: Sequence[str], interactions_file: str,
+                      options: TableOptions = TableOptions()) -> RawData:
+  """The `interactions` layout: a user/item[/timestamp][/rating] table and feature files."""
   path = folder / interactions_file
   require_files([path] + [feature_path(folder, m) for m in modalities])
   features = read_features(folder, modalities)
-  _, table = _read_tsv(path)
-  if table.shape[1] not in (2, 3):
-    raise DataError(f'{path}: expected 2 or 3 columns (user, item[, timestamp]), '
-                    f'found {table.shape[1]}')
-  return _table_pairs(table, 0, 1, path, folder, modalities, features)
+  return read_table(path, interaction_columns, folder, modalities, features, options)
 
 
 def find_inter_file(folder: Path, inter_name: str | None) -> Path:
@@ -235,17 +407,13 @@ def find_inter_file(folder: Path, inter_name: str | None) -> Path:
   return found[0]
 
 
-def read_mmrec(folder: Path, modalities: Sequence[str], inter_name: str | None) -> RawData:
+def read_mmrec(folder: Path, modalities: Sequence[str], inter_name: str | None,
+               options: TableOptions = TableOptions()) -> RawData:
   """The `mmrec` layout: all rows of `<name>.inter`, whatever their x_label."""
   path = find_inter_file(folder, inter_name)
   require_files([path] + [feature_path(folder, m) for m in modalities])
   features = read_features(folder, modalities)
-  header, table = _read_tsv(path)
-  for name in ('userID', 'itemID'):
-    if name not in header:
-      raise DataError(f'{path}: header {header!r} lacks the column {name!r}')
-  return _table_pairs(table, header.index('userID'), header.index('itemID'), path, folder,
-                      modalities, features)
+  return read_table(path, mmrec_columns, folder, modalities, features, options)
 
 
 def read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:

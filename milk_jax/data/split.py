@@ -3,7 +3,8 @@
 Protocol (spec, "Protocol"): a random share of the items becomes new; those
 are divided into validation and test items. Interactions follow their item,
 so every interaction lands in exactly one of train / val / test and no user
-trains on a new item.
+trains on a new item. The time split (config.data.split='time') makes the
+same share new, but picks the newest items by first interaction time.
 """
 
 from typing import NamedTuple
@@ -31,14 +32,47 @@ def new_item_split(rng: np.random.Generator, num_items: int, new_item_fraction: 
   test items. Items without any interaction may be drawn too: the split is
   over the catalogue, as in the authors' protocol.
   """
-  num_new = int(np.floor(new_item_fraction * num_items))
-  num_val = int(np.floor(val_fraction * num_new))
+  num_new, num_val = split_sizes(num_items, new_item_fraction, val_fraction)
   order = rng.permutation(num_items)
-  val_items = np.sort(order[:num_val])
-  test_items = np.sort(order[num_val:num_new])
-  warm_items = np.sort(order[num_new:])
-  return ItemSplit(warm_items.astype(np.int32), val_items.astype(np.int32),
-                   test_items.astype(np.int32))
+  return sorted_split(order[num_new:], order[:num_val], order[num_val:num_new])
+
+
+def time_item_split(first_time: np.ndarray, new_item_fraction: float,
+                    val_fraction: float) -> ItemSplit:
+  """The newest items by first interaction time are new; the same counts as `new_item_split`.
+
+  Items are ordered by first interaction time, ties by item id (the larger id
+  counts as newer). The newest floor(new_item_fraction * I) are new; of those
+  the older floor(val_fraction * num_new) are validation items and the
+  newest the test items, so validation lies between training and test in
+  time. Items never interacted with (NaN) sort before every seen item: they
+  stay warm, without training interactions, unless the new share exceeds the
+  seen items.
+
+  Args:
+    first_time: (I,) float64 each item's first interaction time; NaN = never seen.
+  """
+  num_items = first_time.shape[0]
+  num_new, num_val = split_sizes(num_items, new_item_fraction, val_fraction)
+  times = np.where(np.isnan(first_time), -np.inf, first_time)
+  order = np.lexsort((np.arange(num_items), times))  # Oldest first.
+  num_warm = num_items - num_new
+  return sorted_split(order[:num_warm], order[num_warm:num_warm + num_val],
+                      order[num_warm + num_val:])
+
+
+def split_sizes(num_items: int, new_item_fraction: float, val_fraction: float
+                ) -> tuple[int, int]:
+  """(new items, validation items): floor(fraction * count) each."""
+  num_new = int(np.floor(new_item_fraction * num_items))
+  return num_new, int(np.floor(val_fraction * num_new))
+
+
+def sorted_split(warm_items: np.ndarray, val_items: np.ndarray,
+                 test_items: np.ndarray) -> ItemSplit:
+  """An ItemSplit of the three item sets, each sorted int32."""
+  return ItemSplit(*(np.sort(items).astype(np.int32)
+                     for items in (warm_items, val_items, test_items)))
 
 
 def partition_pairs(pairs: np.ndarray, item_split: ItemSplit
