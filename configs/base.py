@@ -25,11 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
   data.split = 'random'  # random | time (the newest items by first interaction are new).
   data.new_item_fraction = 0.2  # Items that lose all training interactions.
   data.val_fraction = 0.5  # Share of the new items used for validation; rest test.
-  data.setting = 'ftmt'  # ftft | ftmt | mtmt | groups (missing modalities).
+  data.setting = 'ftmt'  # given | ftft | ftmt | mtmt | groups, on top of the declared mask.
+  data.availability_file = 'availability.npy'  # Declared (items, M) 0/1 mask, read if present.
+  data.missing_rows = 'error'  # error | nan | nan_or_zero: rows that mark a missing modality.
+  data.authors_missing_files = True  # milk, ftmt/mtmt: mask from *_feat_missing_*.npy if present.
   data.test_missing_rate = 0.5  # ftmt/mtmt: new items that miss one modality.
   data.train_missing_rate = 0.3  # mtmt: warm items that miss one modality.
   data.group_fractions = (0.1, 0.45, 0.45)  # groups: new items missing 0, 1, 2... modalities.
-  data.imputation = 'mean'  # mean | zero | learned (ridge maps from present modalities).
+  data.imputation = 'mean'  # mean | zero | learned (ridge maps); fitted on warm items only.
   data.imputation_ridge = 1.0  # learned: L2 penalty of each cross-modal ridge map.
   data.normalize = True  # L2-normalise each feature row after imputation.
   data.negatives = 'warm'  # warm | all: pool of sampled negatives ('all' = authors').

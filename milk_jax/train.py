@@ -654,6 +654,7 @@ class Training:
         'val': loop['best_val'],
         'test': test,
         'test_by_group': test_by_group,
+        'missing': self.dataset.missing_report(),
         'train_seconds': loop['train_seconds'],
         'compile_seconds': loop['compile_seconds'],
         'history': [r for r in self.history if r['kind'] == 'eval'],

@@ -221,11 +221,15 @@ def test_load_imputes_missing_rows(tsv_folder, imputation):
   config = tsv_config(tsv_folder, setting='mtmt', test_missing_rate=1.0,
                       train_missing_rate=1.0, imputation=imputation, normalize=False)
   dataset = data.load_dataset(config)
+  warm = np.zeros(NUM_ITEMS, bool)
+  warm[dataset.warm_items] = True
   for m, name in enumerate(dataset.modality_names):
     present = dataset.availability[:, m]
     assert not present.all()
     np.testing.assert_array_equal(dataset.features[m][present], raw[name][present])
-    fill = raw[name][present].mean(axis=0) if imputation == 'mean' else 0.0
+    # The mean of the warm items' present rows only: new items never shape the fill.
+    fill = (raw[name][present & warm].mean(axis=0, dtype=np.float64) if imputation == 'mean'
+            else 0.0)
     np.testing.assert_allclose(dataset.features[m][~present],
                                np.broadcast_to(fill, (int((~present).sum()), DIMS[name])),
                                rtol=1e-6)
@@ -802,3 +806,230 @@ def test_ml100k_time_split_orders_items_by_first_interaction():
   warm, val, test = (first[items] for items in (
       dataset.warm_items, dataset.val_items, dataset.test_items))
   assert test.min() >= val.max() and val.min() >= warm.max()
+
+
+# ---------------------------------------------------- declared missingness
+
+
+def write_hand_milk(folder: Path) -> dict[str, np.ndarray]:
+  """The milk layout of `write_milk` (warm 0-4 and 9, cold 5-8) with hand-made features."""
+  write_milk(folder)
+  items = np.arange(10, dtype=np.float32)
+  features = {'image': np.stack([items, 2 * items + 1], 1), 'text': (items + 1)[:, None]}
+  for name, x in features.items():
+    np.save(folder / f'{name}_feat.npy', x)
+  return features
+
+
+def test_given_setting_loads_the_declared_mask_and_imputes_from_warm_items(tmp_path):
+  features = write_hand_milk(tmp_path)
+  declared = np.ones((10, 2), bool)
+  declared[[1, 5, 9], 0] = False  # image: warm 1 and 9, val item 5.
+  declared[[3, 7], 1] = False  # text: warm 3, test item 7.
+  np.save(tmp_path / 'availability.npy', declared.astype(np.int8))
+  config = small_config(format='milk', path=str(tmp_path), setting='given', normalize=False)
+  dataset = data.load_dataset(config)
+  np.testing.assert_array_equal(dataset.availability, declared)
+  # Warm items with an image: 0, 2, 3, 4 -> mean (0 + 2 + 3 + 4) / 4 = 2.25 and
+  # (1 + 5 + 7 + 9) / 4 = 5.5. With text: 0, 1, 2, 4, 9 -> (1 + 2 + 3 + 5 + 10) / 5 = 4.2.
+  image, text = dataset.features
+  np.testing.assert_allclose(image[[1, 5, 9]], [[2.25, 5.5]] * 3)
+  np.testing.assert_allclose(text[[3, 7]], [[4.2]] * 2, rtol=1e-6)
+  np.testing.assert_array_equal(image[declared[:, 0]], features['image'][declared[:, 0]])
+  np.testing.assert_array_equal(text[declared[:, 1]], features['text'][declared[:, 1]])
+  assert dataset.missing_report() == {
+      'warm': {'image': 2, 'text': 1, 'none_missing': 3},
+      'val': {'image': 1, 'text': 0, 'none_missing': 1},
+      'test': {'image': 0, 'text': 1, 'none_missing': 1}}
+  assert 'items missing image/text/none: warm 2/1/3, val 1/0/1, test 0/1/1' in dataset.summary()
+  # A bool file reads the same; ftft is the declared mask too.
+  np.save(tmp_path / 'availability.npy', declared)
+  config.data.setting = 'ftft'
+  np.testing.assert_array_equal(data.load_dataset(config).availability, declared)
+
+
+def test_missing_rows_nan_marks_missing_and_refuses_partly_nan_rows(tsv_folder):
+  image = np.load(tsv_folder / 'image_feat.npy')
+  text = np.load(tsv_folder / 'text_feat.npy')
+  image[3], text[[5, 6]] = np.nan, np.nan
+  np.save(tsv_folder / 'image_feat.npy', image)
+  np.save(tsv_folder / 'text_feat.npy', text)
+  assert_data_error(tsv_config(tsv_folder, setting='given'), 'image_feat.npy',
+                    'contains NaN/inf in 1 rows (first: 3)')
+  dataset = data.load_dataset(tsv_config(tsv_folder, setting='given', missing_rows='nan'))
+  expected = np.ones((NUM_ITEMS, 2), bool)
+  expected[3, 0] = expected[[5, 6], 1] = False
+  np.testing.assert_array_equal(dataset.availability, expected)
+  for x in dataset.features:
+    assert np.isfinite(x).all()
+  text[8, 0] = np.nan  # Partly NaN (text has 2 columns): still bad input.
+  np.save(tsv_folder / 'text_feat.npy', text)
+  assert_data_error(tsv_config(tsv_folder, setting='given', missing_rows='nan'),
+                    'text_feat.npy', 'contains NaN/inf in 1 rows (first: 8)', 'entirely NaN')
+
+
+def test_missing_rows_nan_or_zero_reads_all_zero_rows_as_missing(tsv_folder):
+  text = np.load(tsv_folder / 'text_feat.npy')
+  text[4], text[9] = 0.0, np.nan
+  np.save(tsv_folder / 'text_feat.npy', text)
+  assert_data_error(tsv_config(tsv_folder, missing_rows='nan'), 'text_feat.npy', 'only zeros')
+  dataset = data.load_dataset(tsv_config(tsv_folder, setting='given',
+                                         missing_rows='nan_or_zero'))
+  np.testing.assert_array_equal(np.flatnonzero(~dataset.availability[:, 1]), [4, 9])
+  assert dataset.availability[:, 0].all()
+
+
+def test_random_subset_mask_draws_among_present_modalities_only():
+  declared = np.tile([True, False, True], (30000, 1))
+  mask = missing.random_subset_mask(np.random.default_rng(0), np.ones(30000, int), 3, declared)
+  assert not mask[:, 1].any() and (mask.sum(axis=1) == 1).all()
+  np.testing.assert_allclose((~mask[:, [0, 2]]).mean(axis=0), 0.5, atol=0.01)
+  # All present: exactly the draws without a declared mask.
+  everything = np.ones((50, 3), bool)
+  counts = np.arange(50) % 3
+  np.testing.assert_array_equal(
+      missing.random_subset_mask(np.random.default_rng(1), counts, 3, everything),
+      missing.random_subset_mask(np.random.default_rng(1), counts, 3))
+
+
+def write_declared_folder(folder: Path, num_items: int = 200, seed: int = 0) -> np.ndarray:
+  """Three modalities, every user has every item, a random declared mask; returns the mask."""
+  write_features(folder, num_items=num_items, dims={'image': 3, 'audio': 2, 'text': 2})
+  write_tsv(folder / 'interactions.tsv', 'user\titem', [(u, i) for u in range(3)
+                                                         for i in range(num_items)])
+  rng = np.random.default_rng(seed)
+  declared = rng.random((num_items, 3)) < 0.6
+  declared[~declared.any(axis=1), 0] = True
+  np.save(folder / 'availability.npy', declared)
+  return declared
+
+
+@pytest.mark.parametrize('setting,fields', [
+    ('ftmt', {'test_missing_rate': 1.0}),
+    ('mtmt', {'test_missing_rate': 1.0, 'train_missing_rate': 1.0}),
+    ('groups', {'group_fractions': (0.0, 0.0, 1.0)}),
+])
+def test_simulation_on_top_of_the_declared_mask(tmp_path, setting, fields):
+  declared = write_declared_folder(tmp_path)
+  config = tsv_config(tmp_path, setting=setting, modalities=('image', 'audio', 'text'), **fields)
+  dataset = data.load_dataset(config)
+  available = dataset.availability
+  assert not (available & ~declared).any()  # Nothing declared missing comes back.
+  assert available.any(axis=1).all()  # Nobody loses its last modality.
+  lost = declared.sum(axis=1) - available.sum(axis=1)
+  wanted = 2 if setting == 'groups' else 1
+  simulated = new_items_of(dataset)
+  if setting == 'mtmt':
+    simulated = np.arange(len(declared))
+  else:
+    assert not lost[dataset.warm_items].any()
+  can_lose = declared[simulated].sum(axis=1) > wanted
+  # Rates of 1: every item that can lose `wanted` modalities does; the others are skipped.
+  np.testing.assert_array_equal(lost[simulated], np.where(can_lose, wanted, 0))
+  assert can_lose.any() and not can_lose.all()
+
+
+def test_item_without_any_modality_refused(tmp_path):
+  declared = write_declared_folder(tmp_path, num_items=40)
+  declared[[7, 30]] = False
+  np.save(tmp_path / 'availability.npy', declared)
+  config = tsv_config(tmp_path, setting='given', modalities=('image', 'audio', 'text'))
+  assert_data_error(config, 'availability.npy', '2 items have no modality at all (first: 7, 30)')
+  # The row rule and the file together: item 7's last modality is a NaN row.
+  declared[30] = True
+  declared[7] = [False, False, True]
+  np.save(tmp_path / 'availability.npy', declared)
+  text = np.load(tmp_path / 'text_feat.npy')
+  text[7] = np.nan
+  np.save(tmp_path / 'text_feat.npy', text)
+  config.data.missing_rows = 'nan'
+  assert_data_error(config, 'availability.npy + ', 'text_feat.npy',
+                    '1 items have no modality at all (first: 7)')
+
+
+@pytest.mark.parametrize('array,problem', [
+    (np.ones((NUM_ITEMS, 3), bool), 'expected shape (items, modalities) = (20, 2)'),
+    (np.ones((NUM_ITEMS - 1, 2), bool), 'found (19, 2)'),
+    (np.ones(NUM_ITEMS, bool), 'found (20,)'),
+    (np.ones((NUM_ITEMS, 2), np.float32), 'bool or 0/1 integer'),
+    (np.full((NUM_ITEMS, 2), 2), 'values other than 0/1 in 20 rows (first: 0)'),
+])
+def test_bad_availability_file(tsv_folder, array, problem):
+  np.save(tsv_folder / 'availability.npy', array)
+  assert_data_error(tsv_config(tsv_folder, setting='given'), 'availability.npy', problem)
+
+
+@pytest.mark.parametrize('field,value', [('missing_rows', 'zero'), ('availability_file', '')])
+def test_bad_declared_missingness_config(field, value):
+  assert_data_error(small_config(**{field: value}), f'config.data.{field}')
+
+
+# Which items miss what in the authors' files below: cold 5 no image, cold 7 no text;
+# under MTMT also warm 1 no image, warm 3 no text.
+AUTHORS_MISSING = {'ftmt': {'image': [5], 'text': [7]},
+                   'mtmt': {'image': [5, 1], 'text': [7, 3]}}
+
+
+def write_authors_files(folder: Path, missing_by_setting=AUTHORS_MISSING,
+                        cold_missing=(5, 7), warm_missing=(1, 3)) -> None:
+  """The authors' `_missing_test` / `_missing_all` files: missing rows become the mean row."""
+  suffixes = {'ftmt': 'missing_test', 'mtmt': 'missing_all'}
+  for setting, by_modality in missing_by_setting.items():
+    for name, rows in by_modality.items():
+      x = np.load(folder / f'{name}_feat.npy')
+      x[rows] = x.mean(axis=0)
+      np.save(folder / f'{name}_feat_{suffixes[setting]}.npy', x)
+  np.save(folder / 'cold_missing_item_index.npy', np.array(cold_missing, np.int64))
+  np.save(folder / 'warm_missing_item_index.npy', np.array(warm_missing, np.int64))
+
+
+def authors_mask(setting: str) -> np.ndarray:
+  mask = np.ones((10, 2), bool)
+  for m, name in enumerate(('image', 'text')):
+    mask[AUTHORS_MISSING[setting][name], m] = False
+  return mask
+
+
+@pytest.mark.parametrize('setting', ['ftmt', 'mtmt'])
+def test_authors_missing_files_give_the_mask(tmp_path, setting):
+  write_milk(tmp_path)
+  write_authors_files(tmp_path)
+  config = small_config(format='milk', path=str(tmp_path), setting=setting,
+                        test_missing_rate=0.0, train_missing_rate=1.0)
+  np.testing.assert_array_equal(data.load_dataset(config).availability, authors_mask(setting))
+  config.data.authors_missing_files = False  # Simulated instead: none missing at rate 0 in ftmt.
+  simulated = data.load_dataset(config).availability
+  assert simulated[5:9].all() and simulated[:5].all() == (setting == 'ftmt')
+  config.data.authors_missing_files = True
+  config.data.setting = 'ftft'  # The files describe ftmt and mtmt only.
+  assert data.load_dataset(config).availability.all()
+
+
+@pytest.mark.parametrize('change,problem', [
+    ({'cold_missing': (5, 6)}, 'cold_missing_item_index.npy: disagrees with '
+     'image_feat_missing_test.npy, text_feat_missing_test.npy: lists 1 items the files do not '
+     'mark (first: 6); omits 1 items they mark (first: 7)'),
+    ({'missing_by_setting': {'ftmt': {'image': [5, 2], 'text': [7]}}},
+     'image_feat_missing_test.npy: changes the rows of 1 warm items (first: 2)'),
+    ({'missing_by_setting': {'ftmt': {'image': [5, 7], 'text': [7]}}, 'cold_missing': (5, 7)},
+     'text_feat_missing_test.npy: 1 items have no modality at all (first: 7)'),
+    ({'missing_by_setting': {'ftmt': {'image': [5]}}},
+     'text_feat_missing_test.npy: missing, while the other modalities'),
+])
+def test_inconsistent_authors_files_refused(tmp_path, change, problem):
+  write_milk(tmp_path)
+  write_authors_files(tmp_path, **change)
+  assert_data_error(small_config(format='milk', path=str(tmp_path), setting='ftmt'), problem)
+
+
+def test_authors_files_of_the_wrong_shape_or_warm_index_refused(tmp_path):
+  write_milk(tmp_path)
+  write_authors_files(tmp_path, warm_missing=(1,))
+  config = small_config(format='milk', path=str(tmp_path), setting='mtmt')
+  assert_data_error(config, 'warm_missing_item_index.npy: disagrees with', 'omits 1 items they '
+                    'mark (first: 3)')
+  config.data.setting = 'ftmt'  # The warm index describes _missing_all only.
+  np.testing.assert_array_equal(data.load_dataset(config).availability, authors_mask('ftmt'))
+  np.save(tmp_path / 'text_feat_missing_test.npy', np.zeros((9, 2), np.float32))
+  assert_data_error(config, 'text_feat_missing_test.npy: shape (9, 2) differs from',
+                    'text_feat.npy: (10, 2)')

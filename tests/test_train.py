@@ -9,6 +9,7 @@ import pytest
 
 from milk_jax import data as data_lib
 from milk_jax import checkpoint
+from milk_jax import evaluate
 from milk_jax import interrupt
 from milk_jax import runfolder
 from milk_jax import train
@@ -395,3 +396,27 @@ def test_a_finished_run_continues_to_more_epochs_exactly(tmp_path):
     train.train_and_evaluate(tiny_config(num_epochs=3, eval_every=2, patience=5),
                              str(tmp_path / 'run'))
   assert runfolder.saved_config(str(tmp_path / 'run'))['train']['num_epochs'] == 6
+
+
+def test_given_setting_trains_on_the_declared_mask(tmp_path):
+  # 3 modalities; item i misses none, one or two of them by i % 3.
+  rng = np.random.default_rng(0)
+  num_users, num_items = 80, 60
+  for name, dim in (('image', 6), ('audio', 4), ('text', 3)):
+    np.save(tmp_path / f'{name}_feat.npy', rng.standard_normal((num_items, dim), np.float32))
+  declared = np.ones((num_items, 3), bool)
+  declared[np.arange(num_items) % 3 == 1, 0] = False
+  declared[np.arange(num_items) % 3 == 2, :2] = False
+  np.save(tmp_path / 'availability.npy', declared)
+  rows = [f'{u}\t{i}' for u in range(num_users) for i in range(num_items) if rng.random() < 0.3]
+  (tmp_path / 'interactions.tsv').write_text('user\titem\n' + '\n'.join(rows) + '\n')
+  config = tiny_config(num_epochs=2)
+  config.data.update(format='interactions', path=str(tmp_path), setting='given',
+                     modalities=('image', 'audio', 'text'))
+  dataset = data_lib.load_dataset(config)
+  np.testing.assert_array_equal(dataset.availability, declared)
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  groups = np.unique((~declared).sum(axis=1)[dataset.test_pairs[:, 1]])
+  assert set(results['test_by_group']) == {evaluate.group_name(int(g)) for g in groups}
+  assert set(results['test_by_group']) == {'full', 'missing_1', 'missing_2'}
+  assert results['missing'] == dataset.missing_report()

@@ -2,8 +2,10 @@
 
 load_dataset: check the config -> read a layout (or generate a synthetic
 catalogue) and check it -> new-item split (unless the layout gives one;
-random, or by first interaction time) ->
-availability mask for the missing-modality setting -> imputation ->
+random, or by first interaction time) -> declared availability (the
+folder's availability file, feature rows that mark a missing modality, the
+authors' missing files) -> the setting's simulated missingness on top ->
+imputation fitted on the warm items ->
 optional L2 normalisation. Every random step has its own generator derived
 from config.seed, so changing, say, the setting never moves the split.
 """
@@ -27,6 +29,8 @@ NEGATIVE_POOLS = ('warm', 'all')
 ID_KINDS = ('dense', 'raw')
 SPLITS = ('random', 'time')
 TABLE_FORMATS = ('interactions', 'mmrec')  # The layouts with raw ids, ratings and timestamps.
+MISSING_ROWS = ('error', 'nan', 'nan_or_zero')
+COMPLETE = 'none_missing'  # missing_report's key for items with every modality.
 
 # Second entropy word of each purpose's generator, np.random.default_rng([seed, word, ...]).
 # Values far from small epoch-like numbers, so no other module's stream collides.
@@ -91,6 +95,22 @@ class Dataset:
     seen_items = np.unique(np.concatenate([p[:, 1] for p in pairs])).size
     return self.num_users - trained_users, self.num_items - seen_items
 
+  def missing_report(self) -> dict[str, dict[str, int]]:
+    """How many items of each split miss each modality, and how many miss none.
+
+    Returns:
+      {'warm': {<modality>: n, ..., 'none_missing': n}, 'val': ..., 'test': ...};
+      an item missing two modalities counts under both.
+    """
+    report = {}
+    for split_name, items in (('warm', self.warm_items), ('val', self.val_items),
+                              ('test', self.test_items)):
+      available = self.availability[items]
+      counts = {name: int((~available[:, m]).sum()) for m, name in enumerate(self.modality_names)}
+      counts[COMPLETE] = int(available.all(axis=1).sum())
+      report[split_name] = counts
+    return report
+
   def summary(self) -> str:
     """One line of counts for logs."""
     dims = ' '.join(f'{n}:{f.shape[1]}' for n, f in zip(self.modality_names, self.features))
@@ -100,12 +120,15 @@ class Dataset:
       return '/'.join(str(c) for c in counts)
     new_items = np.union1d(self.val_items, self.test_items).astype(np.int64)
     idle_users, idle_items = self.inactive_counts()
+    per_split = ', '.join(f'{split_name} ' + '/'.join(str(n) for n in counts.values())
+                          for split_name, counts in self.missing_report().items())
     return (f'{self.source}: {self.num_users} users, {self.num_items} items '
             f'(warm {len(self.warm_items)}, val {len(self.val_items)}, '
             f'test {len(self.test_items)}); interactions train {len(self.train_pairs)}, '
             f'val {len(self.val_pairs)}, test {len(self.test_pairs)}; features {dims}; '
             f'items missing 0/1/.../M modalities: warm {histogram(self.warm_items)}, '
-            f'new {histogram(new_items)}; users without training interactions: '
+            f'new {histogram(new_items)}; items missing {"/".join(self.modality_names)}/none: '
+            f'{per_split}; users without training interactions: '
             f'{idle_users}; items without any interaction: {idle_items}')
 
 
@@ -129,9 +152,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _check_choice(data.ids, ID_KINDS, 'ids')
   _check_choice(data.split, SPLITS, 'split')
   _check_table_options(data)
+  _check_choice(data.missing_rows, MISSING_ROWS, 'missing_rows')
   modalities = tuple(data.modalities)
   if len(modalities) < 2 or len(set(modalities)) != len(modalities):
     raise DataError(f'config.data.modalities={modalities}: need at least 2 distinct names')
+  if COMPLETE in modalities:
+    raise DataError(f'config.data.modalities={modalities}: {COMPLETE!r} is reserved')
+  if not isinstance(data.availability_file, str) or not data.availability_file:
+    raise DataError(f'config.data.availability_file={data.availability_file!r}: must be a '
+                    f'file name')
   for field in ('new_item_fraction', 'val_fraction', 'test_missing_rate', 'train_missing_rate'):
     _check_fraction(data[field], field)
   if not data.imputation_ridge > 0:
@@ -204,12 +233,38 @@ def _read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.Ra
   options = readers.TableOptions(ids=data.ids, item_ids_file=data.item_ids_file,
                                  min_rating=data.min_rating, first_times=data.split == 'time')
   if data.format == 'interactions':
-    raw = readers.read_interactions(folder, modalities, data.interactions_file, options)
+    raw = readers.read_interactions(folder, modalities, data.interactions_file, options,
+                                    data.missing_rows)
   elif data.format == 'mmrec':
-    raw = readers.read_mmrec(folder, modalities, data.inter_name, options)
+    raw = readers.read_mmrec(folder, modalities, data.inter_name, options, data.missing_rows)
   else:
-    raw = readers.read_milk(folder, modalities)
+    use_authors = data.authors_missing_files and data.setting in readers.AUTHORS_MISSING_SUFFIX
+    raw = readers.read_milk(folder, modalities, data.missing_rows,
+                            data.setting if use_authors else None)
   return raw, str(folder)
+
+
+def declared_availability(data: ml_collections.ConfigDict, raw: readers.RawData) -> np.ndarray:
+  """(num_items, M) bool: what the dataset itself says each item has.
+
+  The AND of the folder's availability file (when there is one), the feature
+  rows that mark a missing modality and the authors' missing files. Every
+  item must keep at least one modality; the error names the files involved.
+  """
+  num_items, modalities = raw.features[0].shape[0], tuple(data.modalities)
+  declared = np.ones((num_items, len(modalities)), bool) if raw.present is None else raw.present
+  if data.format == 'synthetic':
+    return declared
+  folder = Path(data.path).expanduser()
+  # Feature files are named when their marker rows took part (not for the authors' files' part).
+  sources = [readers.feature_path(folder, name) for m, name in enumerate(modalities)
+             if data.missing_rows != 'error' and not declared[:, m].all()]
+  path = folder / data.availability_file
+  if path.is_file():
+    declared = declared & readers.read_availability_file(path, num_items, modalities)
+    sources.insert(0, path)
+  readers.refuse_items_without_modality(declared, sources + list(raw.missing_files))
+  return declared
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
@@ -234,11 +289,14 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     raise DataError(f'{source}: empty split: {len(train_pairs)} train, {len(val_pairs)} val, '
                     f'{len(test_pairs)} test interactions ({len(item_split.warm_items)} warm, '
                     f'{len(item_split.val_items)} val, {len(item_split.test_items)} test items)')
+  declared = declared_availability(data, raw)
+  # The authors' missing files already say which items miss what: nothing is simulated on top.
+  setting = 'given' if raw.missing_files else data.setting
   available = missing.availability_mask(
-      data.setting, item_split.warm_items, item_split.new_items, len(raw.features),
+      setting, item_split.warm_items, item_split.new_items, len(raw.features),
       data.test_missing_rate, data.train_missing_rate, tuple(data.group_fractions),
       warm_rng=np.random.default_rng([seed, _MISSING_STREAM, 0]),
-      new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]))
+      new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]), declared=declared)
   features = missing.impute(raw.features, available, data.imputation,
                             fit_rows=item_split.warm_items, ridge=data.imputation_ridge)
   if data.normalize:

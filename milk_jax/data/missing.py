@@ -1,7 +1,8 @@
 """Missing modalities: which item misses what, imputation and normalisation.
 
-Settings (spec, "Protocol"):
-- ftft: every modality of every item present.
+Settings (spec, "Protocol"), each applied on top of the declared mask (the
+modalities a dataset says an item has; all of them unless it says otherwise):
+- given: the declared mask only; ftft: the same (no simulated missingness).
 - ftmt: round(test_missing_rate * num_new) new items each miss one modality,
   chosen uniformly; warm items complete.
 - mtmt: as ftmt, and round(train_missing_rate * num_warm) warm items each miss
@@ -11,13 +12,19 @@ Settings (spec, "Protocol"):
 Counts are rounded half up. New and warm items draw from separate generators,
 so the new-item mask of mtmt equals that of ftmt under the same seed, and
 the two settings differ only in training-time missingness.
+
+Simulated draws pick only among an item's declared-present modalities, and an
+item never loses its last one: a draw that would remove every modality an
+item has left is skipped (the item keeps its declared mask), so the counts
+above are upper bounds when the dataset declares missingness of its own.
+With nothing declared, draws and counts are exactly those above.
 """
 
 from typing import Sequence
 
 import numpy as np
 
-SETTINGS = ('ftft', 'ftmt', 'mtmt', 'groups')
+SETTINGS = ('given', 'ftft', 'ftmt', 'mtmt', 'groups')
 IMPUTATIONS = ('mean', 'zero', 'learned')
 
 
@@ -26,21 +33,42 @@ def round_half_up(x: float) -> int:
   return int(np.floor(x + 0.5))
 
 
-def random_subset_mask(rng: np.random.Generator, num_missing: np.ndarray,
-                       num_modalities: int) -> np.ndarray:
+def random_subset_mask(rng: np.random.Generator, num_missing: np.ndarray, num_modalities: int,
+                       declared: np.ndarray | None = None) -> np.ndarray:
   """Availability rows where row r lacks a uniform random set of num_missing[r] modalities.
 
   The ranks of i.i.d. uniforms are a uniform random permutation, so the
   modalities ranked below k form a uniform k-subset, for all rows at once.
+  Modalities absent from `declared` rank last, so the subset is drawn among
+  the present ones only; the same uniforms are drawn either way, so an
+  all-present `declared` gives exactly the mask of `declared=None`.
 
   Args:
-    num_missing: (rows,) int in [0, num_modalities].
+    num_missing: (rows,) int in [0, present modalities of the row].
+    declared: (rows, num_modalities) bool, True = present before the draw;
+      None = all present.
   Returns:
     (rows, num_modalities) bool, True = present.
   """
   keys = rng.random((len(num_missing), num_modalities))
-  ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
-  return ranks >= np.asarray(num_missing)[:, None]
+  if declared is None:
+    declared = np.ones(keys.shape, bool)
+  ranks = np.argsort(np.argsort(np.where(declared, keys, np.inf), axis=1), axis=1)
+  return declared & (ranks >= np.asarray(num_missing)[:, None])
+
+
+def keep_last_modality(num_missing: np.ndarray, declared: np.ndarray) -> np.ndarray:
+  """num_missing with 0 on rows where it would remove every present modality.
+
+  A simulated item never ends with no modality at all (nothing would
+  represent it); such a draw is skipped and the item keeps its declared mask.
+
+  Args:
+    num_missing: (rows,) int; declared: (rows, M) bool.
+  Returns:
+    (rows,) int.
+  """
+  return np.where(np.asarray(num_missing) < declared.sum(axis=1), num_missing, 0)
 
 
 def one_missing_counts(rng: np.random.Generator, num_rows: int, rate: float) -> np.ndarray:
@@ -68,27 +96,37 @@ def availability_mask(setting: str, warm_items: np.ndarray, new_items: np.ndarra
                       num_modalities: int, test_missing_rate: float,
                       train_missing_rate: float, group_fractions: Sequence[float],
                       warm_rng: np.random.Generator,
-                      new_rng: np.random.Generator) -> np.ndarray:
+                      new_rng: np.random.Generator,
+                      declared: np.ndarray | None = None) -> np.ndarray:
   """The availability mask A of all items under a missing-modality setting.
 
   Args:
     warm_items, new_items: disjoint int item ids covering all items.
+    declared: (num_items, num_modalities) bool, the modalities the dataset
+      says each item has (each row with at least one True); None = all.
   Returns:
-    (num_items, num_modalities) bool, True = present. For warm items it is
-    the training-time mask, for new items the test-time mask.
+    (num_items, num_modalities) bool, True = present: `declared` with the
+    setting's simulated losses on top. For warm items it is the
+    training-time mask, for new items the test-time mask.
   """
   num_items = len(warm_items) + len(new_items)
-  available = np.ones((num_items, num_modalities), bool)
+  if declared is None:
+    declared = np.ones((num_items, num_modalities), bool)
+  available = np.array(declared, bool)
   if setting == 'groups':
     new_counts = group_counts(new_rng, len(new_items), group_fractions)
   elif setting in ('ftmt', 'mtmt'):
     new_counts = one_missing_counts(new_rng, len(new_items), test_missing_rate)
   else:
     new_counts = np.zeros(len(new_items), np.int64)
-  available[new_items] = random_subset_mask(new_rng, new_counts, num_modalities)
+  new_declared = available[new_items]
+  available[new_items] = random_subset_mask(
+      new_rng, keep_last_modality(new_counts, new_declared), num_modalities, new_declared)
   if setting == 'mtmt':
     warm_counts = one_missing_counts(warm_rng, len(warm_items), train_missing_rate)
-    available[warm_items] = random_subset_mask(warm_rng, warm_counts, num_modalities)
+    warm_declared = available[warm_items]
+    available[warm_items] = random_subset_mask(
+        warm_rng, keep_last_modality(warm_counts, warm_declared), num_modalities, warm_declared)
   return available
 
 
@@ -140,32 +178,33 @@ def impute(features: Sequence[np.ndarray], available: np.ndarray, method: str,
            fit_rows: np.ndarray | None = None, ridge: float = 1.0) -> tuple[np.ndarray, ...]:
   """Replaces the rows of missing modalities.
 
-  'mean' fills with the mean of that modality over the items where it is
-  present (all items, warm and new: features are content, known for every
-  item); 'zero' fills with zeros; 'learned' predicts the missing modality
-  from the item's present ones with ridge maps fit on `fit_rows` (the warm
-  items: only they stand for training data), see `learned_fill`, and falls
-  back to the mean where no map applies.
+  Everything is fitted on `fit_rows` (the warm items: only they stand for
+  training data, and new items must not shape the features they are ranked
+  by): 'mean' fills with the mean of that modality over the fit rows where it
+  is present; 'zero' fills with zeros; 'learned' predicts the missing
+  modality from the item's present ones with ridge maps, see `learned_fill`,
+  and falls back to the mean where no map applies. A modality present on no
+  fit row is filled with zeros. Rows of missing modalities are never read.
 
   Args:
     features: M arrays (num_items, dim_m).
     available: (num_items, M) bool.
-    fit_rows: int item ids the learned maps are fit on; None = all items.
+    fit_rows: int item ids everything is fitted on; None = all items.
     ridge: L2 penalty of the learned maps.
   Returns:
     M new float32 arrays (num_items, dim_m); the inputs are not modified.
   """
-  if fit_rows is None:
-    fit_rows = np.arange(len(available))
+  fit_rows = np.arange(len(available)) if fit_rows is None else np.asarray(fit_rows)
   filled = []
   for m, x in enumerate(features):
     x = np.array(x, dtype=np.float32)
     present = available[:, m]
+    mean_rows = fit_rows[present[fit_rows]]
     fill = None
     if method == 'learned':
-      fill = learned_fill(features, available, np.asarray(fit_rows), m, ridge)
-    if fill is None and method != 'zero' and present.any():
-      fill = x[present].mean(axis=0, dtype=np.float64).astype(np.float32)
+      fill = learned_fill(features, available, fit_rows, m, ridge)
+    if fill is None and method != 'zero' and mean_rows.size:
+      fill = x[mean_rows].mean(axis=0, dtype=np.float64).astype(np.float32)
     x[~present] = 0.0 if fill is None else fill
     filled.append(x)
   return tuple(filled)

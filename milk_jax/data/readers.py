@@ -11,7 +11,14 @@ Every layout stores one feature matrix per modality as `<name>_feat.npy`
   `x_label` column marks a warm split, which is of no use for new items, so
   all rows are pooled.
 - `milk`: the authors' `train.txt`, `val.txt`, `test.txt` (one line per user,
-  `user item item ...`) and `cold_item_index.npy`; the split is given.
+  `user item item ...`) and `cold_item_index.npy`; the split is given. Their
+  `<name>_feat_missing_test.npy` / `_missing_all.npy` (features with the
+  rows of missing modalities replaced) say which item misses what under
+  FTMT / MTMT, see `authors_availability`.
+
+A feature row may also mark its modality missing (all NaN, or all zero;
+`missing_rows`), and any folder may hold a declared mask (`availability.npy`,
+`read_availability_file`).
 
 In those two layouts ids are dense 0-based integers by default
 (TableOptions.ids='dense'), or any strings with ids='raw' (see `ids.py`);
@@ -38,6 +45,11 @@ from milk_jax.data.split import ItemSplit
 
 MILK_FILES = ('train.txt', 'val.txt', 'test.txt')
 COLD_INDEX_FILE = 'cold_item_index.npy'
+# The authors' record of which items miss some modality in their missing files.
+COLD_MISSING_INDEX_FILE = 'cold_missing_item_index.npy'
+WARM_MISSING_INDEX_FILE = 'warm_missing_item_index.npy'
+# The authors' pre-imputed features per setting: `<modality>_feat_<suffix>.npy`.
+AUTHORS_MISSING_SUFFIX = {'ftmt': 'missing_test', 'mtmt': 'missing_all'}
 MAX_ID = 2**31 - 1  # Ids are stored as int32 downstream.
 # Unused user rows tolerated before ids count as sparse: gaps from filtering are
 # fine, but an id of 1e12 would make a table of 1e12 rows and fail far later.
@@ -58,6 +70,11 @@ class RawData:
   user_ids: np.ndarray | None = None  # (num_users,) str raw id per dense user; None = dense.
   item_ids: np.ndarray | None = None  # (num_items,) str raw id per feature row; None = dense.
   first_time: np.ndarray | None = None  # (num_items,) float64 first interaction time; NaN = none.
+  # (num_items, M) bool, True = present, as the layout declares it: feature rows that mark a
+  # missing modality (data.missing_rows) and the authors' missing files; None = all present.
+  present: np.ndarray | None = None
+  # The authors' missing files `present` was derived from; non-empty = no simulation on top.
+  missing_files: tuple[Path, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +134,30 @@ def _refuse_rows(bad: np.ndarray, path: Path, problem: str, why: str = '') -> No
     raise DataError(f'{path}: {problem} in {rows.size} rows (first: {rows[0]}){why}')
 
 
-def read_feature_file(path: Path) -> np.ndarray:
-  """One modality's features as (num_items, dim) float32, finite, 2-D, no all-zero row."""
+def missing_feature_rows(array: np.ndarray, missing_rows: str) -> np.ndarray:
+  """(items,) bool: the rows that `missing_rows` reads as "modality missing".
+
+  'error' reads none; 'nan' rows that are entirely NaN; 'nan_or_zero' also
+  rows that are entirely zero. A row only partly NaN is never a marker.
+  """
+  marked = np.zeros(array.shape[0], bool)
+  if missing_rows != 'error' and np.issubdtype(array.dtype, np.floating):
+    marked |= np.isnan(array).all(axis=1)
+  if missing_rows == 'nan_or_zero':
+    marked |= (array == 0).all(axis=1)
+  return marked
+
+
+def read_feature_file(path: Path, missing_rows: str = 'error') -> tuple[np.ndarray, np.ndarray]:
+  """One modality's features and which rows hold them.
+
+  Args:
+    missing_rows: 'error' | 'nan' | 'nan_or_zero', see `missing_feature_rows`.
+  Returns:
+    features: (num_items, dim) float32, finite, no all-zero row except the
+      missing ones, which are all zero so that no marker is ever read as data.
+    present: (num_items,) bool, False on the rows marking a missing modality.
+  """
   array = _load_npy(path, 'a numeric')
   if not isinstance(array, np.ndarray):
     raise DataError(f'{path}: expected a single array, found {type(array).__name__}')
@@ -128,7 +167,13 @@ def read_feature_file(path: Path) -> np.ndarray:
     raise DataError(f'{path}: has no feature columns (shape {array.shape})')
   if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
     raise DataError(f'{path}: expected numeric features, found dtype {array.dtype}')
-  _refuse_rows(~np.isfinite(array).all(axis=1), path, 'contains NaN/inf')
+  present = ~missing_feature_rows(array, missing_rows)
+  marker_hint = ('' if missing_rows == 'error' else
+                 f'; with config.data.missing_rows={missing_rows!r} only a row that is '
+                 f'entirely NaN marks a missing modality')
+  _refuse_rows(present & ~np.isfinite(array).all(axis=1), path, 'contains NaN/inf', marker_hint)
+  if not present.all():
+    array = np.where(present[:, None], array, 0)
   with np.errstate(over='ignore', under='ignore'):  # Both are reported below, per row.
     features = array.astype(np.float32, copy=False)
   overflow = ~np.isfinite(features).all(axis=1)
@@ -136,23 +181,60 @@ def read_feature_file(path: Path) -> np.ndarray:
     largest = float(np.abs(array[overflow]).max())
     _refuse_rows(overflow, path, f'values overflow float32 (largest |value| {largest:.3g} > '
                  f'{_FLOAT32_MAX:.3g})')
-  zero = ~features.any(axis=1)
+  zero = ~features.any(axis=1) & present
   _refuse_rows(zero & array.any(axis=1), path,
                'values underflow float32 (nonzero rows become all-zero)')
   # Zero stands for "missing" after imputation and has no direction to normalise.
   _refuse_rows(zero, path, 'only zeros',
-               '; an all-zero row is not a valid feature vector')
-  return features
+               '; an all-zero row is not a valid feature vector (config.data.missing_rows='
+               "'nan_or_zero' reads it as a missing modality)")
+  return features, present
 
 
-def read_features(folder: Path, modalities: Sequence[str]) -> tuple[np.ndarray, ...]:
-  """All modalities' features; they must agree on the number of items (rows)."""
-  features = tuple(read_feature_file(feature_path(folder, name)) for name in modalities)
-  rows = {name: f.shape[0] for name, f in zip(modalities, features)}
+def read_features(folder: Path, modalities: Sequence[str], missing_rows: str = 'error'
+                  ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+  """All modalities' features; they must agree on the number of items (rows).
+
+  Returns:
+    M arrays (num_items, dim_m) float32, and (num_items, M) bool, False where
+    the row marks the modality missing (see `read_feature_file`).
+  """
+  read = [read_feature_file(feature_path(folder, name), missing_rows) for name in modalities]
+  rows = {name: f.shape[0] for name, (f, _) in zip(modalities, read)}
   if len(set(rows.values())) > 1:
     listed = ', '.join(f'{feature_path(folder, n)}: {r}' for n, r in rows.items())
     raise DataError(f'feature files disagree on the number of items (rows): {listed}')
-  return features
+  return tuple(f for f, _ in read), np.stack([p for _, p in read], axis=1)
+
+
+def read_availability_file(path: Path, num_items: int, modalities: Sequence[str]) -> np.ndarray:
+  """A declared availability mask: (num_items, M) bool or 0/1 integers, True = present.
+
+  Columns follow `modalities` (config.data.modalities), rows the item ids.
+  """
+  array = _load_npy(path, 'a boolean')
+  if not isinstance(array, np.ndarray) or not (
+      array.dtype == bool or np.issubdtype(array.dtype, np.integer)):
+    raise DataError(f'{path}: expected a bool or 0/1 integer array, found '
+                    f'{getattr(array, "dtype", type(array).__name__)}')
+  expected = (num_items, len(modalities))
+  if array.shape != expected:
+    raise DataError(f'{path}: expected shape (items, modalities) = {expected} (columns in the '
+                    f'order of config.data.modalities: {", ".join(modalities)}), found '
+                    f'{array.shape}')
+  _refuse_rows(~np.isin(array, (0, 1)).all(axis=1), path, 'values other than 0/1',
+               ' (True/1 = the item has the modality)')
+  return array.astype(bool)
+
+
+def refuse_items_without_modality(available: np.ndarray, sources: Sequence[object]) -> None:
+  """DataError naming `sources` when some item has no modality left in `available` (I, M)."""
+  empty = np.flatnonzero(~available.any(axis=1))
+  if empty.size:
+    first = ', '.join(str(i) for i in empty[:5])
+    named = ' + '.join(str(s) for s in sources) or 'the declared availability'
+    raise DataError(f'{named}: {empty.size} items have no modality at all (first: {first}); '
+                    f'every item needs at least one present modality')
 
 
 def _as_ids(values: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -342,7 +424,7 @@ def _item_id_file(folder: Path, options: TableOptions, num_items: int,
 
 def read_table(path: Path, columns_of: Callable[[list[str], Path], Columns], folder: Path,
                modalities: Sequence[str], features: tuple[np.ndarray, ...],
-               options: TableOptions) -> RawData:
+               options: TableOptions, present: np.ndarray | None = None) -> RawData:
   """RawData from an interaction table whose columns `columns_of(header, path)` locates.
 
   Every row is checked (ids, ratings, timestamps) before `min_rating` drops
@@ -383,16 +465,17 @@ def read_table(path: Path, columns_of: Callable[[list[str], Path], Columns], fol
     user_ids, num_users, users = None, int(users.max()) + 1, users[keep]
   pairs = _unique_pairs(np.stack([users, items[keep]], 1))
   return RawData(features, pairs, num_users, user_ids=user_ids, item_ids=item_ids,
-                 first_time=first_time)
+                 first_time=first_time, present=present)
 
 
 def read_interactions(folder: Path, modalities: Sequence[str], interactions_file: str,
-                      options: TableOptions = TableOptions()) -> RawData:
+                      options: TableOptions = TableOptions(),
+                      missing_rows: str = 'error') -> RawData:
   """The `interactions` layout: a user/item[/timestamp][/rating] table and feature files."""
   path = folder / interactions_file
   require_files([path] + [feature_path(folder, m) for m in modalities])
-  features = read_features(folder, modalities)
-  return read_table(path, interaction_columns, folder, modalities, features, options)
+  features, present = read_features(folder, modalities, missing_rows)
+  return read_table(path, interaction_columns, folder, modalities, features, options, present)
 
 
 def find_inter_file(folder: Path, inter_name: str | None) -> Path:
@@ -408,12 +491,12 @@ def find_inter_file(folder: Path, inter_name: str | None) -> Path:
 
 
 def read_mmrec(folder: Path, modalities: Sequence[str], inter_name: str | None,
-               options: TableOptions = TableOptions()) -> RawData:
+               options: TableOptions = TableOptions(), missing_rows: str = 'error') -> RawData:
   """The `mmrec` layout: all rows of `<name>.inter`, whatever their x_label."""
   path = find_inter_file(folder, inter_name)
   require_files([path] + [feature_path(folder, m) for m in modalities])
-  features = read_features(folder, modalities)
-  return read_table(path, mmrec_columns, folder, modalities, features, options)
+  features, present = read_features(folder, modalities, missing_rows)
+  return read_table(path, mmrec_columns, folder, modalities, features, options, present)
 
 
 def read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -441,36 +524,145 @@ def read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(users, np.int64)
 
 
-def _read_cold_index(path: Path, num_items: int) -> np.ndarray:
-  cold = _load_npy(path, 'an integer')
-  if not isinstance(cold, np.ndarray) or not np.issubdtype(cold.dtype, np.integer):
+def _read_item_index(path: Path, num_items: int) -> np.ndarray:
+  """Sorted unique int64 item ids from an integer .npy file, each in [0, num_items)."""
+  ids = _load_npy(path, 'an integer')
+  if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
     raise DataError(f'{path}: expected integer item ids, found '
-                    f'{getattr(cold, "dtype", type(cold).__name__)}')
-  cold = cold.reshape(-1).astype(np.int64)
-  out_of_range = cold[(cold < 0) | (cold >= num_items)]
+                    f'{getattr(ids, "dtype", type(ids).__name__)}')
+  ids = ids.reshape(-1).astype(np.int64)
+  out_of_range = ids[(ids < 0) | (ids >= num_items)]
   if out_of_range.size:
     raise DataError(f'{path}: {out_of_range.size} item ids outside [0, {num_items}) '
                     f'(first: {out_of_range[0]})')
-  return np.unique(cold)
+  return np.unique(ids)
 
 
-def read_milk(folder: Path, modalities: Sequence[str]) -> RawData:
+def authors_missing_path(folder: Path, name: str, setting: str) -> Path:
+  """The authors' pre-imputed features of modality `name` under `setting` (ftmt or mtmt)."""
+  return folder / f'{name}_feat_{AUTHORS_MISSING_SUFFIX[setting]}.npy'
+
+
+def find_authors_missing_files(folder: Path, modalities: Sequence[str],
+                               setting: str) -> tuple[Path, ...]:
+  """The authors' missing files of `setting` for every modality, or () when there are none.
+
+  Some but not all of them present is an error: which modality an item
+  misses could not be read for the others.
+  """
+  paths = tuple(authors_missing_path(folder, name, setting) for name in modalities)
+  absent = [str(p) for p in paths if not p.is_file()]
+  if absent and len(absent) < len(paths):
+    raise DataError(f'{", ".join(absent)}: missing, while the other modalities have their '
+                    f'_{AUTHORS_MISSING_SUFFIX[setting]} files (set '
+                    f'config.data.authors_missing_files=False to simulate instead)')
+  return () if absent else paths
+
+
+def changed_rows(path: Path, clean: np.ndarray, clean_path: Path) -> np.ndarray:
+  """(items,) bool: the rows of the authors' file at `path` that differ from `clean`.
+
+  Both are compared as float32 and exactly: the authors' files copy the
+  clean row of every item that keeps the modality and replace the others by
+  an imputed row, so any change, however small, marks a missing modality
+  (an imputed row equal to the item's own clean row would pass unseen).
+
+  Args:
+    clean: (items, dim) float32, the clean features of the same modality.
+  """
+  array = _load_npy(path, 'a numeric')
+  if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer)
+                                               or np.issubdtype(array.dtype, np.floating)):
+    raise DataError(f'{path}: expected a numeric array, found '
+                    f'{getattr(array, "dtype", type(array).__name__)}')
+  if array.shape != clean.shape:
+    raise DataError(f'{path}: shape {array.shape} differs from {clean_path}: {clean.shape}')
+  with np.errstate(over='ignore', under='ignore', invalid='ignore'):
+    return ~(array.astype(np.float32) == clean).all(axis=1)
+
+
+def _check_missing_index(path: Path, items: np.ndarray, missing_items: np.ndarray,
+                         described_by: Sequence[Path], num_items: int) -> None:
+  """An index file, when present, must list exactly the `items` that miss some modality.
+
+  Args:
+    items: the item ids the index speaks of (cold or warm).
+    missing_items: (num_items,) bool, True = some modality missing per `described_by`.
+  """
+  if not path.is_file():
+    return
+  listed = _read_item_index(path, num_items)
+  expected = items[missing_items[items]]
+  extra, omitted = np.setdiff1d(listed, expected), np.setdiff1d(expected, listed)
+  if extra.size or omitted.size:
+    files = ', '.join(p.name for p in described_by)
+    parts = []
+    if extra.size:
+      parts.append(f'lists {extra.size} items the files do not mark (first: {extra[0]})')
+    if omitted.size:
+      parts.append(f'omits {omitted.size} items they mark (first: {omitted[0]})')
+    raise DataError(f'{path}: disagrees with {files}: {"; ".join(parts)}')
+
+
+def authors_availability(folder: Path, modalities: Sequence[str],
+                         features: Sequence[np.ndarray], present: np.ndarray,
+                         item_split: ItemSplit, setting: str,
+                         paths: Sequence[Path]) -> np.ndarray:
+  """The availability the authors' missing files of `setting` encode.
+
+  A modality is missing for an item when the item's row in
+  `<modality>_feat_missing_test.npy` (ftmt) or `_missing_all.npy` (mtmt)
+  differs from its clean row (see `changed_rows`); only rows `present`
+  before are compared. Under ftmt no warm row may change. The index files
+  `cold_missing_item_index.npy` (and, under mtmt, `warm_missing_item_index.npy`,
+  which describes `_missing_all`), when present, must list exactly the cold
+  (warm) items that miss some modality.
+
+  Args:
+    features: M clean arrays (num_items, dim_m) float32.
+    present: (num_items, M) bool, the availability declared so far.
+    paths: the M authors' files, from `find_authors_missing_files`.
+  Returns:
+    (num_items, M) bool, `present` minus the modalities the files mark missing.
+  """
+  missing = np.stack([changed_rows(path, x, feature_path(folder, name)) & present[:, m]
+                      for m, (name, x, path) in enumerate(zip(modalities, features, paths))], 1)
+  if setting == 'ftmt':
+    for m, path in enumerate(paths):
+      changed = item_split.warm_items[missing[item_split.warm_items, m]]
+      if changed.size:
+        raise DataError(f'{path}: changes the rows of {changed.size} warm items (first: '
+                        f'{changed[0]}); a _missing_test file may change new (cold) items only')
+  num_items = len(present)
+  any_missing = missing.any(axis=1)
+  _check_missing_index(folder / COLD_MISSING_INDEX_FILE, item_split.new_items, any_missing,
+                       paths, num_items)
+  if setting == 'mtmt':
+    _check_missing_index(folder / WARM_MISSING_INDEX_FILE, item_split.warm_items, any_missing,
+                         paths, num_items)
+  return present & ~missing
+
+
+def read_milk(folder: Path, modalities: Sequence[str], missing_rows: str = 'error',
+              authors_setting: str | None = None) -> RawData:
   """The authors' layout, whose split is given.
 
   warm items = items not in `cold_item_index.npy`; validation items = the
   items of `val.txt`; test items = the items of `test.txt` PLUS any cold item
   in neither file, so that every cold item stays a ranking candidate, as in
-  the authors' evaluation over all new items. Missing modalities are not read
-  from the authors' `*_missing_*.npy` files (they are pre-imputed and do not
-  say which modality is missing): the caller simulates them from the clean
-  features.
+  the authors' evaluation over all new items.
+
+  Args:
+    authors_setting: 'ftmt' or 'mtmt' to read which item misses what from the
+      authors' `<modality>_feat_missing_test.npy` / `_missing_all.npy` files
+      when they are there (see `authors_availability`); None = ignore them.
   """
   paths = {name: folder / name for name in MILK_FILES}
   cold_path = folder / COLD_INDEX_FILE
   require_files(list(paths.values()) + [cold_path] + [feature_path(folder, m) for m in modalities])
-  features = read_features(folder, modalities)
+  features, present = read_features(folder, modalities, missing_rows)
   num_items = features[0].shape[0]
-  cold = _read_cold_index(cold_path, num_items)
+  cold = _read_item_index(cold_path, num_items)
   parts, users_by_path = {}, {}
   for name, path in paths.items():
     pairs, users = read_user_lines(path)
@@ -502,4 +694,11 @@ def read_milk(folder: Path, modalities: Sequence[str]) -> RawData:
   item_split = ItemSplit(np.setdiff1d(np.arange(num_items), cold).astype(np.int32),
                          val_items.astype(np.int32), test_items.astype(np.int32))
   pairs = np.concatenate([train, val, test])
-  return RawData(features, pairs, max_user + 1, item_split)
+  missing_files = ()
+  if authors_setting is not None:
+    missing_files = find_authors_missing_files(folder, modalities, authors_setting)
+  if missing_files:
+    present = authors_availability(folder, modalities, features, present, item_split,
+                                   authors_setting, missing_files)
+  return RawData(features, pairs, max_user + 1, item_split, present=present,
+                 missing_files=missing_files)
