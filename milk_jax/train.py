@@ -355,6 +355,11 @@ def _format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
   return ' '.join(f'{k} {metrics[k]:.4f}' for k in keys if k in metrics)
 
 
+def _shown_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The metrics a log line shows: Recall and NDCG at every cut-off."""
+  return tuple(f'{m}@{k}' for m in ('recall', 'ndcg') for k in config.eval.ks)
+
+
 class EpochProgram:
   """One training epoch as the config asks: sampler, feature dtype and devices.
 
@@ -475,7 +480,7 @@ class Training:
     self.log_path = os.path.join(workdir, 'metrics.jsonl')
     self.checkpoints = checkpoint.Checkpoints(workdir)
     self.select = config.train.select_metric
-    self.ks_shown = tuple(f'{m}@{k}' for m in ('recall', 'ndcg') for k in config.eval.ks)
+    self.ks_shown = _shown_keys(config)
 
   # ------------------------------------------------------------ checkpoints
 
@@ -766,7 +771,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         'test_by_group': evaluate_params(config, params, item_data, dataset, 'test',
                                          by_group=True),
     }
-    _write_json(os.path.join(workdir, 'eval.json'), results)
+    path = os.path.join(workdir, 'eval.json')
+    _write_json(path, results)
+  log.info('best checkpoint (epoch %d): test %s; wrote %s', epoch,
+           _format_metrics(results['test'], _shown_keys(config)), path)
   return results
 
 
