@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.new_item_fraction = 0.2  # Items that lose all training interactions.
   data.val_fraction = 0.5  # Share of the new items used for validation; rest test.
   data.setting = 'ftmt'  # given | ftft | ftmt | mtmt | groups, on top of the declared mask.
-  data.availability_file = 'availability.npy'  # Declared (items, M) 0/1 mask, read if present.
+  data.availability_file = 'availability.npy'  # Declared mask, read if present: .npy or .tsv by id.
   data.missing_rows = 'error'  # error | nan | nan_or_zero: rows that mark a missing modality.
   data.authors_missing_files = True  # milk, ftmt/mtmt: mask from *_feat_missing_*.npy if present.
   data.test_missing_rate = 0.5  # ftmt/mtmt: new items that miss one modality.

@@ -1033,3 +1033,36 @@ def test_authors_files_of_the_wrong_shape_or_warm_index_refused(tmp_path):
   np.save(tmp_path / 'text_feat_missing_test.npy', np.zeros((9, 2), np.float32))
   assert_data_error(config, 'text_feat_missing_test.npy: shape (9, 2) differs from',
                     'text_feat.npy: (10, 2)')
+
+
+# ------------------------------------------ declared missingness keyed by raw item ids
+
+
+def write_availability_table(folder: Path, rows, header='item\ttext\timage'):
+  (folder / 'availability.tsv').write_text(
+      header + '\n' + ''.join('\t'.join(map(str, row)) + '\n' for row in rows))
+
+
+def test_availability_table_by_raw_item_id(tmp_path):
+  write_raw_folder(tmp_path, [(u, i, 0) for u in RAW_USERS for i in RAW_ITEMS])
+  # Columns in any order; unlisted items keep every modality.
+  write_availability_table(tmp_path, [(RAW_ITEMS[3], 1, 0), (RAW_ITEMS[8], 0, 1)])
+  config = tsv_config(tmp_path, ids='raw', setting='given', availability_file='availability.tsv')
+  expected = np.ones((NUM_ITEMS, 2), bool)  # Columns (image, text) as data.modalities.
+  expected[3, 0] = False
+  expected[8, 1] = False
+  np.testing.assert_array_equal(data.load_dataset(config).availability, expected)
+
+
+@pytest.mark.parametrize('rows, header, message', [
+    ([('tt9999', 1, 0)], 'item\ttext\timage',
+     "1 item ids are not items of the dataset (first: 'tt9999')"),
+    ([('tt0003', 1, 0), ('tt0003', 0, 1)], 'item\ttext\timage', "item 'tt0003' is listed twice"),
+    ([('tt0003', 1, 2)], 'item\ttext\timage', 'line 2: expected an item id and 0/1'),
+    ([('tt0003', 1)], 'item\ttext', 'expected a header "item" then the modalities image, text'),
+])
+def test_bad_availability_table_is_refused(tmp_path, rows, header, message):
+  write_raw_folder(tmp_path, [(u, i, 0) for u in RAW_USERS for i in RAW_ITEMS])
+  write_availability_table(tmp_path, rows, header)
+  config = tsv_config(tmp_path, ids='raw', setting='given', availability_file='availability.tsv')
+  assert_data_error(config, 'availability.tsv', message)

@@ -261,7 +261,11 @@ def declared_availability(data: ml_collections.ConfigDict, raw: readers.RawData)
              if data.missing_rows != 'error' and not declared[:, m].all()]
   path = folder / data.availability_file
   if path.is_file():
-    declared = declared & readers.read_availability_file(path, num_items, modalities)
+    if path.suffix == '.tsv':  # Keyed by item id, for raw ids.
+      item_ids = raw.item_ids if raw.item_ids is not None else ids.dense_ids(num_items)
+      declared = declared & readers.read_availability_table(path, item_ids, modalities)
+    else:
+      declared = declared & readers.read_availability_file(path, num_items, modalities)
     sources.insert(0, path)
   readers.refuse_items_without_modality(declared, sources + list(raw.missing_files))
   return declared

@@ -227,6 +227,46 @@ def read_availability_file(path: Path, num_items: int, modalities: Sequence[str]
   return array.astype(bool)
 
 
+def read_availability_table(path: Path, item_ids: np.ndarray,
+                            modalities: Sequence[str]) -> np.ndarray:
+  """A declared mask keyed by item id: (num_items, M) bool, True = present.
+
+  The file is tab-separated with a header `item <modality> ...` naming every
+  modality of config.data.modalities (any order), then one row per item
+  that lacks something: its raw id (as in item_ids.txt, or the feature row
+  with dense ids) and 0/1 per modality. Items it does not list have every
+  modality.
+
+  Args:
+    item_ids: (num_items,) str raw id of each feature row.
+  """
+  lines = [line for line in _read_text(path).splitlines() if line.strip()]
+  header = lines[0].split('\t') if lines else []
+  if not header or header[0] != 'item' or sorted(header[1:]) != sorted(modalities):
+    raise DataError(f'{path}: expected a header "item" then the modalities '
+                    f'{", ".join(modalities)} (tab-separated), found {header!r}')
+  column = {name: header.index(name) for name in modalities}
+  row_of = {raw: row for row, raw in enumerate(item_ids.tolist())}
+  available = np.ones((len(item_ids), len(modalities)), bool)
+  unknown, seen = [], set()
+  for number, line in enumerate(lines[1:], start=2):
+    cells = [cell.strip() for cell in line.split('\t')]
+    if len(cells) != len(header) or any(cells[column[m]] not in ('0', '1') for m in modalities):
+      raise DataError(f'{path}: line {number}: expected an item id and 0/1 for each of '
+                      f'{", ".join(modalities)}, found {cells!r}')
+    if cells[0] in seen:
+      raise DataError(f'{path}: line {number}: item {cells[0]!r} is listed twice')
+    seen.add(cells[0])
+    if cells[0] not in row_of:
+      unknown.append(cells[0])
+      continue
+    available[row_of[cells[0]]] = [cells[column[m]] == '1' for m in modalities]
+  if unknown:
+    raise DataError(f'{path}: {len(unknown)} item ids are not items of the dataset (first: '
+                    f'{unknown[0]!r}); ids must be those of item_ids.txt, or feature rows')
+  return available
+
+
 def refuse_items_without_modality(available: np.ndarray, sources: Sequence[object]) -> None:
   """DataError naming `sources` when some item has no modality left in `available` (I, M)."""
   empty = np.flatnonzero(~available.any(axis=1))
