@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from milk_jax import data as data_lib
+from milk_jax import plots
 from milk_jax import train
 
 log = logging.getLogger('milk_jax')
@@ -337,10 +338,8 @@ def headline_device() -> str:
 
 def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
   """Two panels: step time against batch size and against catalogue size (log-log)."""
-  import matplotlib
-  import matplotlib.ticker
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt
+  plt = plots.pyplot()
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 
   figure, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, axis, label in ((axes[0], 'batch_size', 'batch size'),

@@ -8,13 +8,21 @@ settings) and line panels (one panel per swept hyper-parameter).
 import math
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use('Agg')  # No display on servers and CI; must precede pyplot.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 Series = tuple[Sequence[float], Sequence[float] | None]  # Means and error bars (or None).
+
+
+def pyplot():
+  """matplotlib's pyplot on the headless Agg backend, imported on first use.
+
+  Training runs never draw, so `import milk_jax.experiment` (which every
+  command line run does) does not pay for matplotlib.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')  # No display on servers and CI; must precede pyplot.
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
 
 def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
@@ -25,6 +33,7 @@ def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
     groups: G labels along the x axis.
     series: {legend label: (G means, G error half-widths or None)}; nan = no bar.
   """
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.5 * len(groups) * len(series)), 3.2))
   width = 0.8 / max(len(series), 1)
   x = np.arange(len(groups))
@@ -51,6 +60,7 @@ def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
     panels: {parameter: (x values, (means, error half-widths))}.
     reference: (label, value) drawn as a dashed line in every panel (the baseline).
   """
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
   for ax, (name, (xs, (means, errors))) in zip(axes[0], panels.items()):
     ax.errorbar(xs, means, yerr=errors, marker='o', capsize=2)
