@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -40,17 +41,21 @@ def test_sharded_epochs_equal_the_single_device_epoch(sharded_report, sampler, l
     assert figures['user_table_devices'] == 4
 
 
-def test_user_table_padding_only_when_sharded():
+def test_user_table_padding_only_when_sharded(monkeypatch):
   config = tiny_config()
   assert sharding.num_user_rows(config, 202) == 202
   config.train.data_parallel = True
   config.train.shard_user_table = True
-  assert sharding.num_user_rows(config, 202) % jax.device_count() == 0
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)  # The pytest process has one device.
+  assert sharding.num_user_rows(config, 202) == 204  # Padded to a multiple of 4.
+  assert sharding.num_user_rows(config, 200) == 200
 
 
 def test_batch_that_does_not_split_evenly_is_refused():
-  mesh = sharding.make_mesh([jax.devices()[0]] * 1)
-  assert sharding.check_batch(7, mesh) is None
+  four_devices = types.SimpleNamespace(size=4)  # check_batch reads only the mesh's size.
+  assert sharding.check_batch(8, four_devices) is None
+  assert sharding.check_batch(7, four_devices) == (
+      'must be divisible by the 4 devices of the data-parallel mesh (try 8)')
   config = tiny_config()
   config.train.shard_user_table = True
   with pytest.raises(train.ConfigError, match='data_parallel'):
