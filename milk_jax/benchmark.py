@@ -16,7 +16,6 @@ is a ratio measured on one machine. Writes `benchmark.json`; with
 
 import copy
 import csv
-import json
 import logging
 import os
 import platform
@@ -31,6 +30,7 @@ import numpy as np
 
 from milk_jax import data as data_lib
 from milk_jax import plots
+from milk_jax import runfolder
 from milk_jax import train
 
 log = logging.getLogger('milk_jax')
@@ -377,9 +377,7 @@ def benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
     result['sweep'] = run_sweep(config, dataset, workdir)
   path = os.path.join(workdir, 'benchmark.json')
   _keep_previous(path)
-  with open(f'{path}.tmp', 'w') as f:
-    json.dump(result, f, indent=2)
-  os.replace(f'{path}.tmp', path)
+  runfolder.write_json(path, result)
   print(headline(result), flush=True)
   return result
 

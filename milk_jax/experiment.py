@@ -142,12 +142,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
 def check_existing(runs: Sequence[Run]) -> None:
   """ConfigError when a run folder holds a run of another config (a changed experiment)."""
   for run in runs:
-    saved = runfolder.saved_config(run.workdir)
-    differing = runfolder.changed_fields(saved, run.config) if saved is not None else []
-    if differing:
-      raise train.ConfigError(
-          f'{run.workdir} holds a run of another config (fields: {", ".join(differing)}); '
-          'use a fresh experiment --workdir.')
+    runfolder.check_same_run(run.workdir, runfolder.saved_config(run.workdir), run.config)
 
 
 def _read_results(workdir: str) -> dict[str, Any] | None:

@@ -51,14 +51,19 @@ def lock(folder: str) -> Iterator[None]:
     handle.close()  # Closing releases the lock.
 
 
-def write_text(path: str, text: str) -> None:
-  """Replace `path` with `text` atomically."""
+def _write_aside(path: str, text: str) -> str:
+  """Write `text` to `path`.tmp, flushed to disk; returns that path, to rename over `path`."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
-  os.replace(tmp, path)
+  return tmp
+
+
+def write_text(path: str, text: str) -> None:
+  """Replace `path` with `text` atomically."""
+  os.replace(_write_aside(path, text), path)
 
 
 def write_json(path: str, payload: Any) -> None:
@@ -105,11 +110,7 @@ def read_log(path: str) -> list[dict[str, Any]]:
 
 def rewrite_log(path: str, records: list[dict[str, Any]], epoch: int) -> None:
   """Replace the log with `records` atomically (used to drop an interrupted tail)."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in records)
-    f.flush()
-    os.fsync(f.fileno())
+  tmp = _write_aside(path, ''.join(json.dumps(r) + '\n' for r in records))
   faults.crash_point('log_rewrite', epoch)
   os.replace(tmp, path)
 

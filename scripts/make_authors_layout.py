@@ -76,12 +76,10 @@ def main(argv):
   mtmt = _masked_dataset(config, 'mtmt')
   folder = _OUT.value
   os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, 'train.txt'), 'w') as f:
-    f.write(_user_lines(ftmt.train_pairs))
-  with open(os.path.join(folder, 'val.txt'), 'w') as f:
-    f.write(_user_lines(ftmt.val_pairs))
-  with open(os.path.join(folder, 'test.txt'), 'w') as f:
-    f.write(_user_lines(ftmt.test_pairs))
+  for name, pairs in (('train', ftmt.train_pairs), ('val', ftmt.val_pairs),
+                      ('test', ftmt.test_pairs)):
+    with open(os.path.join(folder, f'{name}.txt'), 'w') as f:
+      f.write(_user_lines(pairs))
   cold = np.union1d(ftmt.val_items, ftmt.test_items).astype(np.int64)
   warm = ftmt.warm_items.astype(np.int64)
   np.save(os.path.join(folder, 'cold_item_index.npy'), cold)
