@@ -85,7 +85,7 @@ def main(argv):
   np.save(os.path.join(folder, 'cold_item_index.npy'), cold)
   source = os.path.expanduser(config.data.path)
   for m, (name, out_name) in enumerate(zip(config.data.modalities, AUTHORS_NAMES)):
-    clean = readers.read_feature_file(readers.feature_path(readers.Path(source), name))
+    clean, _ = readers.read_feature_file(readers.feature_path(readers.Path(source), name))
     np.save(os.path.join(folder, f'{out_name}_feat.npy'), clean)
     test_mask, all_mask = ftmt.availability[:, m], mtmt.availability[:, m]
     np.save(os.path.join(folder, f'{out_name}_feat_missing_test.npy'),
