@@ -7,10 +7,13 @@ line, e.g. `--config.train.beta=50` or `--config.data.setting=mtmt`.
 import ml_collections
 from ml_collections import config_dict
 
+from configs import methods
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds the split, the missing masks, the init and every draw.
+  config.method = 'milk'  # milk_jax/methods/<name>.py: milk | bprmf | duif | ... (README).
 
   # ---------------------------------------------------------------- data
   data = config.data = ml_collections.ConfigDict()
@@ -79,6 +82,19 @@ def get_config() -> ml_collections.ConfigDict:
   train.feature_dtype = 'float32'  # float32 | bfloat16: item features on device; params stay float32.
   train.data_parallel = False  # Split each batch over all devices (jax.sharding mesh 'data').
   train.shard_user_table = False  # With data_parallel: split the user table by rows too.
+
+  # ------------------------------------------------------------- methods
+  # Each baseline's hyper-parameters, from configs/methods/<name>.py; MILK's are
+  # the model.* and train.* fields above (the method's module says which).
+  config.methods = methods.all_sections()
+
+  # ------------------------------------------------------------ backbone
+  # The warm BPR-MF run whose vectors DropoutNet, Heater, ... read (milk_jax/backbone.py).
+  bb = config.backbone = ml_collections.ConfigDict()
+  bb.run_dir = config_dict.placeholder(str)  # Its run folder; None = <workdir>/backbone.
+  bb.num_epochs = 100  # Epochs of BPR-MF (no early stopping: it cannot score new items).
+  bb.learning_rate = 1e-3  # Adam step size.
+  bb.batch_size = 2048  # Triples per step.
 
   # ---------------------------------------------------------------- eval
   ev = config.eval = ml_collections.ConfigDict()

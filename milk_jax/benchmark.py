@@ -28,10 +28,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from milk_jax import config as config_lib
 from milk_jax import data as data_lib
+from milk_jax import methods
 from milk_jax import plots
 from milk_jax import runfolder
 from milk_jax import train
+from milk_jax.errors import ConfigError
+from milk_jax.methods import milk
 
 log = logging.getLogger('milk_jax')
 
@@ -55,32 +59,33 @@ def _percentile_ms(seconds: list[float], q: float) -> float:
 
 
 def make_reference_loss_fn(config: ml_collections.ConfigDict) -> Callable:
-  """The loss of `train.make_loss_fn`, with scores computed in the authors' order.
+  """The loss of `milk.make_loss_fn`, with scores computed in the authors' order.
 
   Every item goes through every extractor once per environment (the weight
   is folded into the kernel, so XLA cannot merge the E projections), and the
   batch's rows are gathered afterwards. Same value, E * M full projections.
   """
-  def loss_fn(params, batch, weights, item_data):
+  def loss_fn(params, batch, weights, tables):
     extractors = params['extractors']
     env_items = jnp.stack([
         sum(jnp.dot(x, weights[e, m] * p['kernel'].astype(x.dtype),
                     preferred_element_type=jnp.float32) + weights[e, m] * p['bias']
-            for m, (p, x) in enumerate(zip(extractors, item_data['features'])))
+            for m, (p, x) in enumerate(zip(extractors, tables.features)))
         for e in range(weights.shape[0])])  # (E, num_items, d)
     # The batch's modality outputs still feed the alignment and the regulariser.
-    user_vectors, pos_reps, neg_reps = train.batch_representations(params, batch, item_data)
+    user_vectors, pos_reps, neg_reps = milk.batch_representations(params, batch, tables)
     pos_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, batch['positives']])
     neg_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, batch['negatives']])
-    return train.objective(config, params, batch, user_vectors, pos_reps, neg_reps,
-                           pos_scores, neg_scores, item_data)
+    return milk.objective(config, params, batch, user_vectors, pos_reps, neg_reps,
+                          pos_scores, neg_scores, tables)
 
   return loss_fn
 
 
-def make_reference_update(config: ml_collections.ConfigDict) -> Callable:
-  """update(state, batch, weights, item_data) with the reference loss; pure."""
-  return train.make_update(config, make_reference_loss_fn(config))
+def make_reference_update(config: ml_collections.ConfigDict,
+                          method: methods.Method) -> Callable:
+  """update(state, batch, weights, tables) with MILK's reference loss; pure."""
+  return train.make_update(config, method, make_reference_loss_fn(config))
 
 
 def _cost(compiled) -> dict[str, float]:
@@ -96,21 +101,21 @@ def _cost(compiled) -> dict[str, float]:
 
 
 def time_steps(step_fn: Callable, state: train.TrainState, batches: list[dict[str, jax.Array]],
-               step_inputs: list[jax.Array], item_data: dict[str, Any], warmup: int,
+               step_inputs: list[Any], tables: methods.Tables, warmup: int,
                count: int) -> tuple[dict[str, float], train.TrainState]:
-  """Compile step_fn(state, batch, step_input, item_data) once, warm up, then time it.
+  """Compile step_fn(state, batch, step_input, tables) once, warm up, then time it.
 
   Steps cycle through `batches` and the matching `step_inputs` (weights or keys).
   """
   jitted = jax.jit(step_fn, donate_argnums=0)
   tic = time.perf_counter()
-  compiled = jitted.lower(state, batches[0], step_inputs[0], item_data).compile()
+  compiled = jitted.lower(state, batches[0], step_inputs[0], tables).compile()
   compile_seconds = time.perf_counter() - tic
   holder = [state]
 
   def call(i):
     holder[0], metrics = compiled(holder[0], batches[i % len(batches)],
-                                  step_inputs[i % len(batches)], item_data)
+                                  step_inputs[i % len(batches)], tables)
     return metrics
   _timed_calls(call, warmup)
   seconds = _timed_calls(call, count)
@@ -120,8 +125,7 @@ def time_steps(step_fn: Callable, state: train.TrainState, batches: list[dict[st
   return figures, holder[0]
 
 
-def _host_batches(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
-                  program: train.EpochProgram, count: int) -> list[dict[str, jax.Array]]:
+def _host_batches(program: train.EpochProgram, count: int) -> list[dict[str, jax.Array]]:
   """Up to `count` real batches of epoch 1, on the device (transfers are not timed)."""
   triples = program.triples(1)
   steps = min(count, triples['users'].shape[0])
@@ -137,8 +141,8 @@ def time_epochs(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
   """Compile, then time whole epochs with `sampler` ('host' or 'device'), sampling included."""
   config = copy.deepcopy(config)
   config.train.sampler = sampler
-  program = train.EpochProgram(config, dataset)
-  state = _fresh_state(config, dataset, program)
+  program = _program(config, dataset)
+  state = program.fresh_state()
   tic = time.perf_counter()
   state, metrics = program.run(state, 1)  # Compiles.
   _block(metrics)
@@ -156,47 +160,57 @@ def time_epochs(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
 def step_weight_draws(config: ml_collections.ConfigDict, num_steps: int,
                       num_modalities: int) -> jax.Array:
   """(num_steps, E, M): the environment weights of steps 0 .. num_steps - 1."""
-  train_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  return train.epoch_weights(config, train_key, jnp.zeros((), jnp.int32), num_steps,
-                             num_modalities)
+  train_key = jax.random.fold_in(jax.random.key(config.seed), train.TRAIN_STREAM)
+  return milk.epoch_weights(config, train_key, jnp.zeros((), jnp.int32), num_steps,
+                            num_modalities)
 
 
 def time_weight_draw(config: ml_collections.ConfigDict, num_steps: int,
                      num_modalities: int) -> float:
   """Milliseconds of one epoch's vectorised weight draw (median of 20, after compiling)."""
-  draw = jax.jit(lambda step: train.epoch_weights(
+  draw = jax.jit(lambda step: milk.epoch_weights(
       config, jax.random.key(config.seed), step, num_steps, num_modalities))
   _block(draw(jnp.zeros((), jnp.int32)))
   seconds = _timed_calls(lambda i: draw(jnp.asarray(i, jnp.int32)), 20)
   return _percentile_ms(seconds, 50)
 
 
-def _fresh_state(config, dataset, program) -> train.TrainState:
-  dims = tuple(f.shape[1] for f in dataset.features)
-  return program.place(train.create_train_state(config, jax.random.key(config.seed),
-                                                dataset.num_users, dims))
+def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> train.EpochProgram:
+  """The run's epoch program; a method that reads a backbone gets random CF vectors of the
+  backbone's shapes (the cost does not depend on their values, and nothing is trained first)."""
+  extras = {}
+  if methods.backbone_of(config) is not None:
+    rng = np.random.default_rng(config.seed)
+    d = config.model.embed_dim
+    items = rng.normal(size=(dataset.num_items, d)).astype(np.float32)
+    items[dataset.val_items] = items[dataset.test_items] = 0.0
+    extras = {'cf_users': rng.normal(size=(dataset.num_users, d)).astype(np.float32),
+              'cf_items': items}
+  return train.EpochProgram(config, dataset, train.make_method(config, dataset), extras)
 
 
 def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dict[str, Any]:
   """All figures of one configuration, as the dict written to benchmark.json."""
   bench = config.benchmark
   num_modalities = len(dataset.features)
-  program = train.EpochProgram(config, dataset)
+  program = _program(config, dataset)
+  method = program.method
   steps_per_epoch = -(-len(dataset.train_pairs) // config.train.batch_size)
-  batches = _host_batches(config, dataset, program, min(steps_per_epoch, 16))
-  # As the epoch runs it: one update per step, the weights drawn for the whole epoch.
-  weights = list(step_weight_draws(config, len(batches), num_modalities))
-  log.info('benchmark: compiling and timing %d train steps', bench.num_steps)
-  step, _ = time_steps(train.make_update(config), _fresh_state(config, dataset, program),
-                       batches, weights, program.item_data, bench.warmup_steps,
-                       bench.num_steps)
-  # The simple path draws its own weights each step.
+  batches = _host_batches(program, min(steps_per_epoch, 16))
+  # As the epoch runs it: one update per step, its inputs drawn for the whole epoch.
+  drawn = method.step_inputs(program.train_key, jnp.zeros((), jnp.int32), len(batches))
+  step_inputs = [jax.tree.map(lambda x, s=s: x[s], drawn) for s in range(len(batches))]
+  log.info('benchmark: compiling and timing %d train steps of %s', bench.num_steps,
+           config.method)
+  step, _ = time_steps(train.make_update(config, method), program.fresh_state(), batches,
+                       step_inputs, program.tables, bench.warmup_steps, bench.num_steps)
+  # The step-by-step path draws its own inputs each step.
   keys = list(jax.random.split(jax.random.key(config.seed), len(batches)))
-  simple, _ = time_steps(train.make_train_step(config, num_modalities),
-                         _fresh_state(config, dataset, program), batches, keys,
-                         program.item_data, bench.warmup_steps, bench.num_steps)
+  simple, _ = time_steps(train.make_train_step(config, method), program.fresh_state(),
+                         batches, keys, program.tables, bench.warmup_steps, bench.num_steps)
   result = {
       **environment_summary(),
+      'method': config.method,
       'num_users': dataset.num_users, 'num_items': dataset.num_items,
       'num_modalities': num_modalities,
       'feature_dims': [int(f.shape[1]) for f in dataset.features],
@@ -206,23 +220,25 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
       'steps_per_epoch': steps_per_epoch,
       **step,
       'simple_step_ms': simple['step_ms'],
-      'weights_draw_ms_per_epoch': time_weight_draw(config, steps_per_epoch, num_modalities),
       'steps_per_second': 1e3 / step['step_ms'],
       'samples_per_second': config.train.batch_size * 1e3 / step['step_ms'],
   }
+  if config.method == 'milk':
+    result['weights_draw_ms_per_epoch'] = time_weight_draw(config, steps_per_epoch,
+                                                           num_modalities)
   if 'step_gflop' in step:
     result['achieved_gflop_per_second'] = step['step_gflop'] / step['step_ms'] * 1e3
   log.info('benchmark: timing %d epochs with each sampler', bench.num_epochs)
-  for sampler in train.SAMPLERS:
+  for sampler in config_lib.SAMPLERS:
     result.update(time_epochs(config, dataset, sampler))
   result['epoch_seconds'] = result[f'epoch_seconds_{config.train.sampler}']
   # The steady-state cost of one step inside the fused epoch (sampling amortised).
   result['epoch_step_ms'] = result['epoch_seconds'] / steps_per_epoch * 1e3
-  if bench.reference:
+  if bench.reference and config.method == 'milk':
     log.info('benchmark: timing the reference (authors-order) step')
-    reference, _ = time_steps(make_reference_update(config),
-                              _fresh_state(config, dataset, program), batches, weights,
-                              program.item_data, 1, max(3, bench.num_steps // 10))
+    reference, _ = time_steps(make_reference_update(config, method), program.fresh_state(),
+                              batches, step_inputs, program.tables, 1,
+                              max(3, bench.num_steps // 10))
     result['reference_step_ms'] = reference['step_ms']
     result['reference_compile_seconds'] = reference['compile_seconds']
     result['speedup_vs_reference'] = reference['step_ms'] / step['step_ms']
@@ -238,7 +254,8 @@ def environment_summary() -> dict[str, Any]:
 
 def headline(result: dict[str, Any]) -> str:
   """One readable line of the main figures."""
-  line = (f"{result['backend']} ({result['device']}): batch {result['batch_size']}, "
+  line = (f"{result.get('method', 'milk')} on {result['backend']} ({result['device']}): "
+          f"batch {result['batch_size']}, "
           f"{result['num_items']} items, {result['feature_dtype']}: step "
           f"{result['step_ms']:.2f} ms median (p90 {result['step_ms_p90']:.2f}), "
           f"{result['samples_per_second']:,.0f} samples/s; epoch "
@@ -264,9 +281,12 @@ def random_inputs(key: jax.Array, num_users: int, num_items: int, feature_dims: 
   for k, dim in zip(feature_keys, feature_dims):
     x = jax.random.normal(k, (num_items, dim))
     features.append((x / jnp.linalg.norm(x, axis=1, keepdims=True)).astype(
-        train.FEATURE_DTYPES[dtype]))
-  item_data = {'features': tuple(features),
-               'availability': jnp.ones((num_items, len(feature_dims)), bool)}
+        config_lib.FEATURE_DTYPES[dtype]))
+  is_new = jnp.arange(num_items) >= num_items - num_items // 5  # The last fifth is new.
+  tables = methods.Tables(features=tuple(features),
+                          availability=jnp.ones((num_items, len(feature_dims)), bool),
+                          warm_items=jnp.arange(num_items - num_items // 5, dtype=jnp.int32),
+                          is_new=is_new, extras={})
   batch_keys = jax.random.split(jax.random.fold_in(key, 1), num_batches)
   batches = [{'users': jax.random.randint(jax.random.fold_in(k, 0), (batch_size,), 0, num_users),
               'positives': jax.random.randint(jax.random.fold_in(k, 1), (batch_size,), 0,
@@ -274,7 +294,7 @@ def random_inputs(key: jax.Array, num_users: int, num_items: int, feature_dims: 
               'negatives': jax.random.randint(jax.random.fold_in(k, 2), (batch_size,), 0,
                                               num_items)}
              for k in batch_keys]
-  return item_data, batches
+  return tables, batches
 
 
 def sweep_point(config: ml_collections.ConfigDict, num_users: int, num_items: int,
@@ -283,18 +303,20 @@ def sweep_point(config: ml_collections.ConfigDict, num_users: int, num_items: in
   """Median step time of the fused (and maybe reference) step at one shape."""
   config = copy.deepcopy(config)
   config.train.batch_size = batch_size
-  item_data, batches = random_inputs(jax.random.key(config.seed), num_users, num_items,
-                                     feature_dims, batch_size, 4, config.train.feature_dtype)
+  tables, batches = random_inputs(jax.random.key(config.seed), num_users, num_items,
+                                  feature_dims, batch_size, 4, config.train.feature_dtype)
   weights = list(step_weight_draws(config, len(batches), len(feature_dims)))
+  spec = methods.DataSpec(num_users, num_items, feature_dims, num_items - num_items // 5)
+  method = milk.make(config, spec)
   figures = {}
-  updates = {'fused': train.make_update(config)}
+  updates = {'fused': train.make_update(config, method)}
   if reference:
-    updates['reference'] = make_reference_update(config)
+    updates['reference'] = make_reference_update(config, method)
   for name, update in updates.items():
-    state = train.create_train_state(config, jax.random.key(0), num_users, feature_dims)
+    state = train.create_train_state(config, method, jax.random.key(0), num_users)
     count = config.benchmark.sweep_steps if name == 'fused' else max(
         2, config.benchmark.sweep_steps // 4)
-    figures[name], _ = time_steps(update, state, batches, weights, item_data, 2, count)
+    figures[name], _ = time_steps(update, state, batches, weights, tables, 2, count)
   return figures
 
 
@@ -367,7 +389,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
 
 def benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Measure, write `workdir/benchmark.json` (and the sweep files), print the headline."""
-  train.check_config(config)
+  config_lib.check_config(config)
   _check_benchmark_config(config)
   dataset = data_lib.load_dataset(config)  # Raises DataError before anything is written.
   log.info('data: %s', dataset.summary())
@@ -397,10 +419,13 @@ def _check_benchmark_config(config: ml_collections.ConfigDict) -> None:
   bench = config.benchmark
   for field in ('num_steps', 'num_epochs', 'sweep_steps'):
     if bench[field] < 1:
-      raise train.ConfigError(f'config.benchmark.{field}={bench[field]}: must be at least 1')
+      raise ConfigError(f'config.benchmark.{field}={bench[field]}: must be at least 1')
   if bench.warmup_steps < 0:
-    raise train.ConfigError(f'config.benchmark.warmup_steps={bench.warmup_steps}: '
+    raise ConfigError(f'config.benchmark.warmup_steps={bench.warmup_steps}: '
                             'must be non-negative')
+  if bench.sweep and config.method != 'milk':
+    raise ConfigError(f'config.benchmark.sweep=True: the sweep times MILK\'s step against its '
+                      f'reference; config.method={config.method!r} has none (drop the sweep)')
   for field in ('sweep_batch_sizes', 'sweep_num_items'):
     if bench.sweep and (not bench[field] or min(bench[field]) < 1):
-      raise train.ConfigError(f'config.benchmark.{field}={bench[field]}: needs positive sizes')
+      raise ConfigError(f'config.benchmark.{field}={bench[field]}: needs positive sizes')

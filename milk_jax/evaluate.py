@@ -134,3 +134,33 @@ def rank_metrics_by_group(user_embedding: jax.Array, item_vectors: jax.Array,
   return {group_name(int(g)): rank_metrics(user_embedding, item_vectors, pairs[pair_groups == g],
                                            candidates, ks, user_batch_size)
           for g in np.unique(pair_groups)}
+
+
+def candidate_items(dataset, split: str, candidates: str) -> np.ndarray:
+  """The new items a user of `split` ranks: all new items, or the split's own."""
+  if candidates == 'all_new':
+    return np.union1d(dataset.val_items, dataset.test_items)
+  return dataset.val_items if split == 'val' else dataset.test_items
+
+
+def evaluate_split(eval_config, user_vectors: jax.Array, item_vectors: jax.Array, dataset,
+                   split: str, by_group: bool = False) -> dict:
+  """Ranking metrics of `split` ('val' or 'test') from a method's vectors.
+
+  The evaluator sees vectors only, never parameters or the method.
+  """
+  pairs = dataset.val_pairs if split == 'val' else dataset.test_pairs
+  candidates = candidate_items(dataset, split, eval_config.candidates)
+  if by_group:
+    return rank_metrics_by_group(user_vectors, item_vectors, pairs, candidates,
+                                 dataset.num_missing, eval_config.ks, eval_config.user_batch_size)
+  return rank_metrics(user_vectors, item_vectors, pairs, candidates, eval_config.ks,
+                      eval_config.user_batch_size)
+
+
+def held_out_metrics(eval_config, user_vectors: jax.Array, item_vectors: jax.Array,
+                 dataset) -> dict:
+  """{'test': ..., 'test_by_group': ...}: what results.json and eval.json report."""
+  return {'test': evaluate_split(eval_config, user_vectors, item_vectors, dataset, 'test'),
+          'test_by_group': evaluate_split(eval_config, user_vectors, item_vectors, dataset,
+                                          'test', by_group=True)}

@@ -36,12 +36,14 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from milk_jax import config as config_lib
 from milk_jax import interrupt
 from milk_jax import plots
 from milk_jax import report
 from milk_jax import runfolder
 from milk_jax import train
 from milk_jax.data import dataset as dataset_lib
+from milk_jax.errors import ConfigError
 from milk_jax.errors import Interrupted
 
 log = logging.getLogger('milk_jax.experiment')
@@ -75,11 +77,11 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, An
     for part in parents:
       node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise train.ConfigError(f'{where}: unknown config key {key!r}')
+      raise ConfigError(f'{where}: unknown config key {key!r}')
     try:
       node[leaf] = value
     except (TypeError, ValueError) as error:
-      raise train.ConfigError(f'{where}: {key}={value!r}: {error}') from error
+      raise ConfigError(f'{where}: {key}={value!r}: {error}') from error
   return config
 
 
@@ -87,7 +89,7 @@ def check_experiment(exp: ml_collections.ConfigDict) -> None:
   """ConfigError on a malformed grid, before anything runs."""
   def require(ok: bool, message: str):
     if not ok:
-      raise train.ConfigError(f'config.experiment: {message}')
+      raise ConfigError(f'config.experiment: {message}')
 
   names = [name for name, _ in exp.variants]
   require(len(names) > 0, 'needs at least one variant')
@@ -114,7 +116,7 @@ def runs_dir(exp: ml_collections.ConfigDict, workdir: str) -> str:
 def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
   """Every run of the grid, each config checked; raises before any training."""
   if 'experiment' not in config:
-    raise train.ConfigError('the config has no `experiment` field: pass an experiment config, '
+    raise ConfigError('the config has no `experiment` field: pass an experiment config, '
                             'configs/experiments/NAME.py')
   exp = config.experiment
   check_experiment(exp)
@@ -130,10 +132,10 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
         run_config = with_overrides(variant_config, {'data.setting': setting, 'seed': seed},
                                     f'setting {setting!r}')
         try:
-          train.check_config(run_config)
+          config_lib.check_config(run_config)
           dataset_lib.check_config(run_config)
-        except (train.ConfigError, dataset_lib.DataError) as error:
-          raise train.ConfigError(f'{setting}/{variant}: {error}') from error
+        except (ConfigError, dataset_lib.DataError) as error:
+          raise ConfigError(f'{setting}/{variant}: {error}') from error
         runs.append(Run(setting, variant, seed, run_config,
                         os.path.join(root, setting, variant, f'seed_{seed}')))
   return runs

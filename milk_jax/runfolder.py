@@ -140,7 +140,24 @@ ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.divergence_factor': 10.0, 'train.divergence_epochs': 3,
                 'train.task_loss': 'mean', 'data.ids': 'dense',
                 'data.item_ids_file': 'item_ids.txt', 'data.min_rating': None,
-                'data.split': 'random'}
+                'data.split': 'random', 'method': 'milk'}
+
+
+def _unread_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Prefixes of the fields that `config.method` never reads: other methods' sections,
+  MILK's fields for a baseline, the backbone section for a method without one, and
+  where the backbone lives (its own folder checks its settings)."""
+  from milk_jax import methods  # Imported late: methods import the model code.
+  from milk_jax.methods import milk
+
+  name = config.get('method', 'milk')
+  unread = [f'methods.{other}.' for other in config.get('methods', {}) if other != name]
+  unread.append('backbone.run_dir')
+  if name != 'milk':
+    unread.extend(milk.OWN_FIELDS)
+  if name not in methods.names() or methods.backbone_of(config) is None:
+    unread.append('backbone.')
+  return tuple(unread)
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
@@ -165,8 +182,9 @@ def changed_fields(saved: dict[str, Any], config: ml_collections.ConfigDict) -> 
   current = _flatten(json.loads(config.to_json()))
   for key, value in ADDED_FIELDS.items():  # Saved by an older version: it ran with `value`.
     previous.setdefault(key, value)
+  ignored = IGNORED_SECTIONS + _unread_fields(config)
   return sorted(k for k in previous.keys() | current.keys()
-                if k not in RESUMABLE_CHANGES and not k.startswith(IGNORED_SECTIONS)
+                if k not in RESUMABLE_CHANGES and not k.startswith(ignored)
                 and previous.get(k) != current.get(k))
 
 

@@ -1,0 +1,14 @@
+"""Hyper-parameters of each method: configs/methods/<name>.py, mounted at config.methods.<name>."""
+
+import importlib
+import pkgutil
+
+import ml_collections
+
+
+def all_sections() -> ml_collections.ConfigDict:
+  """config.methods: one section per configs/methods/<name>.py."""
+  sections = ml_collections.ConfigDict()
+  for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    sections[module] = importlib.import_module(f'configs.methods.{module}').get_config()
+  return sections

@@ -1,0 +1,121 @@
+"""Recommendation methods that the shared loop trains, evaluates and checkpoints.
+
+A method is one module, `milk_jax/methods/<name>.py`, chosen with
+`--config.method=<name>`. It defines
+
+  make(config, spec: DataSpec) -> Method   reads its hyper-parameters once, as Python
+                                           numbers, and returns pure functions;
+  check_config(config) -> None             ConfigError on values it cannot honour;
+  BACKBONE: str | None                     the warm CF method whose vectors it reads
+                                           (tables.extras['cf_users'|'cf_items']), or None;
+
+and its hyper-parameters live in `configs/methods/<name>.py` (get_config(), one
+comment per field), which configs/base.py mounts at `config.methods.<name>`.
+MILK keeps its historical fields (`config.model.*`, `config.train.beta`, ...).
+Everything else (data, samplers, the scanned epoch, early stopping, resume,
+checkpoints, evaluation, experiments, the benchmark) is shared.
+"""
+
+import importlib
+import pkgutil
+import types
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from milk_jax.errors import ConfigError
+
+Params = Any
+Batch = Mapping[str, jax.Array]  # 'users', 'positives', 'negatives': (B,) int32.
+
+
+class DataSpec(NamedTuple):
+  """Static facts a method builds its shapes from."""
+  num_users: int  # Rows of the user table (padded when it is sharded).
+  num_items: int
+  feature_dims: tuple[int, ...]  # One width per modality.
+  num_warm_items: int
+
+
+class Tables(NamedTuple):
+  """Device arrays that every step and every evaluation reads."""
+  features: tuple[jax.Array, ...]  # M arrays (I, dim_m): imputed, normalised as the data says.
+  availability: jax.Array  # (I, M) bool.
+  warm_items: jax.Array  # (I_w,) int32: items that may have training interactions.
+  is_new: jax.Array  # (I,) bool: validation and test items.
+  extras: Mapping[str, jax.Array]  # From the backbone and `Method.prepare`.
+
+
+def content(tables: Tables, items: jax.Array | None = None) -> jax.Array:
+  """The concatenated content of `items` (all when None), (n, F) float32.
+
+  The features arrive imputed and, by default, L2-normalised per modality
+  (spec 3.2: the library's input for concat-only baselines).
+  """
+  parts = [f if items is None else f[items] for f in tables.features]
+  return jnp.concatenate([p.astype(jnp.float32) for p in parts], axis=-1)
+
+
+def step_keys(train_key: jax.Array, first_step: jax.Array, num_steps: int) -> jax.Array:
+  """(num_steps,) keys, step s's being fold_in(train_key, s): resume stays exact."""
+  steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(train_key, steps)
+
+
+def no_extras(dataset, extras: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  del dataset
+  return dict(extras)
+
+
+class Method(NamedTuple):
+  """A method as pure functions (optax-style); the loop jits closures over them."""
+  init: Callable[[jax.Array], Params]  # key -> params.
+  loss: Callable[[Params, Batch, Any, Tables], tuple[jax.Array, dict[str, jax.Array]]]
+  embed: Callable[[Params, Tables], tuple[jax.Array, jax.Array]]  # -> users (U, d), items (I, d).
+  # (train_key, first_step, num_steps) -> a pytree with leading axis num_steps, drawn once per
+  # epoch before the scan: MILK's environment weights; by default one key per step.
+  step_inputs: Callable[[jax.Array, jax.Array, int], Any] = step_keys
+  optimizer: optax.GradientTransformation | None = None  # None: adam(train.learning_rate).
+  # Host side, once per run: (dataset, extras from the backbone) -> extras for `Tables`.
+  prepare: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]] = no_extras
+  # Escape hatch: (state, batch, step_input, tables) -> (state, metrics), for methods whose
+  # step is not one gradient step of `loss` (GAR's alternating players).
+  update: Callable | None = None
+  log_keys: tuple[str, ...] = ()  # Metrics shown in the epoch's log line besides 'loss'.
+  # The best epoch is the last one: for a warm backbone, whose vectors do not score new items.
+  select_last: bool = False
+
+
+def names() -> tuple[str, ...]:
+  """Every method module under milk_jax/methods/."""
+  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))
+
+
+def get(name: str) -> types.ModuleType:
+  """The module milk_jax.methods.<name>; ConfigError names the choices."""
+  if name not in names():
+    raise ConfigError(f'config.method={name!r}: no milk_jax/methods/{name}.py; '
+                      f'one of {", ".join(names())}')
+  return importlib.import_module(f'milk_jax.methods.{name}')
+
+
+def backbone_of(config) -> str | None:
+  return get(config.method).BACKBONE
+
+
+def optimizer(method: Method, config) -> optax.GradientTransformation:
+  return method.optimizer or optax.adam(config.train.learning_rate)
+
+
+def xavier_uniform(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+  """Glorot-uniform init of a (fan_in, fan_out) matrix or an (n, d) embedding table."""
+  bound = np.sqrt(6.0 / (shape[0] + shape[1]))
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def bpr(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
+  """mean softplus(s- - s+) = mean -log sigmoid(s+ - s-), stable for any gap."""
+  return jnp.mean(jax.nn.softplus(neg_scores - pos_scores))

@@ -1,0 +1,59 @@
+"""BPR-MF (Rendle et al., 2009), the warm backbone: free user and item vectors.
+
+Trained on warm items only (positives are warm; negatives come from
+`data.negatives`, warm by default), as spec 3.3 asks of the library. New
+items have no CF row: `embed` gives them zeros, so they are never "trained
+as negatives" rows. Its vectors feed DropoutNet and Heater (and later GAR,
+GoRec) through `milk_jax/backbone.py`. Since it cannot score new items, its
+validation metrics are not a selection signal: its best epoch is its last.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from milk_jax.errors import ConfigError
+from milk_jax.methods import DataSpec
+from milk_jax.methods import Method
+from milk_jax.methods import bpr
+from milk_jax.methods import xavier_uniform
+
+BACKBONE = None
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  if config.methods.bprmf.reg_weight < 0:
+    raise ConfigError(f'config.methods.bprmf.reg_weight={config.methods.bprmf.reg_weight!r}: '
+                      'must be non-negative')
+
+
+def batch_l2(*rows: jax.Array) -> jax.Array:
+  """sum_k ||rows_k||_F / B: ColdRec's l2_reg_loss (un-squared norms over the batch rows)."""
+  return sum(jnp.linalg.norm(r) for r in rows) / rows[0].shape[0]
+
+
+def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
+  d = config.model.embed_dim
+  reg_weight = float(config.methods.bprmf.reg_weight)
+
+  def init(key):
+    user_key, item_key = jax.random.split(key)
+    return {'user_embedding': xavier_uniform(user_key, (spec.num_users, d)),
+            'item_embedding': xavier_uniform(item_key, (spec.num_items, d))}
+
+  def loss(params, batch, step_input, tables):
+    del step_input, tables
+    users = params['user_embedding'][batch['users']]
+    positives = params['item_embedding'][batch['positives']]
+    negatives = params['item_embedding'][batch['negatives']]
+    task = bpr(jnp.sum(users * positives, -1), jnp.sum(users * negatives, -1))
+    regulariser = batch_l2(users, positives, negatives)
+    total = task + reg_weight * regulariser
+    return total, {'loss': total, 'bpr': task, 'regulariser': regulariser}
+
+  def embed(params, tables):
+    items = jnp.where(tables.is_new[:, None], 0.0, params['item_embedding'])
+    return params['user_embedding'], items
+
+  return Method(init=init, loss=loss, embed=embed, log_keys=('bpr', 'regulariser'),
+                select_last=True)
