@@ -36,7 +36,9 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from milk_jax import backbone
 from milk_jax import config as config_lib
+from milk_jax import methods
 from milk_jax import interrupt
 from milk_jax import plots
 from milk_jax import report
@@ -53,6 +55,7 @@ CSV_COLUMNS = ('setting', 'variant', 'metric', 'n', 'mean', 'std',
                'diff_n', 'diff_mean', 'diff_std', 'p_value')
 # The grid itself sets these; a variant changing them would mislabel its folder.
 GRID_KEYS = ('seed', 'data.setting')
+BACKBONE_FOLDER = '_backbone'  # <runs_dir>/<setting>/_backbone/seed_<n>: the shared BPR-MF runs.
 _SAFE_NAME = re.compile(r'^[A-Za-z0-9_.=+-]+$')
 
 Results = dict[tuple[str, str], dict[int, dict[str, Any]]]  # (setting, variant) -> seed -> results.
@@ -82,6 +85,21 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, An
       node[leaf] = value
     except (TypeError, ValueError) as error:
       raise ConfigError(f'{where}: {key}={value!r}: {error}') from error
+  return config
+
+
+def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy whose variants end with one per name in experiment.methods, e.g. 'heater' ->
+  ('Heater', {'method': 'heater'}): the method with the dataset config's hyper-parameters."""
+  names = tuple(config.experiment.get('methods', ())) if 'experiment' in config else ()
+  if not names:
+    return config
+  config = copy.deepcopy(config)
+  added = tuple((getattr(methods.get(name), 'DISPLAY_NAME', name), {'method': name})
+                for name in names)
+  with config.unlocked():
+    config.experiment.variants = tuple(config.experiment.variants) + added
+    config.experiment.methods = ()
   return config
 
 
@@ -136,6 +154,10 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
           dataset_lib.check_config(run_config)
         except (ConfigError, dataset_lib.DataError) as error:
           raise ConfigError(f'{setting}/{variant}: {error}') from error
+        if methods.backbone_of(run_config) is not None and not run_config.backbone.run_dir:
+          # One warm backbone per setting and seed, shared by every variant that reads it.
+          run_config = with_overrides(run_config, {'backbone.run_dir': os.path.join(
+              root, setting, BACKBONE_FOLDER, f'seed_{seed}')}, f'variant {variant!r}')
         runs.append(Run(setting, variant, seed, run_config,
                         os.path.join(root, setting, variant, f'seed_{seed}')))
   return runs
@@ -145,6 +167,7 @@ def check_existing(runs: Sequence[Run]) -> None:
   """ConfigError when a run folder holds a run of another config (a changed experiment)."""
   for run in runs:
     runfolder.check_same_run(run.workdir, runfolder.saved_config(run.workdir), run.config)
+    backbone.check_backbone_folder(run.config, run.workdir)
 
 
 def _read_results(workdir: str) -> dict[str, Any] | None:
@@ -467,6 +490,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
   Returns:
     The summary rows (the content of summary.csv).
   """
+  config = with_method_variants(config)
   runs = plan_runs(config, workdir)
   check_existing(runs)
   exp = config.experiment

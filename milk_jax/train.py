@@ -110,17 +110,17 @@ def make_update(config: ml_collections.ConfigDict, method: Method,
 
 def make_train_step(config: ml_collections.ConfigDict, method: Method,
                     loss_fn: Callable | None = None) -> Callable:
-  """train_step(state, batch, key, tables) -> (state, metrics); pure, not jitted.
+  """train_step(state, batch, train_key, tables) -> (state, metrics); pure, not jitted.
 
   The step-by-step path, an oracle for tests and the benchmark (training runs
-  whole epochs): the step's inputs are drawn from `key` as the epoch draws
-  them from fold_in(train_key, step).
+  whole epochs): the step's inputs come from fold_in(train_key, state.step),
+  exactly as the scanned epoch draws them.
   """
   update = make_update(config, method, loss_fn)
 
-  def train_step(state: TrainState, batch, key, tables):
-    step_input = jax.tree.map(lambda x: x[0], method.step_inputs(key, jnp.zeros((), jnp.int32), 1))
-    return update(state, batch, step_input, tables)
+  def train_step(state: TrainState, batch, train_key, tables):
+    drawn = method.step_inputs(train_key, state.step, 1)
+    return update(state, batch, jax.tree.map(lambda x: x[0], drawn), tables)
 
   return train_step
 

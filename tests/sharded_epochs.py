@@ -17,10 +17,8 @@ from tests.helpers import tiny_config
 
 
 def one_epoch(config, dataset):
-  program = train.EpochProgram(config, dataset)
-  dims = tuple(f.shape[1] for f in dataset.features)
-  state = program.place(train.create_train_state(config, jax.random.key(0), dataset.num_users,
-                                                 dims))
+  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
+  state = program.fresh_state()
   state, metrics = program.run(state, 1)
   state, metrics = program.run(state, 2)
   params = jax.device_get(state.params)

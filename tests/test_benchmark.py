@@ -10,6 +10,7 @@ import pytest
 from milk_jax import benchmark
 from milk_jax import data as data_lib
 from milk_jax import train
+from milk_jax.methods import milk
 from tests.helpers import tiny_config
 
 
@@ -17,12 +18,13 @@ from tests.helpers import tiny_config
 def test_reference_loss_equals_the_fused_loss(reg_target):
   config = tiny_config(reg_target=reg_target)
   dataset = data_lib.load_dataset(config)
-  state = train.create_train_state(config, jax.random.key(0), dataset.num_users, (24, 12))
-  item_data = train.item_data_on_device(dataset)
+  state = train.create_train_state(config, train.make_method(config, dataset), jax.random.key(0),
+                                   dataset.num_users)
+  item_data = train.tables_on_device(dataset)
   users, positives, negatives = data_lib.epoch_triples(np.random.default_rng(0), dataset, 64)
   batch = {'users': users[0], 'positives': positives[0], 'negatives': negatives[0]}
-  weights = train.step_weights(config, jax.random.key(3), 2)
-  fused, _ = train.make_loss_fn(config)(state.params, batch, weights, item_data)
+  weights = milk.step_weights(config, jax.random.key(3), 2)
+  fused, _ = milk.make_loss_fn(config)(state.params, batch, weights, item_data)
   reference, _ = benchmark.make_reference_loss_fn(config)(state.params, batch, weights,
                                                           item_data)
   np.testing.assert_allclose(reference, fused, rtol=1e-5)

@@ -68,6 +68,7 @@ def test_shapes_finite_loss_and_one_compilation(name, backbone_dir):
   chex.assert_rank([users, items], 2)
   assert users.shape[0] >= dataset.num_users and items.shape[0] == dataset.num_items
   assert users.shape[1] == items.shape[1]
+  chex.clear_trace_counter()  # The counter is per code location, shared by the parameters.
   step = jax.jit(chex.assert_max_traces(train.make_train_step(config, program.method), n=1))
   for s, batch in enumerate(_batches(program, 3)):
     new_state, metrics = step(state, batch, jax.random.key(s), program.tables)

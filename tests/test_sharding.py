@@ -11,7 +11,8 @@ import jax
 import pytest
 
 from milk_jax import sharding
-from milk_jax import train
+from milk_jax import config as config_lib
+from milk_jax.errors import ConfigError
 from tests.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,5 +59,5 @@ def test_batch_that_does_not_split_evenly_is_refused():
       'must be divisible by the 4 devices of the data-parallel mesh (try 8)')
   config = tiny_config()
   config.train.shard_user_table = True
-  with pytest.raises(train.ConfigError, match='data_parallel'):
-    train.check_config(config)
+  with pytest.raises(ConfigError, match='data_parallel'):
+    config_lib.check_config(config)

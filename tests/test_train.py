@@ -9,10 +9,13 @@ import pytest
 
 from milk_jax import data as data_lib
 from milk_jax import checkpoint
+from milk_jax import config as config_lib
 from milk_jax import evaluate
 from milk_jax import interrupt
+from milk_jax import loop as loop_lib
 from milk_jax import runfolder
 from milk_jax import train
+from milk_jax.methods import milk
 from milk_jax.errors import ConfigError
 from milk_jax.errors import DivergenceError
 from milk_jax.errors import Interrupted
@@ -37,14 +40,22 @@ def _batch(dataset, size, seed=0):
 def setup():
   config = tiny_config()
   dataset = data_lib.load_dataset(config)
-  state = train.create_train_state(config, jax.random.key(0), dataset.num_users,
-                                   tuple(f.shape[1] for f in dataset.features))
-  return config, dataset, state, train.item_data_on_device(dataset)
+  method = train.make_method(config, dataset)
+  state = train.create_train_state(config, method, jax.random.key(0), dataset.num_users)
+  return config, dataset, state, train.tables_on_device(dataset)
+
+
+def _step(config, dataset):
+  return train.make_train_step(config, train.make_method(config, dataset))
+
+
+def _epoch(config, dataset):
+  return train.make_train_epoch(config, train.make_method(config, dataset))
 
 
 def test_train_step_metrics_and_shapes(setup):
   config, dataset, state, item_data = setup
-  step = jax.jit(train.make_train_step(config, 2))
+  step = jax.jit(_step(config, dataset))
   new_state, metrics = step(state, _batch(dataset, 64), jax.random.key(1), item_data)
   assert int(new_state.step) == 1
   chex.assert_trees_all_equal_shapes(new_state.params, state.params)
@@ -59,7 +70,7 @@ def test_train_step_metrics_and_shapes(setup):
 
 def test_train_step_compiles_once(setup):
   config, dataset, state, item_data = setup
-  step = chex.assert_max_traces(train.make_train_step(config, 2), n=1)
+  step = chex.assert_max_traces(_step(config, dataset), n=1)
   step = jax.jit(step)
   for seed in range(3):
     state, _ = step(state, _batch(dataset, 64, seed), jax.random.key(seed), item_data)
@@ -70,7 +81,7 @@ def test_erm_has_no_variance_and_no_alignment(setup):
   config = tiny_config()
   config.model.use_invariance = False
   config.model.use_alignment = False
-  _, metrics = jax.jit(train.make_train_step(config, 2))(
+  _, metrics = jax.jit(_step(config, dataset))(
       state, _batch(dataset, 64), jax.random.key(1), item_data)
   assert float(metrics['env_variance']) == 0.0 and float(metrics['alignment']) == 0.0
 
@@ -78,12 +89,12 @@ def test_erm_has_no_variance_and_no_alignment(setup):
 def test_fixed_weights_ignore_the_step_key():
   config = tiny_config()
   config.model.resample_weights = False
-  a = train.step_weights(config, jax.random.key(1), 3)
-  b = train.step_weights(config, jax.random.key(2), 3)
+  a = milk.step_weights(config, jax.random.key(1), 3)
+  b = milk.step_weights(config, jax.random.key(2), 3)
   chex.assert_trees_all_close(a, b)
   config.model.resample_weights = True
-  assert not np.allclose(train.step_weights(config, jax.random.key(1), 3),
-                         train.step_weights(config, jax.random.key(2), 3))
+  assert not np.allclose(milk.step_weights(config, jax.random.key(1), 3),
+                         milk.step_weights(config, jax.random.key(2), 3))
 
 
 def test_scanned_epoch_equals_step_by_step_loop(setup):
@@ -92,13 +103,13 @@ def test_scanned_epoch_equals_step_by_step_loop(setup):
   users, positives, negatives = data_lib.epoch_triples(rng, dataset, 128)
   triples = {'users': users, 'positives': positives, 'negatives': negatives}
   train_key = jax.random.key(9)
-  step = jax.jit(train.make_train_step(config, 2))
+  step = jax.jit(_step(config, dataset))
   looped = state
   for s in range(users.shape[0]):
     batch = jax.tree.map(lambda x: x[s], triples)
-    looped, _ = step(looped, batch, jax.random.fold_in(train_key, looped.step), item_data)
+    looped, _ = step(looped, batch, train_key, item_data)
   copy = jax.tree.map(jnp.copy, state)  # The epoch donates its input state.
-  scanned, metrics = train.make_train_epoch(config, 2)(copy, triples, train_key, item_data)
+  scanned, metrics = _epoch(config, dataset)(copy, triples, train_key, item_data)
   chex.assert_trees_all_close(scanned.params, looped.params, rtol=1e-5, atol=1e-6)
   assert int(scanned.step) == users.shape[0]
   chex.assert_tree_all_finite(metrics)
@@ -112,20 +123,21 @@ def test_device_epoch_matches_the_host_epoch_on_the_same_triples(setup):
   steps = device_sampling.search_steps(dataset)
   sample_key, train_key = jax.random.key(4), jax.random.key(9)
   triples = device_sampling.epoch_triples(sample_key, tables, config.train.batch_size, steps)
-  host, _ = train.make_train_epoch(config, 2)(jax.tree.map(jnp.copy, state), triples,
-                                              train_key, item_data)
-  fused, _ = train.make_device_epoch(config, 2, steps)(jax.tree.map(jnp.copy, state),
-                                                       sample_key, train_key, item_data, tables)
+  host, _ = _epoch(config, dataset)(jax.tree.map(jnp.copy, state), triples, train_key,
+                                    item_data)
+  device_epoch = train.make_device_epoch(config, train.make_method(config, dataset), steps)
+  fused, _ = device_epoch(jax.tree.map(jnp.copy, state), sample_key, train_key, item_data,
+                          tables)
   chex.assert_trees_all_close(fused.params, host.params, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_features_keep_float32_parameters_and_close_losses(setup):
   config, dataset, state, item_data = setup
   batch = _batch(dataset, 64)
-  step = jax.jit(train.make_train_step(config, 2))
+  step = jax.jit(_step(config, dataset))
   _, full = step(state, batch, jax.random.key(1), item_data)
-  half_data = train.item_data_on_device(dataset, 'bfloat16')
-  assert half_data['features'][0].dtype == jnp.bfloat16
+  half_data = train.tables_on_device(dataset, 'bfloat16')
+  assert half_data.features[0].dtype == jnp.bfloat16
   new_state, half = step(state, batch, jax.random.key(1), half_data)
   chex.assert_trees_all_equal_dtypes(new_state.params, state.params)
   # bfloat16 keeps 8 bits of mantissa: the loss agrees to about 1%.
@@ -139,11 +151,8 @@ def test_training_beats_the_untrained_model(tmp_path, sampler):
   config.data.synthetic.num_items = 500
   config.data.synthetic.num_users = 300
   dataset = data_lib.load_dataset(config)
-  untrained = train.create_train_state(config, jax.random.fold_in(jax.random.key(config.seed), 0),
-                                       dataset.num_users,
-                                       tuple(f.shape[1] for f in dataset.features))
-  before = train.evaluate_params(config, untrained.params, train.item_data_on_device(dataset),
-                                 dataset, 'test')
+  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
+  before = program.evaluate(program.fresh_state().params, 'test')
   results = train.train_and_evaluate(config, str(tmp_path))
   assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
   assert results['best_epoch'] > 0
@@ -294,29 +303,29 @@ def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
 
 def test_candidates_all_new_or_the_splits_own(setup):
   _, dataset, _, _ = setup
-  all_new = train.candidate_items(dataset, 'test', 'all_new')
+  all_new = evaluate.candidate_items(dataset, 'test', 'all_new')
   np.testing.assert_array_equal(all_new, np.union1d(dataset.val_items, dataset.test_items))
-  np.testing.assert_array_equal(train.candidate_items(dataset, 'val', 'split'), dataset.val_items)
-  np.testing.assert_array_equal(train.candidate_items(dataset, 'test', 'split'),
+  np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'val', 'split'), dataset.val_items)
+  np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'test', 'split'),
                                 dataset.test_items)
 
 
 def test_check_divergence_counts_epochs_far_above_the_first_loss():
   config = tiny_config(divergence_factor=10.0, divergence_epochs=2)
-  loop = train.initial_loop_state(config)
+  loop = loop_lib.initial_loop_state(config)
   parts = {'bpr': 0.5, 'env_variance': 0.0, 'alignment': 0.1, 'regulariser': 0.0}
-  train.check_divergence(config, loop, 1, {'loss': 2.0, **parts}, 'best')
+  loop_lib.check_divergence(config, loop, 1, {'loss': 2.0, **parts}, 'best')
   assert loop['first_loss'] == 2.0
-  train.check_divergence(config, loop, 2, {'loss': 25.0, **parts}, 'best')  # 25 > 10 x 2.
+  loop_lib.check_divergence(config, loop, 2, {'loss': 25.0, **parts}, 'best')  # 25 > 10 x 2.
   assert loop['epochs_above'] == 1
-  train.check_divergence(config, loop, 3, {'loss': 19.0, **parts}, 'best')  # Back below 20.
+  loop_lib.check_divergence(config, loop, 3, {'loss': 19.0, **parts}, 'best')  # Back below 20.
   assert loop['epochs_above'] == 0
-  train.check_divergence(config, loop, 4, {'loss': 21.0, **parts}, 'best')
+  loop_lib.check_divergence(config, loop, 4, {'loss': 21.0, **parts}, 'best')
   with pytest.raises(DivergenceError, match=r'epoch 5: the loss \(30\) has stayed above 10 x the '
                      r"first epoch's \(2\) for 2 epochs"):
-    train.check_divergence(config, loop, 5, {'loss': 30.0, **parts}, 'best')
+    loop_lib.check_divergence(config, loop, 5, {'loss': 30.0, **parts}, 'best')
   with pytest.raises(DivergenceError, match=r'epoch 6: the loss is not finite \(bpr inf\)'):
-    train.check_divergence(config, loop, 6, {'loss': 3.0, **dict(parts, bpr=float('inf'))}, 'b')
+    loop_lib.check_divergence(config, loop, 6, {'loss': 3.0, **dict(parts, bpr=float('inf'))}, 'b')
 
 
 def test_an_exploding_loss_stops_the_run_and_keeps_its_best(tmp_path):

@@ -65,6 +65,9 @@ def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tu
   # Folder of the run folders; None = the experiment's --workdir. Experiments that
   # share one reuse each other's identical runs (e.g. ERM and MILK of overall/ablation).
   exp.runs_dir = config_dict.placeholder(str)
+  # Methods (milk_jax/methods/ names) added as variants after these, each with the
+  # dataset config's hyper-parameters, e.g. ('duif', 'heater').
+  exp.methods = ()
   exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
   exp.metrics = METRICS  # results.json keys to summarise; '*' = every group.
   exp.plots = ('bars',)  # Figures: bars | drop | groups | sweep.

@@ -19,6 +19,7 @@ from milk_jax.methods import bpr
 from milk_jax.methods import xavier_uniform
 
 BACKBONE = None
+DISPLAY_NAME = 'BPR-MF'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

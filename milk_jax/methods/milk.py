@@ -21,6 +21,7 @@ from milk_jax.methods import Method
 from milk_jax.methods import Tables
 
 BACKBONE = None
+DISPLAY_NAME = 'MILK'
 # Fields only MILK reads: other methods' run folders ignore them.
 OWN_FIELDS = ('model.user_init_std', 'model.use_alignment', 'model.use_invariance',
               'model.use_uniform_env', 'model.cyclic_shift', 'model.resample_weights',
