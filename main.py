@@ -2,6 +2,7 @@
 
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --config.train.beta=50
+  python main.py --config=configs/ml100k.py --workdir=runs/ml100k_heater --config.method=heater
   python main.py --config=configs/ml100k.py --workdir=runs/ml100k --mode=eval
   python main.py --config=configs/baby_synthetic.py --workdir=runs/bench --mode=benchmark
   python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
