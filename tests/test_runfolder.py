@@ -93,3 +93,30 @@ def test_check_continuation(tmp_path, saved, trained, eval_every, new, message):
   else:
     with pytest.raises(ConfigError, match=message):
       runfolder.check_continuation(str(tmp_path), saved, trained, config)
+
+
+def test_a_run_compares_only_the_fields_its_method_reads():
+  milk_run = json.loads(tiny_config().to_json())
+  changed = tiny_config()
+  changed.methods.bprmf.reg_weight = 0.5  # Another method's section.
+  changed.backbone.num_epochs = 3  # MILK reads no backbone.
+  assert runfolder.changed_fields(milk_run, changed) == []
+  changed.method = 'bprmf'
+  assert 'method' in runfolder.changed_fields(milk_run, changed)
+
+  bprmf_run = json.loads(changed.to_json())
+  other = tiny_config()
+  other.method = 'bprmf'
+  other.backbone.num_epochs = 3
+  other.methods.bprmf.reg_weight = 0.5
+  other.train.beta = 123.0  # MILK's field: BPR-MF never reads it.
+  assert runfolder.changed_fields(bprmf_run, other) == []
+  other.methods.bprmf.reg_weight = 0.25
+  assert runfolder.changed_fields(bprmf_run, other) == ['methods.bprmf.reg_weight']
+
+
+def test_a_config_saved_before_methods_existed_is_a_milk_run():
+  saved = json.loads(tiny_config().to_json())
+  for key in ('method', 'methods', 'backbone'):
+    del saved[key]
+  assert runfolder.changed_fields(saved, tiny_config()) == []

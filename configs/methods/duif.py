@@ -7,3 +7,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.reg_weight = 1e-4  # Weight of (||e_u||_F + ||v_i+||_F + ||v_i-||_F) / B on batch rows.
   return config
+
+
+# configs/experiments/tune.py: values tried on validation, one field at a time.
+SEARCH = {'reg_weight': (0.0, 1e-3, 1e-2)}

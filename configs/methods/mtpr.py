@@ -15,3 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.content_learning_rate = 0.01  # 'original' only: Adam on W and W_u.
   config.transform_learning_rate = 0.01  # 'original' only: Adam on W_i.
   return config
+
+
+# configs/experiments/tune.py: values tried on validation, one field at a time.
+SEARCH = {'content_weight_decay': (1e-3, 0.1), 'transform_weight_decay': (1e-3, 0.1)}

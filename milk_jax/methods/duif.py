@@ -23,6 +23,7 @@ from milk_jax.methods import xavier_uniform
 from milk_jax.methods.bprmf import batch_l2
 
 BACKBONE = None
+DISPLAY_NAME = 'DUIF'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

@@ -30,6 +30,7 @@ from milk_jax.methods import Tables
 from milk_jax.methods import content
 
 BACKBONE = None
+DISPLAY_NAME = 'MTPR'
 REDUCTIONS = ('sum', 'mean')
 OPTIMIZERS = ('adam', 'original')
 # The parameter groups of the original's three optimisers (and weight decays).
