@@ -10,7 +10,8 @@ each field as config lines, which the dataset config then records:
       --workdir=runs/tune/ml100k
   python scripts/choose_hparams.py runs/tune/ml100k/summary.csv
 
---config.experiment.methods="('heater',)" restricts the search to some methods.
+`tune.py:ml100k,heater,clcrec` restricts the search to the methods named
+after the dataset.
 """
 
 from configs import methods as method_configs
@@ -39,8 +40,9 @@ def search_variants(config, names) -> list:
   return variants
 
 
-def get_config(dataset: str = 'ml100k'):
+def get_config(arg: str = 'ml100k'):
+  dataset, *names = arg.split(',')
   config = base.dataset_config(dataset)
-  config = base.experiment_config(config, 'tune', ('ftmt',), search_variants(config, ()),
+  config = base.experiment_config(config, 'tune', ('ftmt',), search_variants(config, names),
                                   num_seeds=3, baseline=None, metrics=VAL_METRICS, plots=())
   return config
