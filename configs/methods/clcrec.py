@@ -16,3 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_sample = 0.5  # rho: floor(rho * B(K+1)) U-I candidates (with replacement) use f.
   config.reg_weight = 0.1  # Weight of (mean ||e_u|| + mean ||e_item||) / 2, un-squared norms.
   return config
+
+
+# configs/experiments/tune.py: values tried on validation, one field at a time.
+SEARCH = {'lr_lambda': (0.9,), 'temperature': (1.0,), 'reg_weight': (1e-3,)}
