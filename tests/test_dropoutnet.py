@@ -9,19 +9,20 @@ import pytest
 
 from milk_jax import train
 from milk_jax.errors import ConfigError
-from milk_jax.methods import DataSpec
-from milk_jax.methods import Tables
 from milk_jax.methods import dropoutnet
-from milk_jax.methods import layers
 from tests.helpers import tiny_config
+from tests.two_tower_helpers import CF_ITEMS
+from tests.two_tower_helpers import CF_USERS
+from tests.two_tower_helpers import EPS
+from tests.two_tower_helpers import FEATURES
+from tests.two_tower_helpers import NEW
+from tests.two_tower_helpers import SPEC
+from tests.two_tower_helpers import WARM
+from tests.two_tower_helpers import catalogue_tables
+from tests.two_tower_helpers import explicit_params
+from tests.two_tower_helpers import np_standardize
+from tests.two_tower_helpers import np_tower
 
-EPS = 1e-3
-WARM, NEW = np.array([0, 1, 2]), np.array([3, 4])
-FEATURES = (np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0], [0.8, -0.6], [0.5, 0.5]], np.float32),
-            np.array([[0.2, 0.3, -0.1], [0.0, 1.0, 0.0], [0.5, -0.5, 0.5], [0.1, 0.1, 0.9],
-                      [-0.3, 0.2, 0.4]], np.float32))
-CF_USERS = np.array([[0.5, -1.0], [1.5, 0.2], [-0.7, 0.9]], np.float32)
-CF_ITEMS = np.array([[1.0, 0.3], [-0.4, 0.8], [0.2, -1.2], [0.0, 0.0], [0.0, 0.0]], np.float32)
 TRAIN_PAIRS = np.array([[0, 0], [0, 2], [2, 1]], np.int32)  # User 1 has no training pair.
 
 
@@ -38,54 +39,14 @@ def _config(**section):
 
 def _setup(**section):
   config = _config(**section)
-  spec = DataSpec(num_users=3, num_items=5, feature_dims=(2, 3), num_warm_items=3)
-  method = dropoutnet.make(config, spec)
+  method = dropoutnet.make(config, SPEC)
   dataset = types.SimpleNamespace(warm_items=WARM, train_pairs=TRAIN_PAIRS)
-  extras = method.prepare(dataset, {'cf_users': CF_USERS, 'cf_items': CF_ITEMS})
-  is_new = np.zeros(5, bool)
-  is_new[NEW] = True
-  tables = Tables(features=tuple(jnp.asarray(f) for f in FEATURES),
-                  availability=jnp.ones((5, 2), bool), warm_items=jnp.asarray(WARM, jnp.int32),
-                  is_new=jnp.asarray(is_new), extras={k: jnp.asarray(v) for k, v in extras.items()})
-  return config, method, tables
+  return config, method, catalogue_tables(
+      method.prepare(dataset, {'cf_users': CF_USERS, 'cf_items': CF_ITEMS}))
 
 
 _draws = jax.jit(dropoutnet.step_draws, static_argnums=(1, 2))
-
-
-def _explicit_params(method):
-  """Every leaf of the parameter tree set to values chosen here (BN scales near 1)."""
-  rng = np.random.default_rng(7)
-  params = method.init(jax.random.key(0))
-  def value(path, x):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['scale']") or name.endswith("['var']"):
-      return jnp.asarray(rng.uniform(0.5, 1.5, x.shape), jnp.float32)
-    return jnp.asarray(rng.uniform(-0.8, 0.8, x.shape), jnp.float32)
-  return jax.tree_util.tree_map_with_path(value, params)
-
-
-def np_standardize(x, clip):
-  nz = np.abs(x).sum(1) > 0
-  z = np.zeros_like(x, dtype=np.float64)
-  z[nz] = (x[nz] - x[nz].mean(0)) / x[nz].std(0)
-  z = np.clip(z, -clip, clip)
-  z[np.abs(z) < 1e-5] = 0
-  return z
-
-
-def np_tower(p, stats, x, train):
-  """tanh(BN(x W + b)) blocks then x W_o + b_o; BN on batch stats (train) or running stats."""
-  p = jax.tree.map(np.asarray, p)
-  stats = jax.tree.map(np.asarray, stats)
-  for name in sorted(k for k in p if k.startswith('block_')):
-    h = x @ p[name]['dense']['w'] + p[name]['dense']['b']
-    if train:
-      mean, var = h.mean(0), h.var(0)
-    else:
-      mean, var = stats[name]['mean'], stats[name]['var']
-    x = np.tanh((h - mean) / np.sqrt(var + EPS) * p[name]['bn']['scale'] + p[name]['bn']['offset'])
-  return x @ p['out']['w'] + p['out']['b']
+_pair_loss = jax.jit(dropoutnet.pair_loss, static_argnums=6)
 
 
 def np_item_input(items, drop_item):
@@ -103,14 +64,13 @@ def np_loss(params, users, items, drop_user, drop_item):
 
 def test_pair_loss_matches_numpy():
   _, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 7)
   users = np.array([0, 2, 1, 0, 2, 2])
   items = np.array([0, 1, 2, 1, 0, 2])
   drop_user = np.array([1, 0, 0, 1, 0, 1])
   drop_item = np.array([0, 1, 1, 0, 0, 1])
-  got, moments = jax.jit(dropoutnet.pair_loss, static_argnums=6)(params, jnp.asarray(users), jnp.asarray(items),
-                                      jnp.asarray(drop_user, bool), jnp.asarray(drop_item, bool),
-                                      tables, EPS)
+  got, moments = _pair_loss(params, jnp.asarray(users), jnp.asarray(items),
+                            jnp.asarray(drop_user, bool), jnp.asarray(drop_item, bool), tables, EPS)
   np.testing.assert_allclose(got, np_loss(params, users, items, drop_user, drop_item), rtol=1e-5)
   h = np_item_input(items, drop_item) @ np.asarray(params['item_tower']['block_0']['dense']['w'])
   np.testing.assert_allclose(moments['item_tower']['block_0']['mean'],
@@ -120,7 +80,7 @@ def test_pair_loss_matches_numpy():
 
 def test_step_loss_is_the_pair_loss_of_the_step_draws():
   _, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 7)
   batch = {k: jnp.zeros((4,), jnp.int32) for k in ('users', 'positives', 'negatives')}
   key = jax.random.key(3)
   got, metrics = jax.jit(method.loss)(params, batch, key, tables)
@@ -175,7 +135,7 @@ def test_prepare_standardises_and_lists_training_users():
 
 def test_embed_gives_new_items_a_zero_cf_input_and_uses_running_stats():
   _, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 7)
   users, items = jax.jit(method.embed)(params, tables)
   stats = params['batch_stats']
   is_new = np.isin(np.arange(5), NEW).astype(float)
@@ -189,14 +149,14 @@ def test_embed_gives_new_items_a_zero_cf_input_and_uses_running_stats():
 
 def test_update_blends_the_step_moments_with_torch_momentum():
   config, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 7)
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=method.optimizer.init(params))
   batch = {k: jnp.zeros((4,), jnp.int32) for k in ('users', 'positives', 'negatives')}
   key = jax.random.key(5)
   new, _ = jax.jit(method.update)(state, batch, key, tables)
   draws = _draws(key, 4, config.methods.dropoutnet.dropout, tables)
-  _, moments = jax.jit(dropoutnet.pair_loss, static_argnums=6)(params, *draws, tables, EPS)
+  _, moments = _pair_loss(params, *draws, tables, EPS)
   want = jax.tree.map(lambda r, b: 0.99 * r + 0.01 * b, params['batch_stats'], moments)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
                new.params['batch_stats'], want)

@@ -9,18 +9,20 @@ import pytest
 
 from milk_jax import train
 from milk_jax.errors import ConfigError
-from milk_jax.methods import DataSpec
-from milk_jax.methods import Tables
 from milk_jax.methods import heater
 from tests.helpers import tiny_config
+from tests.two_tower_helpers import CF_ITEMS
+from tests.two_tower_helpers import CF_USERS
+from tests.two_tower_helpers import EPS
+from tests.two_tower_helpers import FEATURES
+from tests.two_tower_helpers import NEW
+from tests.two_tower_helpers import SPEC
+from tests.two_tower_helpers import WARM
+from tests.two_tower_helpers import catalogue_tables
+from tests.two_tower_helpers import explicit_params
+from tests.two_tower_helpers import np_standardize
+from tests.two_tower_helpers import np_tower
 
-EPS = 1e-3
-WARM, NEW = np.array([0, 1, 2]), np.array([3, 4])
-FEATURES = (np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0], [0.8, -0.6], [0.5, 0.5]], np.float32),
-            np.array([[0.2, 0.3, -0.1], [0.0, 1.0, 0.0], [0.5, -0.5, 0.5], [0.1, 0.1, 0.9],
-                      [-0.3, 0.2, 0.4]], np.float32))
-CF_USERS = np.array([[0.5, -1.0], [1.5, 0.2], [-0.7, 0.9]], np.float32)
-CF_ITEMS = np.array([[1.0, 0.3], [-0.4, 0.8], [0.2, -1.2], [0.0, 0.0], [0.0, 0.0]], np.float32)
 REG, ALPHA = 0.01, 0.1  # Larger than the defaults so that every term shows in the total.
 
 _draws = jax.jit(heater.step_draws, static_argnums=(3, 4))
@@ -41,36 +43,9 @@ def _config(**section):
 
 def _setup(**section):
   config = _config(**section)
-  spec = DataSpec(num_users=3, num_items=5, feature_dims=(2, 3), num_warm_items=3)
-  method = heater.make(config, spec)
-  extras = method.prepare(None, {'cf_users': CF_USERS, 'cf_items': CF_ITEMS})
-  is_new = np.zeros(5, bool)
-  is_new[NEW] = True
-  tables = Tables(features=tuple(jnp.asarray(f) for f in FEATURES),
-                  availability=jnp.ones((5, 2), bool), warm_items=jnp.asarray(WARM, jnp.int32),
-                  is_new=jnp.asarray(is_new), extras={k: jnp.asarray(v) for k, v in extras.items()})
-  return config, method, tables
-
-
-def _explicit_params(method):
-  """Every leaf of the parameter tree set to values chosen here (BN scales near 1)."""
-  rng = np.random.default_rng(11)
-  params = method.init(jax.random.key(0))
-  def value(path, x):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['scale']") or name.endswith("['var']"):
-      return jnp.asarray(rng.uniform(0.5, 1.5, x.shape), jnp.float32)
-    return jnp.asarray(rng.uniform(-0.8, 0.8, x.shape), jnp.float32)
-  return jax.tree_util.tree_map_with_path(value, params)
-
-
-def np_standardize(x, clip):
-  nz = np.abs(x).sum(1) > 0
-  z = np.zeros_like(x, dtype=np.float64)
-  z[nz] = (x[nz] - x[nz].mean(0)) / x[nz].std(0)
-  z = np.clip(z, -clip, clip)
-  z[np.abs(z) < 1e-5] = 0
-  return z
+  method = heater.make(config, SPEC)
+  return config, method, catalogue_tables(
+      method.prepare(None, {'cf_users': CF_USERS, 'cf_items': CF_ITEMS}))
 
 
 def np_content_rep(params, items):
@@ -88,24 +63,11 @@ def np_content_rep(params, items):
   return np.tanh(sum(gate[:, k:k + 1] * outputs[k] for k in range(num_experts)))
 
 
-def np_tower(p, stats, x, train_mode):
-  """tanh(BN(x W + b)) then x W_o + b_o; BN on batch stats (train) or running stats."""
-  p = jax.tree.map(np.asarray, p)
-  h = x @ p['block_0']['dense']['w'] + p['block_0']['dense']['b']
-  if train_mode:
-    mean, var = h.mean(0), h.var(0)
-  else:
-    mean, var = np.asarray(stats['block_0']['mean']), np.asarray(stats['block_0']['var'])
-  h = np.tanh((h - mean) / np.sqrt(var + EPS) * p['block_0']['bn']['scale']
-              + p['block_0']['bn']['offset'])
-  return h @ p['out']['w'] + p['out']['b']
-
-
 def np_loss(params, users, items, labels, replaced):
   v = np_standardize(CF_ITEMS, 1.0)[items]  # Items clipped to +-1, users to +-5.
   c = np_content_rep(params, items)
-  f = np_tower(params['user_tower'], None, np_standardize(CF_USERS, 5.0)[users], True)
-  g = np_tower(params['item_tower'], None, np.where(replaced[:, None], c, v), True)
+  f = np_tower(params['user_tower'], None, np_standardize(CF_USERS, 5.0)[users], train=True)
+  g = np_tower(params['item_tower'], None, np.where(replaced[:, None], c, v), train=True)
   mse = np.mean((np.sum(f * g, 1) - labels) ** 2)
   dense = [params['gate']] + list(params['experts'].values()) + [
       params[t][layer]['dense'] if layer != 'out' else params[t]['out']
@@ -119,7 +81,7 @@ def np_loss(params, users, items, labels, replaced):
 @pytest.mark.parametrize('expert_hidden', [(), (4,)])
 def test_pair_loss_matches_numpy(expert_hidden):
   _, method, tables = _setup(expert_hidden=expert_hidden)
-  params = _explicit_params(method)
+  params = explicit_params(method, 11)
   users = np.array([0, 2, 1, 0, 2, 1, 0])
   items = np.array([0, 1, 2, 1, 0, 2, 2])
   labels = np.array([1, 1, 0, 0, 0, 1, 0], np.float32)
@@ -133,7 +95,7 @@ def test_pair_loss_matches_numpy(expert_hidden):
 
 def test_step_loss_is_the_pair_loss_of_the_step_draws():
   _, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 11)
   batch = {'users': jnp.array([0, 2, 1, 2]), 'positives': jnp.array([0, 1, 2, 2]),
            'negatives': jnp.zeros((4,), jnp.int32)}
   key = jax.random.key(4)
@@ -162,15 +124,15 @@ def test_step_draws_labels_negatives_and_exact_replacement_count(p, num_negative
 
 def test_embed_new_items_take_the_content_path():
   _, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 11)
   users, items = jax.jit(method.embed)(params, tables)
   stats = params['batch_stats']
   c = np_content_rep(params, np.arange(5))
   v_in = np.where(np.isin(np.arange(5), NEW)[:, None], c, np_standardize(CF_ITEMS, 1.0))
   np.testing.assert_allclose(items, np_tower(params['item_tower'], stats['item_tower'], v_in,
-                                             False), rtol=1e-5, atol=1e-6)
+                                             train=False), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(users, np_tower(params['user_tower'], stats['user_tower'],
-                                             np_standardize(CF_USERS, 5.0), False),
+                                             np_standardize(CF_USERS, 5.0), train=False),
                              rtol=1e-5, atol=1e-6)
 
 
@@ -183,7 +145,7 @@ def test_experts_are_distinct():
 
 def test_update_blends_the_step_moments_with_decay_0_9():
   config, method, tables = _setup()
-  params = _explicit_params(method)
+  params = explicit_params(method, 11)
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=method.optimizer.init(params))
   batch = {'users': jnp.array([0, 2, 1, 2]), 'positives': jnp.array([0, 1, 2, 2]),
@@ -199,7 +161,7 @@ def test_update_blends_the_step_moments_with_decay_0_9():
 
 
 def test_prepare_clips_items_to_one_and_users_to_five():
-  extras = heater.make(_config(), DataSpec(3, 5, (2, 3), 3)).prepare(
+  extras = heater.make(_config(), SPEC).prepare(
       types.SimpleNamespace(), {'cf_users': CF_USERS * 40, 'cf_items': CF_ITEMS})
   np.testing.assert_allclose(extras['cf_items_std'], np_standardize(CF_ITEMS, 1.0), atol=1e-6)
   np.testing.assert_allclose(extras['cf_users_std'], np_standardize(CF_USERS, 5.0), atol=1e-6)

@@ -1,4 +1,4 @@
-"""Tests of milk_jax/methods/layers.py: standardisation, BatchNorm with running stats, towers, update."""
+"""Tests of milk_jax/methods/layers.py: standardisation, BatchNorm, towers, the update."""
 
 import chex
 import jax

@@ -15,5 +15,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.item_clip = 1.0  # Standardised CF item vectors are clipped to +-item_clip (tanh's range).
   config.bn_momentum = 0.1  # Running stats <- (1 - m) running + m batch (TF decay 0.9).
   config.bn_eps = 1e-3  # BatchNorm epsilon.
-  config.optimizer = 'adam'  # adam (protocol) | momentum (SGD, 0.9, the official code's); lr = train.learning_rate.
+  # adam (the protocol's) | momentum (SGD, momentum 0.9, as the official code); lr: train.*.
+  config.optimizer = 'adam'
   return config

@@ -34,7 +34,6 @@ from milk_jax.methods import content
 from milk_jax.methods import layers
 
 BACKBONE = 'bprmf'
-_OPTIMIZERS = ('adam', 'momentum')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -50,7 +49,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(section.clip > 0, 'clip', 'must be positive')
   require(0.0 < section.bn_momentum <= 1.0, 'bn_momentum', 'must be in (0, 1]')
   require(section.bn_eps > 0, 'bn_eps', 'must be positive')
-  require(section.optimizer in _OPTIMIZERS, 'optimizer', f'must be one of {_OPTIMIZERS}')
+  require(section.optimizer in layers.OPTIMIZERS, 'optimizer',
+          f'must be one of {layers.OPTIMIZERS}')
 
 
 def top_items(cf_users: np.ndarray, cf_items: np.ndarray, warm_items: np.ndarray, n: int,
@@ -129,7 +129,7 @@ def pair_loss(params, users: jax.Array, items: jax.Array, drop_user: jax.Array,
 
 
 def embed(params, tables: Tables, eps: float) -> tuple[jax.Array, jax.Array]:
-  """Inference towers: users (U, d) from their CF vectors, items (I, d) with new items' CF input 0."""
+  """Inference towers: users (U, d) from CF vectors; items (I, d), new items' CF input 0."""
   stats = params[layers.STATS]
   users = layers.tower_infer(params['user_tower'], stats['user_tower'],
                              tables.extras['cf_users_std'], eps)

@@ -32,7 +32,6 @@ from milk_jax.methods import content
 from milk_jax.methods import layers
 
 BACKBONE = 'bprmf'
-_OPTIMIZERS = ('adam', 'momentum')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -52,7 +51,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(section.item_clip > 0, 'item_clip', 'must be positive')
   require(0.0 < section.bn_momentum <= 1.0, 'bn_momentum', 'must be in (0, 1]')
   require(section.bn_eps > 0, 'bn_eps', 'must be positive')
-  require(section.optimizer in _OPTIMIZERS, 'optimizer', f'must be one of {_OPTIMIZERS}')
+  require(section.optimizer in layers.OPTIMIZERS, 'optimizer',
+          f'must be one of {layers.OPTIMIZERS}')
 
 
 def experts_init(key: jax.Array, num_experts: int, in_dim: int, hidden: tuple[int, ...],
@@ -78,7 +78,7 @@ def content_rep(params, x: jax.Array) -> jax.Array:
 
 def draw_pairs(key: jax.Array, users: jax.Array, positives: jax.Array, num_negatives: int,
                tables: Tables):
-  """(users, items, labels), each (B (1 + n_neg),): the positives, then n_neg uniform warm items each."""
+  """(users, items, labels), each (B (1 + n_neg),): the positives, then n_neg warm items each."""
   draws = jax.random.randint(key, (num_negatives, positives.shape[0]), 0,
                              tables.warm_items.shape[0])
   negatives = tables.warm_items[draws].reshape(-1)

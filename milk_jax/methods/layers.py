@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 STATS = 'batch_stats'  # The params entry that holds BatchNorm running statistics.
+OPTIMIZERS = ('adam', 'momentum')  # What `make_optimizer` builds.
 
 
 def standardize(x: np.ndarray, clip: float) -> np.ndarray:
@@ -41,7 +42,8 @@ def standardize(x: np.ndarray, clip: float) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def dense_init(key: jax.Array, fan_in: int, fan_out: int, std: float = 0.01) -> dict[str, jax.Array]:
+def dense_init(key: jax.Array, fan_in: int, fan_out: int,
+               std: float = 0.01) -> dict[str, jax.Array]:
   """{'w': (fan_in, fan_out) truncated normal (+-2 std), 'b': (fan_out,) zeros}."""
   w = std * jax.random.truncated_normal(key, -2.0, 2.0, (fan_in, fan_out), jnp.float32)
   return {'w': w, 'b': jnp.zeros((fan_out,), jnp.float32)}
