@@ -1,0 +1,157 @@
+"""Building blocks of the two-tower baselines that read a warm backbone (DropoutNet, Heater).
+
+Pure functions on plain pytrees: the CF-input standardisation (host side),
+dense layers initialised as the originals do (truncated normal, std 0.01,
+biases 0), towers of tanh(BN(W h + b)) blocks with a linear output, and
+BatchNorm whose running statistics live in `params['batch_stats']` and are
+updated outside the gradient (by `update_with_running_stats`), so that they
+are checkpointed with the parameters and left alone by the optimiser.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+STATS = 'batch_stats'  # The params entry that holds BatchNorm running statistics.
+OPTIMIZERS = ('adam', 'momentum')  # What `make_optimizer` builds.
+
+
+def standardize(x: np.ndarray, clip: float) -> np.ndarray:
+  """Column z-scores fitted on the non-zero rows, clipped to +-clip, |z| < 1e-5 set to 0.
+
+  Zero rows (items without a CF vector) stay zero. A constant column keeps
+  scale 1, as sklearn's StandardScaler does.
+
+  Args:
+    x: (n, d) CF vectors.
+  Returns:
+    (n, d) float32.
+  """
+  x = np.asarray(x, np.float64)
+  nonzero = x.any(axis=1)
+  out = np.zeros_like(x)
+  if nonzero.any():
+    rows = x[nonzero]
+    std = rows.std(axis=0)
+    out[nonzero] = (rows - rows.mean(axis=0)) / np.where(std > 0, std, 1.0)
+  out = np.clip(out, -clip, clip)
+  out[np.abs(out) < 1e-5] = 0.0
+  return out.astype(np.float32)
+
+
+def dense_init(key: jax.Array, fan_in: int, fan_out: int,
+               std: float = 0.01) -> dict[str, jax.Array]:
+  """{'w': (fan_in, fan_out) truncated normal (+-2 std), 'b': (fan_out,) zeros}."""
+  w = std * jax.random.truncated_normal(key, -2.0, 2.0, (fan_in, fan_out), jnp.float32)
+  return {'w': w, 'b': jnp.zeros((fan_out,), jnp.float32)}
+
+
+def dense(layer: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+  return x @ layer['w'] + layer['b']
+
+
+def squared_weights(layers: Any) -> jax.Array:
+  """sum of ||w||^2 + ||b||^2 over every dense layer in `layers` (Heater's regulariser)."""
+  leaves = jax.tree_util.tree_leaves_with_path(layers)
+  return sum(jnp.sum(jnp.square(x)) for path, x in leaves
+             if getattr(path[-1], 'key', None) in ('w', 'b'))
+
+
+def batchnorm_train(bn: dict[str, jax.Array], x: jax.Array,
+                    eps: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """BatchNorm with the batch's statistics: (y, {'mean', 'var'} to blend into the running ones).
+
+  x is (n, width); y normalises with the biased variance, the returned
+  variance is the unbiased one (torch's running-variance rule), both without
+  gradient since they only feed the running averages.
+  """
+  mean = jnp.mean(x, axis=0)
+  var = jnp.var(x, axis=0)
+  y = (x - mean) * jax.lax.rsqrt(var + eps) * bn['scale'] + bn['offset']
+  n = x.shape[0]
+  moments = {'mean': mean, 'var': var * (n / max(n - 1, 1))}
+  return y, jax.lax.stop_gradient(moments)
+
+
+def batchnorm_infer(bn: dict[str, jax.Array], stats: dict[str, jax.Array], x: jax.Array,
+                    eps: float) -> jax.Array:
+  """BatchNorm with the running statistics (inference)."""
+  return (x - stats['mean']) * jax.lax.rsqrt(stats['var'] + eps) * bn['scale'] + bn['offset']
+
+
+def blend_running_stats(stats: Any, moments: Any, momentum: float) -> Any:
+  """running <- (1 - momentum) running + momentum batch, leaf by leaf.
+
+  momentum is torch's (DropoutNet 0.01); TF's decay 0.9 (Heater) is momentum 0.1.
+  """
+  return jax.tree.map(lambda r, b: (1.0 - momentum) * r + momentum * b, stats, moments)
+
+
+def tower_init(key: jax.Array, in_dim: int, hidden: tuple[int, ...],
+               out_dim: int) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(params, running stats) of len(hidden) tanh(BN(W h + b)) blocks and a linear output.
+
+  Blocks are 'block_0', 'block_1', ... (dicts, not lists: checkpoints keep the
+  names); BN starts at scale 1, offset 0, running mean 0 and variance 1.
+  """
+  keys = jax.random.split(key, len(hidden) + 1)
+  widths = (in_dim,) + tuple(hidden)
+  params, stats = {}, {}
+  for l, width in enumerate(hidden):
+    params[f'block_{l}'] = {'dense': dense_init(keys[l], widths[l], width),
+                            'bn': {'scale': jnp.ones((width,)), 'offset': jnp.zeros((width,))}}
+    stats[f'block_{l}'] = {'mean': jnp.zeros((width,)), 'var': jnp.ones((width,))}
+  params['out'] = dense_init(keys[-1], widths[-1], out_dim)
+  return params, stats
+
+
+def tower_train(params: dict[str, Any], x: jax.Array,
+                eps: float) -> tuple[jax.Array, dict[str, Any]]:
+  """Training pass, (n, in) -> ((n, out), batch moments per block)."""
+  moments = {}
+  for name in sorted(k for k in params if k.startswith('block_')):
+    block = params[name]
+    x, moments[name] = batchnorm_train(block['bn'], dense(block['dense'], x), eps)
+    x = jnp.tanh(x)
+  return dense(params['out'], x), moments
+
+
+def tower_infer(params: dict[str, Any], stats: dict[str, Any], x: jax.Array,
+                eps: float) -> jax.Array:
+  """Inference pass with the running statistics, (n, in) -> (n, out)."""
+  for name in sorted(k for k in params if k.startswith('block_')):
+    block = params[name]
+    x = jnp.tanh(batchnorm_infer(block['bn'], stats[name], dense(block['dense'], x), eps))
+  return dense(params['out'], x)
+
+
+def make_optimizer(kind: str, learning_rate: float) -> optax.GradientTransformation:
+  """Adam (the protocol's) or SGD with momentum 0.9 (the originals'), frozen on batch_stats."""
+  trained = (optax.adam(learning_rate) if kind == 'adam'
+             else optax.sgd(learning_rate, momentum=0.9))
+  def labels(params):
+    return {k: jax.tree.map(lambda _, k=k: 'frozen' if k == STATS else 'trained', v)
+            for k, v in params.items()}
+  return optax.multi_transform({'trained': trained, 'frozen': optax.set_to_zero()}, labels)
+
+
+def update_with_running_stats(loss_with_moments: Callable, optimizer: optax.GradientTransformation,
+                              momentum: float) -> Callable:
+  """A `Method.update`: one optimiser step, then the running statistics blended in.
+
+  `loss_with_moments(params, batch, step_input, tables)` returns
+  (loss, (metrics, moments)), moments shaped like params['batch_stats'].
+  """
+  grad_fn = jax.grad(loss_with_moments, has_aux=True)
+
+  def update(state, batch, step_input, tables):
+    grads, (metrics, moments) = grad_fn(state.params, batch, step_input, tables)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = {**params, STATS: blend_running_stats(state.params[STATS], moments, momentum)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return update

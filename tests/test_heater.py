@@ -1,0 +1,175 @@
+"""Tests of milk_jax/methods/heater.py against plain numpy written from spec section 7."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from milk_jax import train
+from milk_jax.errors import ConfigError
+from milk_jax.methods import heater
+from tests.helpers import tiny_config
+from tests.two_tower_helpers import CF_ITEMS
+from tests.two_tower_helpers import CF_USERS
+from tests.two_tower_helpers import EPS
+from tests.two_tower_helpers import FEATURES
+from tests.two_tower_helpers import NEW
+from tests.two_tower_helpers import SPEC
+from tests.two_tower_helpers import WARM
+from tests.two_tower_helpers import catalogue_tables
+from tests.two_tower_helpers import explicit_params
+from tests.two_tower_helpers import np_standardize
+from tests.two_tower_helpers import np_tower
+
+REG, ALPHA = 0.01, 0.1  # Larger than the defaults so that every term shows in the total.
+
+_draws = jax.jit(heater.step_draws, static_argnums=(3, 4))
+_pair_loss = jax.jit(heater.pair_loss, static_argnums=(6, 7, 8))
+
+
+def _config(**section):
+  config = tiny_config()
+  config.method = 'heater'
+  config.model.embed_dim = 2
+  config.methods.heater.num_experts = 3
+  config.methods.heater.reg_weight = REG
+  config.methods.heater.alpha = ALPHA
+  for key, value in section.items():
+    config.methods.heater[key] = value
+  return config
+
+
+def _setup(**section):
+  config = _config(**section)
+  method = heater.make(config, SPEC)
+  return config, method, catalogue_tables(
+      method.prepare(None, {'cf_users': CF_USERS, 'cf_items': CF_ITEMS}))
+
+
+def np_content_rep(params, items):
+  """c = tanh(sum_k tanh(x W_g + b_g)_k E_k(x)), each expert tanh after every layer."""
+  x = np.concatenate([FEATURES[0][items], FEATURES[1][items]], axis=1)
+  experts = jax.tree.map(np.asarray, params['experts'])
+  num_experts = params['gate']['w'].shape[1]
+  outputs = []
+  for k in range(num_experts):
+    h = x
+    for l in range(len(experts)):
+      h = np.tanh(h @ experts[f'layer_{l}']['w'][k] + experts[f'layer_{l}']['b'][k])
+    outputs.append(h)
+  gate = np.tanh(x @ np.asarray(params['gate']['w']) + np.asarray(params['gate']['b']))
+  return np.tanh(sum(gate[:, k:k + 1] * outputs[k] for k in range(num_experts)))
+
+
+def np_loss(params, users, items, labels, replaced):
+  v = np_standardize(CF_ITEMS, 1.0)[items]  # Items clipped to +-1, users to +-5.
+  c = np_content_rep(params, items)
+  f = np_tower(params['user_tower'], None, np_standardize(CF_USERS, 5.0)[users], train=True)
+  g = np_tower(params['item_tower'], None, np.where(replaced[:, None], c, v), train=True)
+  mse = np.mean((np.sum(f * g, 1) - labels) ** 2)
+  dense = [params['gate']] + list(params['experts'].values()) + [
+      params[t][layer]['dense'] if layer != 'out' else params[t]['out']
+      for t in ('user_tower', 'item_tower') for layer in ('block_0', 'out')]
+  reg = sum(np.sum(np.asarray(layer['w']) ** 2) + np.sum(np.asarray(layer['b']) ** 2)
+            for layer in dense)
+  similarity = np.sum((c - v) ** 2)
+  return mse + REG * reg + ALPHA * similarity
+
+
+@pytest.mark.parametrize('expert_hidden', [(), (4,)])
+def test_pair_loss_matches_numpy(expert_hidden):
+  _, method, tables = _setup(expert_hidden=expert_hidden)
+  params = explicit_params(method, 11)
+  users = np.array([0, 2, 1, 0, 2, 1, 0])
+  items = np.array([0, 1, 2, 1, 0, 2, 2])
+  labels = np.array([1, 1, 0, 0, 0, 1, 0], np.float32)
+  replaced = np.array([1, 0, 0, 1, 0, 1, 0], bool)
+  got, (metrics, _) = _pair_loss(params, jnp.asarray(users), jnp.asarray(items),
+                                 jnp.asarray(labels), jnp.asarray(replaced), tables, EPS, REG,
+                                 ALPHA)
+  np.testing.assert_allclose(got, np_loss(params, users, items, labels, replaced), rtol=1e-5)
+  assert float(metrics['loss']) == float(got)
+
+
+def test_step_loss_is_the_pair_loss_of_the_step_draws():
+  _, method, tables = _setup()
+  params = explicit_params(method, 11)
+  batch = {'users': jnp.array([0, 2, 1, 2]), 'positives': jnp.array([0, 1, 2, 2]),
+           'negatives': jnp.zeros((4,), jnp.int32)}
+  key = jax.random.key(4)
+  got, _ = jax.jit(method.loss)(params, batch, key, tables)
+  draws = (np.asarray(a) for a in _draws(key, batch['users'], batch['positives'], 5, 0.5, tables))
+  np.testing.assert_allclose(got, np_loss(params, *draws), rtol=1e-5)
+
+
+@pytest.mark.parametrize('p,num_negatives', [(0.5, 5), (0.3, 2)])
+def test_step_draws_labels_negatives_and_exact_replacement_count(p, num_negatives):
+  _, _, tables = _setup()
+  users, positives = jnp.array([0, 2, 1, 2, 0, 1, 2, 0]), jnp.array([0, 1, 2, 2, 1, 0, 0, 2])
+  pair_users, items, labels, replaced = (np.asarray(a) for a in _draws(
+      jax.random.key(1), users, positives, num_negatives, p, tables))
+  num_pairs = 8 * (1 + num_negatives)
+  assert items.shape == labels.shape == replaced.shape == (num_pairs,)
+  assert replaced.sum() == int(np.floor(p * num_pairs))
+  np.testing.assert_array_equal(labels, [1.0] * 8 + [0.0] * (8 * num_negatives))
+  np.testing.assert_array_equal(items[:8], positives)
+  np.testing.assert_array_equal(pair_users, np.tile(users, 1 + num_negatives))
+  assert set(items[8:]) <= set(WARM)
+  # Negatives are not rejected: with 3 warm items some row draws its own positive.
+  negatives = items[8:].reshape(num_negatives, 8)
+  assert (negatives == np.asarray(positives)[None]).any()
+
+
+def test_embed_new_items_take_the_content_path():
+  _, method, tables = _setup()
+  params = explicit_params(method, 11)
+  users, items = jax.jit(method.embed)(params, tables)
+  stats = params['batch_stats']
+  c = np_content_rep(params, np.arange(5))
+  v_in = np.where(np.isin(np.arange(5), NEW)[:, None], c, np_standardize(CF_ITEMS, 1.0))
+  np.testing.assert_allclose(items, np_tower(params['item_tower'], stats['item_tower'], v_in,
+                                             train=False), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(users, np_tower(params['user_tower'], stats['user_tower'],
+                                             np_standardize(CF_USERS, 5.0), train=False),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_experts_are_distinct():
+  _, method, _ = _setup()
+  w = np.asarray(method.init(jax.random.key(0))['experts']['layer_0']['w'])
+  assert w.shape == (3, 5, 2)
+  assert all(not np.allclose(w[0], w[k]) for k in (1, 2))
+
+
+def test_update_blends_the_step_moments_with_decay_0_9():
+  config, method, tables = _setup()
+  params = explicit_params(method, 11)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           opt_state=method.optimizer.init(params))
+  batch = {'users': jnp.array([0, 2, 1, 2]), 'positives': jnp.array([0, 1, 2, 2]),
+           'negatives': jnp.zeros((4,), jnp.int32)}
+  key = jax.random.key(6)
+  new, metrics = jax.jit(method.update)(state, batch, key, tables)
+  assert set(metrics) == {'loss', 'mse', 'regulariser', 'similarity'}
+  draws = _draws(key, batch['users'], batch['positives'], 5, 0.5, tables)
+  _, (_, moments) = _pair_loss(params, *draws, tables, EPS, REG, ALPHA)
+  want = jax.tree.map(lambda r, b: 0.9 * r + 0.1 * b, params['batch_stats'], moments)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               new.params['batch_stats'], want)
+
+
+def test_prepare_clips_items_to_one_and_users_to_five():
+  extras = heater.make(_config(), SPEC).prepare(
+      types.SimpleNamespace(), {'cf_users': CF_USERS * 40, 'cf_items': CF_ITEMS})
+  np.testing.assert_allclose(extras['cf_items_std'], np_standardize(CF_ITEMS, 1.0), atol=1e-6)
+  np.testing.assert_allclose(extras['cf_users_std'], np_standardize(CF_USERS, 5.0), atol=1e-6)
+  assert np.abs(extras['cf_items_std']).max() <= 1.0
+
+
+@pytest.mark.parametrize('field,value', [('num_experts', 0), ('dropout', 1.0), ('alpha', -1.0),
+                                         ('num_negatives', 0), ('optimizer', 'sgd')])
+def test_check_config_refuses(field, value):
+  with pytest.raises(ConfigError, match=f'config.methods.heater.{field}='):
+    heater.check_config(_config(**{field: value}))
