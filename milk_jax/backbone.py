@@ -35,6 +35,7 @@ def backbone_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     backbone.train.num_epochs = settings.num_epochs
     backbone.train.eval_every = settings.num_epochs  # Its metrics select nothing: evaluate once.
     backbone.train.checkpoint_every = 0
+    backbone.train.patience = 1  # Never used (its best epoch is its last): not a reason to differ.
     backbone.backbone.run_dir = None
   return backbone
 

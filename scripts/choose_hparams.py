@@ -10,6 +10,7 @@ lines with the mean, for the dataset config.
 
 import argparse
 import csv
+import os
 import re
 import sys
 from collections import defaultdict
@@ -18,6 +19,8 @@ _VARIANT = re.compile(r'^(?P<method>[a-z0-9_]+)(?:\.(?P<field>[a-z0-9_]+)=(?P<va
 
 
 def read_means(path: str, metric: str) -> dict[str, float]:
+  if not os.path.isfile(path):
+    sys.exit(f'error: {path} not found: run the tune experiment first (see its docstring)')
   with open(path, newline='') as f:
     rows = [r for r in csv.DictReader(f) if r['metric'] == metric and r['mean']]
   if not rows:

@@ -26,7 +26,7 @@ from tests.two_tower_helpers import np_tower
 REG, ALPHA = 0.01, 0.1  # Larger than the defaults so that every term shows in the total.
 
 _draws = jax.jit(heater.step_draws, static_argnums=(3, 4))
-_pair_loss = jax.jit(heater.pair_loss, static_argnums=(6, 7, 8))
+_pair_loss = jax.jit(heater.pair_loss, static_argnums=(6, 7, 8, 9))
 
 
 def _config(**section):
@@ -78,8 +78,9 @@ def np_loss(params, users, items, labels, replaced):
   return mse + REG * reg + ALPHA * similarity
 
 
+@pytest.mark.parametrize('catalogue', [False, True])
 @pytest.mark.parametrize('expert_hidden', [(), (4,)])
-def test_pair_loss_matches_numpy(expert_hidden):
+def test_pair_loss_matches_numpy(expert_hidden, catalogue):
   _, method, tables = _setup(expert_hidden=expert_hidden)
   params = explicit_params(method, 11)
   users = np.array([0, 2, 1, 0, 2, 1, 0])
@@ -88,9 +89,19 @@ def test_pair_loss_matches_numpy(expert_hidden):
   replaced = np.array([1, 0, 0, 1, 0, 1, 0], bool)
   got, (metrics, _) = _pair_loss(params, jnp.asarray(users), jnp.asarray(items),
                                  jnp.asarray(labels), jnp.asarray(replaced), tables, EPS, REG,
-                                 ALPHA)
+                                 ALPHA, catalogue)
   np.testing.assert_allclose(got, np_loss(params, users, items, labels, replaced), rtol=1e-5)
   assert float(metrics['loss']) == float(got)
+
+
+def test_experts_over_the_catalogue_give_the_gathered_rows_gradients():
+  _, method, tables = _setup(expert_hidden=(4,))
+  params = explicit_params(method, 11)
+  pairs = (jnp.array([0, 2, 1, 0]), jnp.array([0, 1, 2, 1]), jnp.array([1.0, 0.0, 1.0, 0.0]),
+           jnp.array([True, False, True, False]))
+  grads = [jax.grad(lambda p, c=c: heater.pair_loss(p, *pairs, tables, EPS, REG, ALPHA, c)[0])(
+      params) for c in (False, True)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *grads)
 
 
 def test_step_loss_is_the_pair_loss_of_the_step_draws():

@@ -14,3 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   # adam (the protocol's) | momentum (SGD, momentum 0.9, as the official code); lr: train.*.
   config.optimizer = 'adam'
   return config
+
+
+# configs/experiments/tune.py: values tried on validation, one field at a time.
+SEARCH = {'dropout': (0.3, 0.7), 'hidden': ((400, 200),)}

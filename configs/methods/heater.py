@@ -18,3 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   # adam (the protocol's) | momentum (SGD, momentum 0.9, as the official code); lr: train.*.
   config.optimizer = 'adam'
   return config
+
+
+# configs/experiments/tune.py: values tried on validation, one field at a time.
+SEARCH = {'alpha': (1e-2,), 'dropout': (0.3, 0.7)}

@@ -90,8 +90,10 @@ class Method(NamedTuple):
 
 
 def names() -> tuple[str, ...]:
-  """Every method module under milk_jax/methods/."""
-  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))
+  """Every method module under milk_jax/methods/ (those defining `make`; `layers` is a helper)."""
+  modules = sorted(m.name for m in pkgutil.iter_modules(__path__))
+  return tuple(name for name in modules
+               if hasattr(importlib.import_module(f'milk_jax.methods.{name}'), 'make'))
 
 
 def get(name: str) -> types.ModuleType:

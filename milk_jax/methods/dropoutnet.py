@@ -34,6 +34,7 @@ from milk_jax.methods import content
 from milk_jax.methods import layers
 
 BACKBONE = 'bprmf'
+DISPLAY_NAME = 'DropoutNet'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

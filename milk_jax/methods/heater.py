@@ -32,6 +32,7 @@ from milk_jax.methods import content
 from milk_jax.methods import layers
 
 BACKBONE = 'bprmf'
+DISPLAY_NAME = 'Heater'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -105,14 +106,21 @@ def step_draws(key: jax.Array, users: jax.Array, positives: jax.Array, num_negat
 
 def pair_loss(params, users: jax.Array, items: jax.Array, labels: jax.Array,
               replaced: jax.Array, tables: Tables, eps: float, reg_weight: float,
-              alpha: float):
+              alpha: float, catalogue: bool = False):
   """Heater's loss on explicit pairs (training-mode BN).
+
+  With `catalogue` the experts run once over every item and the pairs' rows
+  are gathered afterwards: the same values, cheaper when the catalogue is
+  smaller than the step's pairs (MovieLens-100K: 1682 items, 12288 pairs).
 
   Returns:
     (loss, (metrics, batch moments shaped like params['batch_stats'])).
   """
   cf_items = tables.extras['cf_items_std'][items]
-  c = content_rep(params, content(tables, items))
+  if catalogue:
+    c = content_rep(params, content(tables))[items]
+  else:
+    c = content_rep(params, content(tables, items))
   f, user_moments = layers.tower_train(params['user_tower'],
                                        tables.extras['cf_users_std'][users], eps)
   g, item_moments = layers.tower_train(params['item_tower'],
@@ -149,6 +157,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   momentum = float(section.bn_momentum)
   eps = float(section.bn_eps)
   content_dim = sum(spec.feature_dims)
+  # Static: run the experts over the catalogue when it has fewer rows than a step's pairs.
+  catalogue = spec.num_items < int(config.train.batch_size) * (1 + num_negatives)
   optimizer = layers.make_optimizer(section.optimizer, float(config.train.learning_rate))
 
   def prepare(dataset, extras):
@@ -169,7 +179,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   def loss_with_moments(params, batch, step_input, tables):
     draws = step_draws(step_input, batch['users'], batch['positives'], num_negatives, dropout,
                        tables)
-    return pair_loss(params, *draws, tables, eps, reg_weight, alpha)
+    return pair_loss(params, *draws, tables, eps, reg_weight, alpha, catalogue)
 
   def loss(params, batch, step_input, tables):
     value, (metrics, _) = loss_with_moments(params, batch, step_input, tables)
