@@ -151,17 +151,90 @@ def test_replaced_rows_are_floor_rho_n_draws_with_replacement():
     assert abs(fraction - (1 - np.exp(-rho))) < 0.01, (rho, fraction)
 
 
-def test_encoding_the_catalogue_or_the_gathered_rows_gives_the_same_loss_and_gradients():
-  # B(K + 1) = 2 * 2 = 4 < 6 items: gathered rows; batch_size 8: 16 >= 6, the catalogue.
-  batch = {'users': jnp.array([0, 2], jnp.int32), 'positives': jnp.array([1, 3], jnp.int32),
-           'negatives': jnp.array([3, 1], jnp.int32)}
+def test_objective_on_the_catalogue_matches_numpy():
+  # 2 rows score gathered anchors; 8 rows (more than the 3 users and 6 items) score whole tables.
+  params = hand_params()
+  objective = jax.jit(clcrec.catalogue_objective, static_argnums=(5, 6, 7))
+  rng = np.random.default_rng(5)
+  for num_rows in (2, 8):
+    users = rng.integers(0, NUM_USERS, num_rows)
+    items = rng.integers(0, 4, (num_rows, 3))
+    replace = rng.random((num_rows, 3)) < 0.5
+    loss, _ = objective(jax.tree.map(jnp.asarray, params), jnp.asarray(users), jnp.asarray(items),
+                        jnp.asarray(numpy_content(params, np.arange(NUM_ITEMS))),
+                        jnp.asarray(replace), 0.5, 2.0, 0.1)
+    np.testing.assert_allclose(float(loss),
+                               numpy_loss(params, users, items, replace, 0.5, 2.0, 0.1), rtol=1e-5)
+
+
+@pytest.mark.parametrize('num_rows', [2, 8])
+def test_dense_scores_on_the_catalogue_give_the_gathered_rows_loss_and_gradients(
+    num_rows, monkeypatch):
+  # batch_size 1, K 3: B(K + 1) = 4 < 6 items, gathered rows (`objective`); batch_size 8: 32 >= 6,
+  # dense scores against the catalogue (`catalogue_objective`). 8 rows exceed the 3 users and
+  # 6 items, so the dense path scores whole tables; 2 rows, gathered anchors.
+  rng = np.random.default_rng(num_rows)
+  users = rng.integers(0, NUM_USERS, num_rows)
+  batch = {'users': jnp.asarray(users, jnp.int32),
+           'positives': jnp.asarray(TRAIN_PAIRS[rng.integers(0, 6, num_rows), 1], jnp.int32),
+           'negatives': jnp.asarray(rng.integers(0, 4, num_rows), jnp.int32)}
   params = jax.tree.map(jnp.asarray, hand_params())
+  calls = []
+  dense = clcrec.catalogue_objective
+  monkeypatch.setattr(clcrec, 'catalogue_objective',
+                      lambda *args: calls.append(1) or dense(*args))
   results = []
-  for batch_size in (2, 8):
-    method, tables = make_method(batch_size=batch_size, num_negatives=1)
-    results.append(jax.jit(jax.grad(method.loss, has_aux=True))(params, batch, jax.random.key(4), tables))
-  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  for batch_size in (1, 8):
+    method, tables = make_method(batch_size=batch_size, num_negatives=3, num_sample=0.5)
+    grad = jax.jit(jax.grad(method.loss, has_aux=True))
+    results.append(grad(params, batch, jax.random.key(4), tables))
+    assert len(calls) == (batch_size == 8)
+  (grads, metrics), (dense_grads, dense_metrics) = results
+  assert set(metrics) == set(dense_metrics)
+  for name in metrics:
+    np.testing.assert_allclose(float(dense_metrics[name]), float(metrics[name]), rtol=1e-5)
+  for path, a in jax.tree_util.tree_leaves_with_path(grads):
+    b = dense_grads
+    for key in path:
+      b = b[key.key]
+    assert np.abs(np.asarray(a)).max() > 0, path
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_dense_scores_keep_a_zero_row_outside_the_batch_out_of_the_gradients():
+  # Whole tables are normalised; a zero row must not turn the gradients into NaN.
+  method, tables = make_method(batch_size=8, num_negatives=1)
+  params = jax.tree.map(jnp.asarray, hand_params())
+  params['item_embedding'] = params['item_embedding'].at[5].set(0.0)
+  batch = {'users': jnp.array([0, 1, 2, 0, 1, 2, 0, 2], jnp.int32),
+           'positives': jnp.array([0, 3, 0, 1, 3, 3, 2, 0], jnp.int32),
+           'negatives': jnp.array([3, 0, 1, 3, 1, 2, 3, 2], jnp.int32)}
+  grads, _ = jax.jit(jax.grad(method.loss, has_aux=True))(params, batch, jax.random.key(0), tables)
+  for leaf in jax.tree.leaves(grads):
+    assert np.isfinite(np.asarray(leaf)).all()
+  np.testing.assert_array_equal(np.asarray(grads['item_embedding'])[4:], 0.0)
+
+
+@pytest.mark.parametrize('pool', ['warm', 'all'])
+def test_the_lookup_table_draws_what_the_binary_search_draws(pool):
+  extras = clcrec.negative_tables(tiny_dataset(), pool)
+  allowed = extras['clcrec_allowed_items']
+  pool_items = WARM if pool == 'warm' else np.arange(NUM_ITEMS)
+  for user in range(NUM_USERS):
+    trained = TRAIN_PAIRS[TRAIN_PAIRS[:, 0] == user, 1]
+    expected = [i for i in pool_items if i not in trained]
+    np.testing.assert_array_equal(allowed[user, :len(expected)], expected)
+  searched = {k: v for k, v in extras.items() if k != 'clcrec_allowed_items'}
+  batch = {'users': jnp.array([0, 1, 2, 2, 0], jnp.int32),
+           'positives': jnp.array([2, 3, 0, 3, 1], jnp.int32),
+           'negatives': jnp.array([3, 0, 1, 1, 3], jnp.int32)}
+  row_items = jax.jit(clcrec.row_items, static_argnums=3)
+  for seed in range(3):
+    key = jax.random.key(seed)
+    np.testing.assert_array_equal(
+        np.asarray(row_items(key, batch, jax.tree.map(jnp.asarray, extras), 50)),
+        np.asarray(row_items(key, batch, jax.tree.map(jnp.asarray, searched), 50)))
 
 
 def test_new_items_use_the_encoder_and_warm_items_their_id_rows():

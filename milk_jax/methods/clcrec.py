@@ -27,10 +27,19 @@ Departures from the original, for static shapes:
   (about 16 of 127 draws per row). Val/test items are new, never in the warm
   pool, so excluding the training items is excluding all known items.
 - Softmaxes use logsumexp (the original exponentiates directly).
-- The encoder runs on whichever is smaller, the catalogue or the B(K+1)
-  gathered rows (a static choice): on MovieLens-100K, 1682 items against
-  2048 * 129 = 264k rows. The original encodes the catalogue every step too;
-  the loss and gradients are the same either way.
+
+Speed (the loss and gradients are the same either way, up to float rounding):
+- When the catalogue has fewer items than the B(K+1) candidates (a static
+  choice; MovieLens-100K: 1682 against 2048 * 129 = 264k), the encoder runs
+  on the catalogue, as in the original, and each anchor is scored against
+  every item with dense products; the candidates' scores are then picked out
+  (`catalogue_objective`). Gathering (B, K+1, d) rows and scattering their
+  gradients back costs more on CPU than the (B, I) products. Anchors repeat
+  within a batch, so a table with no more rows than B is scored once per row
+  of the table. Otherwise the encoder runs on the gathered rows (`objective`).
+- When users x pool is small, `prepare` lists each user's allowed negatives
+  in a (U, P) table, so that the r-th allowed item is one lookup instead of
+  the shared sampler's binary search: the same draws.
 """
 
 import math
@@ -41,6 +50,7 @@ import ml_collections
 import numpy as np
 
 from milk_jax.data import device_sampling
+from milk_jax.data import sampling
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
@@ -54,6 +64,9 @@ LEAKY_SLOPE = 0.01  # torch's F.leaky_relu default, which the original uses.
 # The device sampler's tables travel in Tables.extras under these names.
 _EXTRAS_PREFIX = 'clcrec_'
 _SAMPLER_FIELDS = ('pool_items', 'user_offsets', 'shifted_positions')
+_ALLOWED = f'{_EXTRAS_PREFIX}allowed_items'
+# Largest users x pool for the (U, P) int32 table of allowed negatives (64 MiB).
+_DENSE_SAMPLER_ENTRIES = 1 << 24
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -112,10 +125,33 @@ def normalise(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def allowed_items(dataset, pool: str) -> np.ndarray:
+  """Host side: (U, P) int32, row u = the pool minus u's training items, in pool order.
+
+  The row's last history(u) entries (u's own training items) are padding:
+  rank r < P - history(u) only reads the allowed prefix.
+  """
+  pool_items = sampling.negative_pool(dataset, pool)
+  users = dataset.train_keys // dataset.num_items
+  items = dataset.train_keys - users * dataset.num_items
+  trained = np.zeros((dataset.num_users, pool_items.size), bool)
+  trained[users, np.searchsorted(pool_items, items)] = True
+  # A stable sort puts each row's allowed (False) positions first, in pool order.
+  return pool_items[np.argsort(trained, axis=1, kind='stable')].astype(np.int32)
+
+
 def negative_tables(dataset, pool: str) -> dict[str, np.ndarray]:
-  """Host side: the shared device sampler's tables for `pool`, as `Tables.extras`."""
+  """Host side: the shared device sampler's tables for `pool`, as `Tables.extras`.
+
+  Plus `allowed_items` when it fits in _DENSE_SAMPLER_ENTRIES: row_items
+  then reads each draw with one lookup instead of a binary search.
+  """
   tables = device_sampling.sampler_tables(dataset, pool)
-  return {f'{_EXTRAS_PREFIX}{name}': np.asarray(getattr(tables, name)) for name in _SAMPLER_FIELDS}
+  extras = {f'{_EXTRAS_PREFIX}{name}': np.asarray(getattr(tables, name))
+            for name in _SAMPLER_FIELDS}
+  if dataset.num_users * tables.pool_items.shape[0] <= _DENSE_SAMPLER_ENTRIES:
+    extras[_ALLOWED] = allowed_items(dataset, pool)
+  return extras
 
 
 def row_items(key: jax.Array, batch, extras, num_negatives: int) -> jax.Array:
@@ -129,9 +165,16 @@ def row_items(key: jax.Array, batch, extras, num_negatives: int) -> jax.Array:
       train_pairs=None, **{name: extras[f'{_EXTRAS_PREFIX}{name}'] for name in _SAMPLER_FIELDS})
   users = batch['users']
   drawn_users = jnp.broadcast_to(users[:, None], (users.shape[0], num_negatives - 1))
-  # Any user's history is at most all training pairs: a static bound on the search.
-  search_steps = max(1, math.ceil(math.log2(tables.shifted_positions.shape[0] + 1)))
-  drawn = device_sampling.negatives(key, tables, drawn_users, search_steps)
+  if _ALLOWED in extras:  # Static: the dict's keys are the pytree's structure.
+    # device_sampling.negatives' draw of the rank r, then a lookup in place of
+    # its search for the r-th allowed item: the same items.
+    history = tables.user_offsets[drawn_users + 1] - tables.user_offsets[drawn_users]
+    r = jax.random.randint(key, drawn_users.shape, 0, tables.pool_items.shape[0] - history)
+    drawn = extras[_ALLOWED].at[drawn_users, r].get(mode='promise_in_bounds')
+  else:
+    # Any user's history is at most all training pairs: a static bound on the search.
+    search_steps = max(1, math.ceil(math.log2(tables.shifted_positions.shape[0] + 1)))
+    drawn = device_sampling.negatives(key, tables, drawn_users, search_steps)
   return jnp.concatenate([batch['positives'][:, None], batch['negatives'][:, None], drawn],
                          axis=1)
 
@@ -144,6 +187,19 @@ def replaced_rows(key: jax.Array, num_rows: int, fraction: float) -> jax.Array:
   """
   picks = jax.random.randint(key, (int(fraction * num_rows),), 0, num_rows)
   return jnp.zeros(num_rows, bool).at[picks].set(True)
+
+
+def _combine(re_logits: jax.Array, ui_logits: jax.Array, user_norm: jax.Array,
+             item_norm: jax.Array, lr_lambda: float, temperature: float,
+             reg_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The loss from the raw (B, K + 1) R-E and U-I scores and the mean norms."""
+  re_loss = info_nce(re_logits / temperature)
+  ui_loss = info_nce(ui_logits / temperature)
+  # The original repeats each user K + 1 times: the mean over B rows is the same.
+  regulariser = 0.5 * (user_norm + item_norm)
+  loss = lr_lambda * re_loss + (1.0 - lr_lambda) * ui_loss + reg_weight * regulariser
+  return loss, {'loss': loss, 're_loss': re_loss, 'ui_loss': ui_loss,
+                'regulariser': regulariser}
 
 
 def objective(params: dict, users: jax.Array, items: jax.Array, item_content: jax.Array,
@@ -162,18 +218,84 @@ def objective(params: dict, users: jax.Array, items: jax.Array, item_content: ja
   item_vectors = params['item_embedding'][items]  # (B, K + 1, d)
   # R-E: the positive's ID embedding against every candidate's content, cosines.
   anchors = normalise(item_vectors[:, 0])
-  re_logits = jnp.einsum('bd,bkd->bk', anchors, normalise(item_content)) / temperature
-  re_loss = info_nce(re_logits)
+  re_logits = jnp.einsum('bd,bkd->bk', anchors, normalise(item_content))
   # U-I: hybrid candidates, raw inner products.
   candidates = jnp.where(replace[..., None], item_content, item_vectors)
-  ui_logits = jnp.einsum('bd,bkd->bk', user_vectors, candidates) / temperature
-  ui_loss = info_nce(ui_logits)
-  # The original repeats each user K + 1 times: the mean over B rows is the same.
-  regulariser = 0.5 * (jnp.linalg.norm(user_vectors, axis=-1).mean()
-                       + jnp.linalg.norm(item_vectors, axis=-1).mean())
-  loss = lr_lambda * re_loss + (1.0 - lr_lambda) * ui_loss + reg_weight * regulariser
-  return loss, {'loss': loss, 're_loss': re_loss, 'ui_loss': ui_loss,
-                'regulariser': regulariser}
+  ui_logits = jnp.einsum('bd,bkd->bk', user_vectors, candidates)
+  return _combine(re_logits, ui_logits, jnp.linalg.norm(user_vectors, axis=-1).mean(),
+                  jnp.linalg.norm(item_vectors, axis=-1).mean(), lr_lambda, temperature,
+                  reg_weight)
+
+
+def _row_norms(x: jax.Array) -> jax.Array:
+  """(n, d) -> (n,) Euclidean norms; a zero row gets norm 0 and gradient 0, not NaN.
+
+  The dense path takes norms of whole tables, most rows outside the batch:
+  a NaN there (0 * inf) would leak into the update. Elsewhere the value and
+  gradient are those of jnp.linalg.norm.
+  """
+  squares = jnp.sum(x * x, axis=-1)
+  positive = squares > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
+
+
+def _unit_rows(x: jax.Array) -> jax.Array:
+  """`normalise` with `_row_norms`: the same values, no NaN gradient from a zero row."""
+  return x / jnp.maximum(_row_norms(x), 1e-12)[:, None]
+
+
+def _distinct_rows(table: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Rows to score for the anchors table[ids], and the row of each id.
+
+  A table with no more rows than the batch is scored whole (users and
+  positives repeat within a batch: fewer products), else the gathered rows.
+
+  Args:
+    table: (n, d). ids: (B,) int32.
+  Returns:
+    (rows (n or B, d), index (B,) int32 with rows[index] = table[ids]).
+  """
+  if table.shape[0] <= ids.shape[0]:  # Static.
+    return table, ids
+  return table[ids], jnp.arange(ids.shape[0], dtype=ids.dtype)
+
+
+def _pick(scores: jax.Array, rows: jax.Array, columns: jax.Array) -> jax.Array:
+  """scores[rows[b], columns[b, k]] -> (B, K + 1); every index is in range by construction."""
+  return scores.at[rows[:, None], columns].get(mode='promise_in_bounds')
+
+
+def catalogue_objective(params: dict, users: jax.Array, items: jax.Array,
+                        catalogue_content: jax.Array, replace: jax.Array, lr_lambda: float,
+                        temperature: float,
+                        reg_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`objective` from the content of the whole catalogue, as dense products.
+
+  Each anchor is scored against every item and the candidates' scores are
+  picked out, so the backward pass scatters B(K + 1) scalars into the score
+  matrix rather than B(K + 1) d-vectors into the tables (slow on CPU); this
+  pays when I < B(K + 1). Equal to `objective` with item_content =
+  catalogue_content[items], up to float rounding.
+
+  Args:
+    users: (B,) int32. items: (B, K + 1) int32, the positive first.
+    catalogue_content: (I, d) content vectors f of every item.
+    replace: (B, K + 1) bool: U-I candidates that use f instead of e.
+  Returns:
+    (loss, metrics).
+  """
+  num_items = catalogue_content.shape[0]
+  item_table = params['item_embedding']  # (I, d)
+  # R-E: cosines of the positives' ID embeddings with every item's content.
+  anchor_rows, anchor_index = _distinct_rows(item_table, items[:, 0])
+  re_scores = _unit_rows(anchor_rows) @ _unit_rows(catalogue_content).T
+  re_logits = _pick(re_scores, anchor_index, items)
+  # U-I: column i of the scores is e_u . e_i, column I + i is e_u . f_i.
+  user_rows, user_index = _distinct_rows(params['user_embedding'], users)
+  ui_scores = user_rows @ jnp.concatenate([item_table, catalogue_content]).T
+  ui_logits = _pick(ui_scores, user_index, items + num_items * replace)
+  return _combine(re_logits, ui_logits, _row_norms(user_rows)[user_index].mean(),
+                  _row_norms(item_table)[items].mean(), lr_lambda, temperature, reg_weight)
 
 
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
@@ -187,25 +309,25 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   pool = str(config.data.negatives)  # The shared sampler's pool: warm items by default.
   feature_width = int(sum(spec.feature_dims))
   rows_per_step = int(config.train.batch_size) * (num_negatives + 1)
-  # Static: encode the catalogue once, or only the gathered rows, whichever is fewer.
+  # Static: encode the catalogue and score densely against it, or encode and
+  # score only the gathered rows, whichever is fewer.
   encode_catalogue = spec.num_items <= rows_per_step
 
   def init(key):
     return init_params(key, spec.num_users, spec.num_items, feature_width, d)
 
-  def item_content(params, tables: Tables, items: jax.Array) -> jax.Array:
-    """f of `items` (any shape) -> items.shape + (d,)."""
-    if encode_catalogue:
-      return encode(params['encoder'], content(tables))[items]
-    flat = encode(params['encoder'], content(tables, items.reshape(-1)))
-    return flat.reshape(items.shape + (d,))
-
   def loss(params, batch, step_input, tables: Tables):
     negative_key, replace_key = jax.random.split(step_input)
     items = row_items(negative_key, batch, tables.extras, num_negatives)
     replace = replaced_rows(replace_key, items.size, num_sample).reshape(items.shape)
-    return objective(params, batch['users'], items, item_content(params, tables, items),
-                     replace, lr_lambda, temperature, reg_weight)
+    hyper = (lr_lambda, temperature, reg_weight)
+    if encode_catalogue:
+      catalogue_content = encode(params['encoder'], content(tables))  # (I, d)
+      return catalogue_objective(params, batch['users'], items, catalogue_content, replace,
+                                 *hyper)
+    flat = encode(params['encoder'], content(tables, items.reshape(-1)))
+    return objective(params, batch['users'], items, flat.reshape(items.shape + (d,)), replace,
+                     *hyper)
 
   def embed(params, tables: Tables):
     features = encode(params['encoder'], content(tables))
