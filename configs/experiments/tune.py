@@ -21,7 +21,12 @@ VAL_METRICS = ('val.ndcg@20', 'val.recall@20')
 
 
 def variant_name(method: str, field: str | None = None, value=None) -> str:
-  return method if field is None else f'{method}.{field}={value}'
+  """'heater', 'heater.alpha=0.01', 'dropoutnet.hidden=400+200' (a folder name)."""
+  if field is None:
+    return method
+  if isinstance(value, (tuple, list)):
+    value = '+'.join(str(v) for v in value)
+  return f'{method}.{field}={value}'
 
 
 def search_variants(config, names) -> list:

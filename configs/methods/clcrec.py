@@ -19,4 +19,4 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 # configs/experiments/tune.py: values tried on validation, one field at a time.
-SEARCH = {'lr_lambda': (0.9,), 'temperature': (1.0,), 'reg_weight': (1e-3,)}
+SEARCH = {'lr_lambda': (0.9,), 'temperature': (1.0,)}

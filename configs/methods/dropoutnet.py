@@ -17,4 +17,4 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 # configs/experiments/tune.py: values tried on validation, one field at a time.
-SEARCH = {'dropout': (0.3, 0.7), 'hidden': ((400, 200),)}
+SEARCH = {'dropout': (0.3, 0.7)}
