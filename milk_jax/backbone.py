@@ -20,6 +20,7 @@ import numpy as np
 from milk_jax import data as data_lib
 from milk_jax import methods
 from milk_jax import runfolder
+from milk_jax.errors import RunFolderError
 
 log = logging.getLogger('milk_jax')
 
@@ -52,9 +53,13 @@ def check_backbone_folder(config: ml_collections.ConfigDict, workdir: str) -> No
   runfolder.check_same_run(folder, runfolder.saved_config(folder), backbone_config(config))
 
 
-def cf_vectors(config: ml_collections.ConfigDict, workdir: str,
-               dataset: data_lib.Dataset) -> dict[str, np.ndarray]:
-  """{'cf_users', 'cf_items'} of the backbone, trained first when it is not yet; {} if none."""
+def cf_vectors(config: ml_collections.ConfigDict, workdir: str, dataset: data_lib.Dataset,
+               train_if_missing: bool = True) -> dict[str, np.ndarray]:
+  """{'cf_users', 'cf_items'} of the backbone, trained first when it is not yet; {} if none.
+
+  With `train_if_missing` False (evaluating a trained run) a missing or
+  unfinished backbone is a RunFolderError naming its folder.
+  """
   from milk_jax import train  # train imports this module's caller; the backbone is a run too.
 
   if methods.backbone_of(config) is None:
@@ -67,6 +72,9 @@ def cf_vectors(config: ml_collections.ConfigDict, workdir: str,
               and saved['train']['num_epochs'] == bconfig.train.num_epochs)
   if finished:
     log.info('backbone: reusing the %s run in %s', bconfig.method, folder)
+  elif not train_if_missing:
+    raise RunFolderError(f'{folder} holds no finished {bconfig.method} backbone for this run '
+                         '(config.backbone.run_dir): train the run first')
   else:
     log.info('backbone: training %s in %s (%d epochs)', bconfig.method, folder,
              bconfig.train.num_epochs)

@@ -275,11 +275,11 @@ def _write_json(path: str, payload: Any) -> None:
     runfolder.write_json(path, payload)
 
 
-def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
-             workdir: str) -> EpochProgram:
+def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, workdir: str,
+             train_backbone: bool = True) -> EpochProgram:
   """The method's epoch program, with its backbone's vectors when it reads them."""
   from milk_jax import backbone  # The backbone is itself trained by this module.
-  extras = backbone.cf_vectors(config, workdir, dataset)
+  extras = backbone.cf_vectors(config, workdir, dataset, train_backbone)
   return EpochProgram(config, dataset, make_method(config, dataset), extras)
 
 
@@ -363,7 +363,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise RunFolderError(f'no checkpoints under {workdir}: train first.')
   runfolder.check_same_run(workdir, runfolder.saved_config(workdir), config)
-  program = _program(config, dataset, workdir)
+  program = _program(config, dataset, workdir, train_backbone=False)
   with _workdir_lock(workdir):
     runfolder.check_same_run(workdir, runfolder.saved_config(workdir), config)
     epoch, params = restore_best_params(workdir, program.fresh_state())

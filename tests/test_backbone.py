@@ -9,6 +9,7 @@ from milk_jax import backbone
 from milk_jax import data as data_lib
 from milk_jax import runfolder
 from milk_jax.errors import ConfigError
+from milk_jax.errors import RunFolderError
 from tests.helpers import tiny_config
 
 READER = 'heater'  # A method that reads the backbone's vectors.
@@ -71,3 +72,11 @@ def test_a_backbone_of_other_settings_is_refused_not_retrained(tmp_path):
 
 def test_default_folder_is_inside_the_run():
   assert backbone.backbone_dir(reader_config(None), '/runs/x') == '/runs/x/backbone'
+
+
+def test_evaluating_a_run_never_trains_a_backbone(tmp_path):
+  config = reader_config(str(tmp_path / 'absent'))
+  dataset = data_lib.load_dataset(config)
+  with pytest.raises(RunFolderError, match='absent holds no finished bprmf backbone'):
+    backbone.cf_vectors(config, str(tmp_path), dataset, train_if_missing=False)
+  assert not os.path.exists(tmp_path / 'absent' / 'checkpoints')

@@ -207,14 +207,18 @@ def test_sweeps_group_variants_by_their_one_numeric_key(tmp_path):
 def test_experiment_configs_plan_their_grids():
   from configs.experiments import ablation, environments, groups, imputation, overall, sensitivity
   # Planning reads no data, so the ml100k configs plan even where the data is absent.
-  expected = {overall: 3 * 3 * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
+  expected = {overall: 3 * (3 + 5) * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
               imputation: 2 * 5 * 5, sensitivity: 15 * 5}
   for module, count in expected.items():
-    config = module.get_config('ml100k')
+    config = experiment.with_method_variants(module.get_config('ml100k'))
     assert config.train.beta == 0.0  # MILK keeps the dataset's validation-chosen beta.
     assert len(experiment.plan_runs(config, '/nonexistent')) == count, module.__name__
   # baby_synthetic's MILK already uses the paper's beta: no duplicate variant.
   assert [v for v, _ in overall.get_config('baby_synthetic').experiment.variants] == ['ERM', 'MILK']
+  with_methods = experiment.with_method_variants(overall.get_config('ml100k')).experiment
+  assert [v for v, _ in with_methods.variants][-5:] == ['DUIF', 'DropoutNet', 'MTPR', 'Heater',
+                                                        'CLCRec']
+  assert with_methods.baseline == 'MILK'
   m3 = groups.get_config()
   assert len(m3.data.modalities) == 3 and tuple(m3.data.group_fractions) == (0.1, 0.45, 0.45)
   assert tuple(groups.get_config('ml100k').data.group_fractions) == (0.1, 0.9)
@@ -233,3 +237,20 @@ def test_dataset_config_by_name_or_path():
 def test_a_training_config_is_refused():
   with pytest.raises(train.ConfigError, match='experiment'):
     experiment.run_experiment(tiny_config(), '/nonexistent')
+
+
+@pytest.mark.slow
+def test_methods_of_a_grid_share_one_backbone_per_setting_and_seed(tmp_path):
+  config = tiny_experiment([('MILK', {})], methods=('dropoutnet', 'heater'), baseline='MILK',
+                           settings=('ftmt',), num_seeds=1)
+  config.backbone.num_epochs = 3
+  rows = experiment.run_experiment(config, str(tmp_path))
+  assert {r['variant'] for r in rows} == {'MILK', 'DropoutNet', 'Heater'}
+  shared = str(tmp_path / 'ftmt' / experiment.BACKBONE_FOLDER / 'seed_0')
+  for variant in ('DropoutNet', 'Heater'):
+    with open(tmp_path / 'ftmt' / variant / 'seed_0' / 'config.json') as f:
+      assert json.load(f)['backbone']['run_dir'] == shared
+  # One backbone run: trained by the first reader, reused by the second.
+  log = [json.loads(line) for line in open(os.path.join(shared, 'metrics.jsonl'))]
+  assert [r['epoch'] for r in log if r['kind'] == 'train'] == [1, 2, 3]
+  assert not os.path.exists(tmp_path / 'ftmt' / 'Heater' / 'seed_0' / 'backbone')

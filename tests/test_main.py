@@ -66,7 +66,7 @@ def test_experiment_mode_runs_the_grid(tmp_path):
   workdir = tmp_path / 'grid'
   done = _run('--config=configs/experiments/overall.py:default', f'--workdir={workdir}',
               '--mode=experiment', '--config.experiment.num_seeds=1',
-              "--config.experiment.settings=('ftmt',)", *TINY)
+              "--config.experiment.settings=('ftmt',)", '--config.experiment.methods=()', *TINY)
   assert done.returncode == 0, done.stderr[-3000:]
   assert '[3/3] ftmt/MILK_beta1000/seed_0: trained' in done.stderr
   assert (workdir / 'summary.csv').exists() and (workdir / 'bars.png').exists()

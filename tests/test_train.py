@@ -9,7 +9,6 @@ import pytest
 
 from milk_jax import data as data_lib
 from milk_jax import checkpoint
-from milk_jax import config as config_lib
 from milk_jax import evaluate
 from milk_jax import interrupt
 from milk_jax import loop as loop_lib

@@ -121,3 +121,15 @@ def xavier_uniform(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
 def bpr(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
   """mean softplus(s- - s+) = mean -log sigmoid(s+ - s-), stable for any gap."""
   return jnp.mean(jax.nn.softplus(neg_scores - pos_scores))
+
+
+def section_checker(config, name: str) -> tuple[Any, Callable[[bool, str, str], None]]:
+  """(config.methods.<name>, require): require(ok, field, message) raises a ConfigError
+  naming `config.methods.<name>.<field>` and its value when not ok."""
+  section = config.methods[name]
+
+  def require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+      raise ConfigError(f'config.methods.{name}.{field}={section[field]!r}: {message}')
+
+  return section, require

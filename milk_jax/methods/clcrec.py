@@ -51,7 +51,7 @@ import numpy as np
 
 from milk_jax.data import device_sampling
 from milk_jax.data import sampling
-from milk_jax.errors import ConfigError
+from milk_jax import methods
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
@@ -70,11 +70,7 @@ _DENSE_SAMPLER_ENTRIES = 1 << 24
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  section = config.methods.clcrec
-
-  def require(ok: bool, field: str, message: str):
-    if not ok:
-      raise ConfigError(f'config.methods.clcrec.{field}={section[field]!r}: {message}')
+  section, require = methods.section_checker(config, 'clcrec')
 
   require(0.0 <= section.lr_lambda <= 1.0, 'lr_lambda', 'must lie in [0, 1]')
   require(section.temperature > 0, 'temperature', 'must be positive')

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from milk_jax.errors import ConfigError
+from milk_jax import methods
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
@@ -38,10 +38,7 @@ DISPLAY_NAME = 'DropoutNet'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  section = config.methods.dropoutnet
-  def require(ok: bool, field: str, message: str):
-    if not ok:
-      raise ConfigError(f'config.methods.dropoutnet.{field}={section[field]!r}: {message}')
+  section, require = methods.section_checker(config, 'dropoutnet')
 
   require(0.0 <= section.dropout < 1.0, 'dropout', 'must be in [0, 1)')
   require(len(section.hidden) >= 1 and all(int(h) >= 1 for h in section.hidden), 'hidden',

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from milk_jax.errors import ConfigError
+from milk_jax import methods
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
@@ -36,10 +36,7 @@ DISPLAY_NAME = 'Heater'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  section = config.methods.heater
-  def require(ok: bool, field: str, message: str):
-    if not ok:
-      raise ConfigError(f'config.methods.heater.{field}={section[field]!r}: {message}')
+  section, require = methods.section_checker(config, 'heater')
 
   require(section.num_experts >= 1, 'num_experts', 'must be at least 1')
   require(all(int(h) >= 1 for h in section.expert_hidden), 'expert_hidden',

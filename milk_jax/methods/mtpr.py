@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from milk_jax.errors import ConfigError
+from milk_jax import methods
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
@@ -40,11 +40,7 @@ _GROUPS = {'user_embedding': 'embedding', 'item_embedding': 'embedding',
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  section = config.methods.mtpr
-
-  def require(ok: bool, field: str, message: str):
-    if not ok:
-      raise ConfigError(f'config.methods.mtpr.{field}={section[field]!r}: {message}')
+  section, require = methods.section_checker(config, 'mtpr')
 
   require(section.reduction in REDUCTIONS, 'reduction', f'must be one of {REDUCTIONS}')
   require(section.optimizer in OPTIMIZERS, 'optimizer', f'must be one of {OPTIMIZERS}')
