@@ -39,3 +39,32 @@ def test_authors_layout_gives_back_the_split_and_masks(tmp_path, setting):
   no_files.data.authors_missing_files = False
   no_files.data.test_missing_rate = no_files.data.train_missing_rate = 0.0
   assert data.load_dataset(no_files).availability.all()
+
+
+def test_choose_hparams_picks_each_field_s_best_validation_value(tmp_path):
+  rows = [('heater', 0.20), ('heater.alpha=0.01', 0.25), ('heater.dropout=0.3', 0.15),
+          ('duif', 0.30), ('duif.reg_weight=0.01', 0.29)]
+  lines = ['setting,variant,metric,n,mean,std']
+  lines += [f'ftmt,{variant},val.ndcg@20,3,{mean},0.01' for variant, mean in rows]
+  lines += ['ftmt,heater.dropout=0.3,val.recall@20,3,0.99,0.01']  # Another metric: ignored.
+  summary = tmp_path / 'summary.csv'
+  summary.write_text('\n'.join(lines) + '\n')
+  done = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'choose_hparams.py'),
+                         str(summary)], capture_output=True, text=True, check=True)
+  chosen = [line for line in done.stdout.splitlines() if not line.startswith('#')]
+  # Heater's alpha beats its default; its dropout does not; DUIF keeps its defaults.
+  assert chosen == ['config.methods.heater.alpha = 0.01  # 0.2500']
+  missing = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'choose_hparams.py'),
+                            str(tmp_path / 'absent.csv')], capture_output=True, text=True)
+  assert missing.returncode == 1 and 'absent.csv not found' in missing.stderr
+
+
+def test_tune_grid_tries_each_searched_value_once():
+  from configs.experiments import tune
+  config = tune.get_config('ml100k,duif,heater')
+  names = [name for name, _ in config.experiment.variants]
+  assert names == ['duif', 'duif.reg_weight=0.0', 'duif.reg_weight=0.001', 'duif.reg_weight=0.01',
+                   'heater', 'heater.alpha=0.01', 'heater.dropout=0.3']
+  assert dict(config.experiment.variants)['heater.alpha=0.01'] == {
+      'method': 'heater', 'methods.heater.alpha': 0.01}
+  assert config.experiment.metrics == ('val.ndcg@20', 'val.recall@20')

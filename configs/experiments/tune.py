@@ -48,6 +48,9 @@ def search_variants(config, names) -> list:
 def get_config(arg: str = 'ml100k'):
   dataset, *names = arg.split(',')
   config = base.dataset_config(dataset)
+  # The search starts from each method's own defaults, not from values it chose before.
+  config.methods = method_configs.all_sections()
   config = base.experiment_config(config, 'tune', ('ftmt',), search_variants(config, names),
-                                  num_seeds=3, baseline=None, metrics=VAL_METRICS, plots=())
+                                  num_seeds=3, baseline=None, metrics=VAL_METRICS, plots=(),
+                                  plot_metric=VAL_METRICS[0])
   return config
