@@ -413,8 +413,8 @@ def summary_markdown(config: ml_collections.ConfigDict, results: Results,
   exp = config.experiment
   lines = [f'# {exp.name}: {dataset_description(config)}', '',
            f'Mean +- sample std over seeds 0-{exp.num_seeds - 1} (n = finished runs); '
-           'the best mean of each column is in bold. Metrics on the test split at the '
-           'best validation epoch.', '']
+           'the best mean of each column is in bold. Metrics at the best validation epoch, '
+           'on the split each column names (test unless it says val).', '']
   for setting in exp.settings:
     lines += setting_tables(rows, exp, metrics, setting)
   lines += extra_sections(results, rows, exp, metrics)
