@@ -108,6 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   bench.num_steps = 50  # Timed train steps (each waits for the device).
   bench.num_epochs = 3  # Timed whole epochs, sampling included.
   bench.reference = True  # Also time a step that projects every item per environment (authors').
+  bench.both_samplers = True  # Time epochs with the host and the device sampler; False: train.sampler's.
   bench.sweep = False  # Time steps over sweep_batch_sizes and sweep_num_items; writes CSV and PNG.
   bench.sweep_batch_sizes = (256, 512, 1024, 2048, 4096, 8192)  # Batch sizes of the sweep.
   bench.sweep_num_items = (1000, 3000, 7050, 20000, 50000)  # Synthetic catalogue sizes of the sweep.

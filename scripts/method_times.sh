@@ -15,7 +15,8 @@ fi
 for method in "$@"; do
   "$python" main.py --config=configs/baby_synthetic.py --mode=benchmark --config.method="$method" \
       --workdir="$out/$method" --config.benchmark.num_steps=20 --config.benchmark.warmup_steps=2 \
-      --config.benchmark.num_epochs=2 --config.benchmark.reference=False \
+      --config.benchmark.num_epochs=1 --config.benchmark.reference=False \
+      --config.benchmark.both_samplers=False --config.train.sampler=device \
       2>&1 | grep -v '^[IW][0-9]'
 done
 "$python" scripts/method_times_table.py "$out"/*/benchmark.json

@@ -9,8 +9,7 @@ import sys
 
 def row(result: dict) -> str:
   return (f"| {result.get('method', 'milk')} | {result['step_ms']:.1f} | "
-          f"{result['epoch_seconds_host']:.2f} | {result['epoch_seconds_device']:.2f} | "
-          f"{result['compile_seconds']:.1f} |")
+          f"{result['epoch_seconds']:.2f} | {result['compile_seconds']:.1f} |")
 
 
 def main(paths: list[str]) -> None:
@@ -27,9 +26,8 @@ def main(paths: list[str]) -> None:
   print(f"{first['backend']} ({first['device']}, {first['cpu_count']} cores), jax "
         f"{first['jax_version']}; {first['num_users']} users, {first['num_items']} items, "
         f"batch {first['batch_size']}, {first['steps_per_epoch']} steps per epoch\n")
-  print('| method | step (ms, median) | epoch, host sampler (s) | epoch, device sampler (s) '
-        '| compile (s) |')
-  print('|---|---|---|---|---|')
+  print(f"| method | step (ms, median) | epoch, {first['sampler']} sampler (s) | compile (s) |")
+  print('|---|---|---|---|')
   for result in results:
     print(row(result))
 
