@@ -10,6 +10,7 @@ import pytest
 from milk_jax import benchmark
 from milk_jax import data as data_lib
 from milk_jax import train
+from milk_jax.errors import ConfigError
 from milk_jax.methods import milk
 from tests.helpers import tiny_config
 
@@ -37,6 +38,7 @@ def small_benchmark_config():
   return config
 
 
+@pytest.mark.slow  # Steps, epochs and the sweep: the longest test of the fast suite.
 def test_benchmark_writes_its_figures(tmp_path, capsys):
   config = small_benchmark_config()
   config.benchmark.sweep = True
@@ -82,6 +84,23 @@ def test_a_second_benchmark_keeps_the_first(tmp_path):
 def test_bad_benchmark_config_fails_before_writing(tmp_path):
   config = small_benchmark_config()
   config.benchmark.num_steps = 0
-  with pytest.raises(train.ConfigError, match='num_steps'):
+  with pytest.raises(ConfigError, match="num_steps"):
     benchmark.benchmark(config, str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow  # A baseline's benchmark, one sampler: about 10 s.
+def test_a_baseline_is_timed_with_one_sampler_and_no_milk_figures(tmp_path):
+  config = small_benchmark_config()
+  config.method = 'heater'  # Reads a backbone: timed on random vectors, none trained.
+  config.benchmark.both_samplers = False
+  config.train.sampler = 'device'
+  written = benchmark.benchmark(config, str(tmp_path))
+  assert written['method'] == 'heater' and written['epoch_seconds'] > 0
+  assert 'epoch_seconds_device' in written and 'epoch_seconds_host' not in written
+  for key in ('reference_step_ms', 'weights_draw_ms_per_epoch'):
+    assert key not in written, key
+  assert not (tmp_path / 'backbone').exists()
+  config.benchmark.sweep = True
+  with pytest.raises(ConfigError, match='benchmark.sweep'):
+    benchmark.benchmark(config, str(tmp_path / 'sweep'))

@@ -19,6 +19,7 @@ def _run(*args):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # Two CLI processes, each compiling the epoch.
 def test_train_then_eval(tmp_path):
   workdir = str(tmp_path / 'run')
   done = _run('--config=configs/default.py', f'--workdir={workdir}', '--config.train.beta=50',
