@@ -242,7 +242,7 @@ def test_a_training_config_is_refused():
 @pytest.mark.slow
 def test_methods_of_a_grid_share_one_backbone_per_setting_and_seed(tmp_path):
   config = tiny_experiment([('MILK', {})], methods=('dropoutnet', 'heater'), baseline='MILK',
-                           settings=('ftmt',), num_seeds=1)
+                           num_seeds=1)
   config.backbone.num_epochs = 3
   rows = experiment.run_experiment(config, str(tmp_path))
   assert {r['variant'] for r in rows} == {'MILK', 'DropoutNet', 'Heater'}
