@@ -190,14 +190,20 @@ def finished_results(run: Run) -> dict[str, Any] | None:
   return result
 
 
-def execute(runs: Sequence[Run], plot_metric: str) -> Results:
-  """Train every run whose results are missing or stale; logs one progress line per run."""
+def execute(runs: Sequence[Run], plot_metric: str, train_missing: bool = True) -> Results:
+  """Train every run whose results are missing or stale; logs one progress line per run.
+
+  With `train_missing` False, such runs are left out of the results instead.
+  """
   results: Results = {}
   for i, run in enumerate(runs, 1):
     name = f'[{i}/{len(runs)}] {run.setting}/{run.variant}/seed_{run.seed}'
     result = finished_results(run)
     if result is not None:
       status = 'finished earlier'
+    elif not train_missing:
+      log.info('%s: not finished, left out (experiment.train_missing=False)', name)
+      continue
     else:
       if interrupt.requested():
         raise Interrupted(f'interrupted before run {name}; run the same command to resume')
@@ -499,7 +505,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
     log.info('experiment %s: %d runs (%d settings x %d variants x %d seeds) in %s', exp.name,
              len(runs), len(exp.settings), len(exp.variants), exp.num_seeds,
              runs_dir(exp, workdir))
-    results = execute(runs, exp.plot_metric)
+    results = execute(runs, exp.plot_metric, exp.get('train_missing', True))
     metrics = expand_metrics(exp.metrics, results)
     rows = summary_rows(results, exp, metrics)
     write_csv(os.path.join(workdir, 'summary.csv'), rows)

@@ -72,6 +72,14 @@ def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypa
   assert [os.stat(r).st_mtime_ns for r in runs] == mtimes
   assert read_csv(os.path.join(workdir, 'summary.csv')) == rows
 
+  # A lost results.json with train_missing=False: the summary leaves that run out.
+  lost = runs[3] + '.aside'
+  os.replace(runs[3], lost)
+  experiment.run_experiment(tiny_experiment(train_missing=False), workdir)
+  partial = read_csv(os.path.join(workdir, 'summary.csv'))
+  assert int(partial[3]['n']) == 1 and partial[:3] == rows[:3]
+  os.replace(lost, runs[3])
+
   # A lost results.json: only that run trains again (from its checkpoints).
   monkeypatch.undo()
   trained = []

@@ -69,6 +69,7 @@ def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tu
   # dataset config's hyper-parameters, e.g. ('duif', 'heater').
   exp.methods = ()
   exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
+  exp.train_missing = True  # False: summarise the finished runs only, train nothing.
   exp.metrics = METRICS  # results.json keys to summarise; '*' = every group.
   exp.plots = ('bars',)  # Figures: bars | drop | groups | sweep.
   exp.plot_metric = 'test.ndcg@20'  # The metric the figures and gains show.
