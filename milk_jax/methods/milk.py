@@ -19,6 +19,7 @@ from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
+from milk_jax.methods import step_keys
 
 BACKBONE = None
 DISPLAY_NAME = 'MILK'
@@ -68,8 +69,7 @@ def epoch_weights(config: ml_collections.ConfigDict, train_key: jax.Array,
   step by step (each step still has its own key, fold_in(train_key, step)),
   but runs the Dirichlet's gamma sampler once instead of once per step.
   """
-  steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
-  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(train_key, steps)
+  keys = step_keys(train_key, first_step, num_steps)
   return jax.vmap(lambda key: step_weights(config, key, num_modalities))(keys)
 
 
