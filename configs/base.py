@@ -102,6 +102,22 @@ def get_config() -> ml_collections.ConfigDict:
   ev.candidates = 'all_new'  # all_new (val + test items, as the authors) | split.
   ev.user_batch_size = 1024  # Users ranked per device call.
 
+  # ----------------------------------------------------------- recommend
+  # Serving a trained run (--mode=recommend / export); never changes what a run computes.
+  rec = config.recommend = ml_collections.ConfigDict()
+  # Not 'items': ConfigDict.items() would hide the field from --config overrides.
+  rec.new_items = config_dict.placeholder(str)  # Folder: <modality>_feat.npy, item_ids.txt.
+  rec.k = 20  # Items per user.
+  rec.users = config_dict.placeholder(str)  # File of raw user ids, one per line; None = all.
+  rec.include_warm = False  # Also rank warm items (minus each user's training items).
+  rec.output = config_dict.placeholder(str)  # TSV path; None = <workdir>/recommendations.tsv.
+  rec.item_chunk = 32768  # Items scored per device call (bounds memory).
+  rec.user_chunk = 2048  # Users scored per device call (bounds memory).
+
+  ex = config.export = ml_collections.ConfigDict()
+  ex.new_items = config_dict.placeholder(str)  # New items to embed too; None = the catalogue only.
+  ex.output = config_dict.placeholder(str)  # Folder; None = <workdir>/export.
+
   # ----------------------------------------------------------- benchmark
   bench = config.benchmark = ml_collections.ConfigDict()
   bench.warmup_steps = 5  # Untimed steps after compilation.

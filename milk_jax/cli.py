@@ -108,6 +108,32 @@ def one_line(error: BaseException) -> str:
   return ' '.join(lines) if lines else type(error).__name__
 
 
+RUN_MODES = ('eval', 'recommend', 'export')  # Modes that read a trained run folder.
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The value of --name=V or --name V in argv (the last one wins), or None."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def with_run_config(argv: list[str], run_config_file: str) -> list[str]:
+  """argv with --config=<run_config_file>:<workdir> added for a run mode that has no --config.
+
+  eval, recommend and export then use the run's own saved config (configs/run.py).
+  """
+  has_config = any(arg == '--config' or arg.startswith('--config=') for arg in argv)
+  workdir = _flag_value(argv, 'workdir')
+  if has_config or workdir is None or _flag_value(argv, 'mode') not in RUN_MODES:
+    return argv
+  return argv[:1] + [f'--config={run_config_file}:{workdir}'] + argv[1:]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing; a bad flag, config file or override is one `error:` line."""
   try:
@@ -124,6 +150,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     print(f'error: {one_line(error)} (--help lists the flags; a config field is set as '
           '--config.SECTION.FIELD=VALUE)', file=sys.stderr)
     sys.exit(2)
+
+
+def usage_error(message: str) -> int:
+  """Prints a usage mistake as one `error:` line; returns the exit code (2, as a bad flag)."""
+  print(f'error: {message}', file=sys.stderr)
+  return 2
 
 
 def exit_with(code: int) -> None:

@@ -131,9 +131,9 @@ def append_log(path: str, record: dict[str, Any]) -> None:
 CONFIG_FILE = 'config.json'
 # Config fields that may change between an interrupted run and its resumption:
 # they never change what a run computes (num_epochs only extends it, see
-# `check_continuation`), and the benchmark section never affects training.
+# `check_continuation`); the benchmark and serving sections never affect training.
 RESUMABLE_CHANGES = ('train.resume', 'train.num_epochs', 'train.checkpoint_every')
-IGNORED_SECTIONS = ('benchmark.',)
+IGNORED_SECTIONS = ('benchmark.', 'recommend.', 'export.')
 # Fields added after runs were first saved, with the value those runs used.
 ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.data_parallel': False, 'train.shard_user_table': False,

@@ -28,11 +28,11 @@ from milk_jax import evaluate
 from milk_jax import loop as loop_lib
 from milk_jax import methods
 from milk_jax import runfolder
+from milk_jax import serving
 from milk_jax import sharding
 from milk_jax.config import FEATURE_DTYPES
 from milk_jax.config import check_config
 from milk_jax.data import device_sampling
-from milk_jax.data import ids as data_ids
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
 from milk_jax.methods import Method
@@ -206,8 +206,8 @@ class EpochProgram:
       batch_sharding = sharding.batch_sharding(self.mesh)
       replicated = sharding.replicated(self.mesh)
     self.batch_sharding = batch_sharding
-    self.tables = tables_on_device(dataset, config.train.feature_dtype,
-                                   method.prepare(dataset, extras or {}), replicated)
+    self.extras = method.prepare(dataset, extras or {})  # Host copies, saved for serving.
+    self.tables = tables_on_device(dataset, config.train.feature_dtype, self.extras, replicated)
     self.sampler_tables = None
     if config.train.sampler == 'device':
       sampler_tables = device_sampling.sampler_tables(dataset, config.data.negatives)
@@ -317,15 +317,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       start_epoch = training.resume(None if saved is None else saved['train']['num_epochs'])
       _write_json(os.path.join(workdir, runfolder.CONFIG_FILE), json.loads(config.to_json()))
       if loop_lib.is_primary_process():
-        data_ids.write_id_maps(workdir, dataset)
+        serving.write_run_files(workdir, dataset, program.extras, config)
       stopped_early = training.run(start_epoch, epoch_callback)
     except BaseException:
       training.checkpoints.close(quietly=True)  # Saves in flight complete; the error wins.
       raise
     training.checkpoints.close()
     results = training.results(stopped_early)
+    _write_vectors(workdir, program, training.best_params, results['best_epoch'])
     _write_json(os.path.join(workdir, 'results.json'), results)
   return results
+
+
+def _write_vectors(workdir: str, program: EpochProgram, params, epoch: int) -> None:
+  """vectors.npz: the vectors the evaluation ranks with, for export and recommend."""
+  if loop_lib.is_primary_process():
+    users, items = (np.asarray(v, np.float32) for v in program.vectors(params))
+    serving.write_vectors(workdir, users[:program.dataset.num_users], items, epoch)
 
 
 def restore_best_params(workdir: str, state: TrainState) -> tuple[int, Any]:
@@ -368,6 +376,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     runfolder.check_same_run(workdir, runfolder.saved_config(workdir), config)
     epoch, params = restore_best_params(workdir, program.fresh_state())
     users, items = program.vectors(params)
+    if loop_lib.is_primary_process():  # Brings a run trained before serving files up to date.
+      serving.write_run_files(workdir, dataset, program.extras, config)
+    _write_vectors(workdir, program, params, epoch)
     results = {'epoch': int(epoch),
                'val': evaluate.evaluate_split(config.eval, users, items, dataset, 'val'),
                **evaluate.held_out_metrics(config.eval, users, items, dataset)}

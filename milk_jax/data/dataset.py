@@ -61,6 +61,8 @@ class Dataset:
   source: str  # Where it came from: the folder, or 'synthetic(seed=0)'.
   user_ids: np.ndarray | None = None  # (U,) str raw id of each dense user; None = '0'..'U-1'.
   item_ids: np.ndarray | None = None  # (I,) str raw id of each item; None = '0'..'I-1'.
+  # The fills fitted on the warm items; a run saves them to prepare items that come later.
+  imputation: missing.Imputation | None = None
 
   def __post_init__(self):
     # Every dataset carries its id maps; dense ids are their own raw ids.
@@ -301,8 +303,9 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
       data.test_missing_rate, data.train_missing_rate, tuple(data.group_fractions),
       warm_rng=np.random.default_rng([seed, _MISSING_STREAM, 0]),
       new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]), declared=declared)
-  features = missing.impute(raw.features, available, data.imputation,
-                            fit_rows=item_split.warm_items, ridge=data.imputation_ridge)
+  imputation = missing.fit_imputation(raw.features, available, data.imputation,
+                                      fit_rows=item_split.warm_items, ridge=data.imputation_ridge)
+  features = missing.apply_imputation(imputation, raw.features, available)
   if data.normalize:
     features = tuple(missing.l2_normalize(x) for x in features)
   return Dataset(
@@ -310,4 +313,4 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
       num_users=int(raw.num_users), num_items=int(num_items), train_pairs=train_pairs,
       val_pairs=val_pairs, test_pairs=test_pairs, warm_items=item_split.warm_items,
       val_items=item_split.val_items, test_items=item_split.test_items, source=source,
-      user_ids=raw.user_ids, item_ids=raw.item_ids)
+      user_ids=raw.user_ids, item_ids=raw.item_ids, imputation=imputation)

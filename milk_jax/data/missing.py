@@ -20,7 +20,8 @@ above are upper bounds when the dataset declares missingness of its own.
 With nothing declared, draws and counts are exactly those above.
 """
 
-from typing import Sequence
+import dataclasses
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -146,32 +147,79 @@ def ridge_map(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, n
   return weights, y_mean - x_mean @ weights
 
 
-def learned_fill(features: Sequence[np.ndarray], available: np.ndarray, fit_rows: np.ndarray,
-                 target: int, ridge: float) -> np.ndarray | None:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Imputation:
+  """What fills a missing modality, fitted on the warm items.
+
+  A run saves it (milk_jax/serving.py), so that items arriving after
+  training are filled exactly as the training catalogue's items were.
+  """
+  method: str  # mean | zero | learned.
+  fills: tuple[np.ndarray, ...]  # M (dim_m,) float32: the fit rows' mean, or zeros.
+  # learned: (target, source) -> ridge map (weights (dim_source, dim_target), bias), float64.
+  maps: Mapping[tuple[int, int], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+      default_factory=dict)
+
+
+def fit_imputation(features: Sequence[np.ndarray], available: np.ndarray, method: str,
+                   fit_rows: np.ndarray | None = None, ridge: float = 1.0) -> Imputation:
+  """Fits the fills (and, for 'learned', the ridge maps) on `fit_rows`; see `impute`."""
+  fit_rows = np.arange(len(available)) if fit_rows is None else np.asarray(fit_rows)
+  fills, maps = [], {}
+  for target, x in enumerate(features):
+    x = np.asarray(x, np.float32)
+    mean_rows = fit_rows[available[fit_rows, target]]
+    if method != 'zero' and mean_rows.size:
+      fills.append(x[mean_rows].mean(axis=0, dtype=np.float64).astype(np.float32))
+    else:  # 'zero', or a modality present on no fit row.
+      fills.append(np.zeros(x.shape[1], np.float32))
+    if method != 'learned':
+      continue
+    for source, x_source in enumerate(features):
+      pair_rows = fit_rows[available[fit_rows, source] & available[fit_rows, target]]
+      if source != target and len(pair_rows):
+        maps[(target, source)] = ridge_map(x_source[pair_rows], x[pair_rows], ridge)
+  return Imputation(method=method, fills=tuple(fills), maps=maps)
+
+
+def learned_fill(imputation: Imputation, features: Sequence[np.ndarray], available: np.ndarray,
+                 target: int) -> np.ndarray | None:
   """Predictions of modality `target` for the rows that miss it, from their present ones.
 
-  One ridge map per present modality p, fit on the `fit_rows` where both p
-  and `target` are present; a row's prediction is the mean over its present
-  modalities of their maps' outputs.
+  A row's prediction is the mean over its present modalities p of the ridge
+  map p -> target (fitted on the fit rows where both p and target are present).
 
   Returns:
     (rows missing target, dim_target) float32, or None when some missing row
     has no fitted map to predict it (no present modality with training pairs).
   """
   missing_rows = np.flatnonzero(~available[:, target])
-  total = np.zeros((len(missing_rows), features[target].shape[1]))
+  total = np.zeros((len(missing_rows), imputation.fills[target].shape[0]))
   count = np.zeros(len(missing_rows))
-  for p, x in enumerate(features):
-    pair_rows = fit_rows[available[fit_rows, p] & available[fit_rows, target]]
-    if p == target or len(pair_rows) == 0:
+  for source, x in enumerate(features):
+    if (target, source) not in imputation.maps:
       continue
-    weights, bias = ridge_map(x[pair_rows], features[target][pair_rows], ridge)
-    use = available[missing_rows, p]
+    weights, bias = imputation.maps[(target, source)]
+    use = available[missing_rows, source]
     total[use] += x[missing_rows[use]] @ weights + bias
     count[use] += 1
   if (count == 0).any():
     return None
   return (total / count[:, None]).astype(np.float32)
+
+
+def apply_imputation(imputation: Imputation, features: Sequence[np.ndarray],
+                     available: np.ndarray) -> tuple[np.ndarray, ...]:
+  """Replaces the rows of missing modalities with `imputation`'s fills; see `impute`."""
+  filled = []
+  for m, x in enumerate(features):
+    x = np.array(x, dtype=np.float32)
+    fill = None
+    if imputation.method == 'learned':
+      fill = learned_fill(imputation, features, available, m)
+    x[~available[:, m]] = imputation.fills[m] if fill is None else fill
+    filled.append(x)
+  return tuple(filled)
 
 
 def impute(features: Sequence[np.ndarray], available: np.ndarray, method: str,
@@ -194,20 +242,8 @@ def impute(features: Sequence[np.ndarray], available: np.ndarray, method: str,
   Returns:
     M new float32 arrays (num_items, dim_m); the inputs are not modified.
   """
-  fit_rows = np.arange(len(available)) if fit_rows is None else np.asarray(fit_rows)
-  filled = []
-  for m, x in enumerate(features):
-    x = np.array(x, dtype=np.float32)
-    present = available[:, m]
-    mean_rows = fit_rows[present[fit_rows]]
-    fill = None
-    if method == 'learned':
-      fill = learned_fill(features, available, fit_rows, m, ridge)
-    if fill is None and method != 'zero' and mean_rows.size:
-      fill = x[mean_rows].mean(axis=0, dtype=np.float64).astype(np.float32)
-    x[~present] = 0.0 if fill is None else fill
-    filled.append(x)
-  return tuple(filled)
+  imputation = fit_imputation(features, available, method, fit_rows, ridge)
+  return apply_imputation(imputation, features, available)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

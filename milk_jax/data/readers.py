@@ -32,6 +32,7 @@ table with one row per id up to the largest.
 """
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 import warnings
@@ -114,7 +115,7 @@ def _load_npy(path: Path, kind: str) -> np.ndarray:
                     f'({type(e).__name__}: {e})') from e
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
   """A whole text file; anything but UTF-8 (a leading BOM allowed) is refused."""
   try:
     raw = path.read_bytes()
@@ -127,11 +128,15 @@ def _read_text(path: Path) -> str:
                     f'at offset {e.start})') from e
 
 
-def _refuse_rows(bad: np.ndarray, path: Path, problem: str, why: str = '') -> None:
-  """Raises DataError naming the count and the first of the rows flagged in `bad` (rows,)."""
+def _refuse_rows(bad: np.ndarray, path: Path, problem: str, why: str = '',
+                 first_row: int = 0) -> None:
+  """Raises DataError naming the count and the first of the rows flagged in `bad` (rows,).
+
+  `first_row` is the file row of bad[0], when `bad` covers a chunk of the file.
+  """
   rows = np.flatnonzero(bad)
   if rows.size:
-    raise DataError(f'{path}: {problem} in {rows.size} rows (first: {rows[0]}){why}')
+    raise DataError(f'{path}: {problem} in {rows.size} rows (first: {rows[0] + first_row}){why}')
 
 
 def missing_feature_rows(array: np.ndarray, missing_rows: str) -> np.ndarray:
@@ -148,17 +153,16 @@ def missing_feature_rows(array: np.ndarray, missing_rows: str) -> np.ndarray:
   return marked
 
 
-def read_feature_file(path: Path, missing_rows: str = 'error') -> tuple[np.ndarray, np.ndarray]:
-  """One modality's features and which rows hold them.
-
-  Args:
-    missing_rows: 'error' | 'nan' | 'nan_or_zero', see `missing_feature_rows`.
-  Returns:
-    features: (num_items, dim) float32, finite, no all-zero row except the
-      missing ones, which are all zero so that no marker is ever read as data.
-    present: (num_items,) bool, False on the rows marking a missing modality.
-  """
-  array = _load_npy(path, 'a numeric')
+def open_feature_file(path: Path, mmap: bool = False) -> np.ndarray:
+  """A feature file's 2-D numeric array (memory-mapped when `mmap`), its values unchecked."""
+  if mmap:
+    try:
+      array = np.load(path, mmap_mode='r', allow_pickle=False)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'{path}: cannot be read as a numeric .npy array '
+                      f'({type(e).__name__}: {e})') from e
+  else:
+    array = _load_npy(path, 'a numeric')
   if not isinstance(array, np.ndarray):
     raise DataError(f'{path}: expected a single array, found {type(array).__name__}')
   if array.ndim != 2:
@@ -167,11 +171,28 @@ def read_feature_file(path: Path, missing_rows: str = 'error') -> tuple[np.ndarr
     raise DataError(f'{path}: has no feature columns (shape {array.shape})')
   if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
     raise DataError(f'{path}: expected numeric features, found dtype {array.dtype}')
+  return array
+
+
+def check_feature_rows(array: np.ndarray, path: Path, missing_rows: str = 'error',
+                       first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Rows of a feature file as float32, and which of them hold the modality.
+
+  Args:
+    array: (rows, dim) numeric, rows first_row.. of `path` (named in errors).
+    missing_rows: 'error' | 'nan' | 'nan_or_zero', see `missing_feature_rows`.
+  Returns:
+    features: (rows, dim) float32, finite, no all-zero row except the
+      missing ones, which are all zero so that no marker is ever read as data.
+    present: (rows,) bool, False on the rows marking a missing modality.
+  """
+  array = np.asarray(array)
+  refuse = functools.partial(_refuse_rows, path=path, first_row=first_row)
   present = ~missing_feature_rows(array, missing_rows)
   marker_hint = ('' if missing_rows == 'error' else
                  f'; with config.data.missing_rows={missing_rows!r} only a row that is '
                  f'entirely NaN marks a missing modality')
-  _refuse_rows(present & ~np.isfinite(array).all(axis=1), path, 'contains NaN/inf', marker_hint)
+  refuse(present & ~np.isfinite(array).all(axis=1), problem='contains NaN/inf', why=marker_hint)
   if not present.all():
     array = np.where(present[:, None], array, 0)
   with np.errstate(over='ignore', under='ignore'):  # Both are reported below, per row.
@@ -179,16 +200,21 @@ def read_feature_file(path: Path, missing_rows: str = 'error') -> tuple[np.ndarr
   overflow = ~np.isfinite(features).all(axis=1)
   if overflow.any():
     largest = float(np.abs(array[overflow]).max())
-    _refuse_rows(overflow, path, f'values overflow float32 (largest |value| {largest:.3g} > '
-                 f'{_FLOAT32_MAX:.3g})')
+    refuse(overflow, problem=f'values overflow float32 (largest |value| {largest:.3g} > '
+           f'{_FLOAT32_MAX:.3g})')
   zero = ~features.any(axis=1) & present
-  _refuse_rows(zero & array.any(axis=1), path,
-               'values underflow float32 (nonzero rows become all-zero)')
+  refuse(zero & array.any(axis=1), problem='values underflow float32 (nonzero rows become '
+         'all-zero)')
   # Zero stands for "missing" after imputation and has no direction to normalise.
-  _refuse_rows(zero, path, 'only zeros',
-               '; an all-zero row is not a valid feature vector (config.data.missing_rows='
-               "'nan_or_zero' reads it as a missing modality)")
+  refuse(zero, problem='only zeros',
+         why='; an all-zero row is not a valid feature vector (config.data.missing_rows='
+         "'nan_or_zero' reads it as a missing modality)")
   return features, present
+
+
+def read_feature_file(path: Path, missing_rows: str = 'error') -> tuple[np.ndarray, np.ndarray]:
+  """One modality's features and which rows hold them; see `check_feature_rows`."""
+  return check_feature_rows(open_feature_file(path), path, missing_rows)
 
 
 def read_features(folder: Path, modalities: Sequence[str], missing_rows: str = 'error'
@@ -240,7 +266,7 @@ def read_availability_table(path: Path, item_ids: np.ndarray,
   Args:
     item_ids: (num_items,) str raw id of each feature row.
   """
-  lines = [line for line in _read_text(path).splitlines() if line.strip()]
+  lines = [line for line in read_text(path).splitlines() if line.strip()]
   header = lines[0].split('\t') if lines else []
   if not header or header[0] != 'item' or sorted(header[1:]) != sorted(modalities):
     raise DataError(f'{path}: expected a header "item" then the modalities '
@@ -291,7 +317,7 @@ def _as_ids(values: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 def _header_and_body(path: Path) -> tuple[list[str], list[str]]:
   """The header's column names and the lines after it, of a tab-separated file."""
-  lines = _read_text(path).splitlines()
+  lines = read_text(path).splitlines()
   header = [name.strip() for name in lines[0].split('\t')] if lines else ['']
   if not header[0]:
     raise DataError(f'{path}: empty file or empty header line')
@@ -459,7 +485,7 @@ def _item_id_file(folder: Path, options: TableOptions, num_items: int,
   path = folder / options.item_ids_file
   if not path.is_file():
     return None
-  return ids.read_item_ids(path, _read_text(path), num_items, features_path)
+  return ids.read_item_ids(path, read_text(path), num_items, features_path)
 
 
 def read_table(path: Path, columns_of: Callable[[list[str], Path], Columns], folder: Path,
@@ -548,7 +574,7 @@ def read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
       user listed without items still counts towards the number of users.
   """
   users, pairs = [], []
-  for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+  for line_number, line in enumerate(read_text(path).splitlines(), start=1):
     tokens = line.split()
     if not tokens:
       continue

@@ -70,6 +70,13 @@ def no_extras(dataset, extras: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
   return dict(extras)
 
 
+def same_extras(extras: Mapping[str, np.ndarray], features: tuple[np.ndarray, ...],
+                availability: np.ndarray) -> dict[str, np.ndarray]:
+  """Serving default: a new item's vector reads only its own content, never the extras."""
+  del features, availability
+  return dict(extras)
+
+
 class Method(NamedTuple):
   """A method as pure functions (optax-style); the loop jits closures over them."""
   init: Callable[[jax.Array], Params]  # key -> params.
@@ -87,6 +94,10 @@ class Method(NamedTuple):
   log_keys: tuple[str, ...] = ()  # Metrics shown in the epoch's log line besides 'loss'.
   # The best epoch is the last one: for a warm backbone, whose vectors do not score new items.
   select_last: bool = False
+  # Host side, for items that arrive after training (milk_jax/api.py): (saved extras, the
+  # prepared features and availability of I new items) -> the extras of their Tables, which
+  # `embed` then reads with every row new. None: the method cannot embed such items.
+  serve_extras: Callable | None = same_extras
 
 
 def names() -> tuple[str, ...]:

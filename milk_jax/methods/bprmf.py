@@ -57,4 +57,4 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     return params['user_embedding'], items
 
   return Method(init=init, loss=loss, embed=embed, log_keys=('bpr', 'regulariser'),
-                select_last=True)
+                select_last=True, serve_extras=None)  # It has no vector for a new item.

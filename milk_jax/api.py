@@ -1,0 +1,248 @@
+"""A trained run as a Python object: embed items that arrive after training and rank them.
+
+  import milk_jax
+  run = milk_jax.load('runs/ml100k')
+  vectors = run.item_vectors({'text': text_rows, 'genre': genre_rows})
+  top = run.recommend(['12', '40'], k=10, items='new_movies/')
+
+The run folder alone is enough (see milk_jax/serving.py): new items are
+imputed with the training run's statistics, normalised as in training and
+embedded by the run's method from the best checkpoint, in chunks of the
+training catalogue's size, so any number of items fits in memory.
+"""
+
+import logging
+import os
+import time
+from typing import Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from milk_jax import methods
+from milk_jax import new_items as new_items_lib
+from milk_jax import runfolder
+from milk_jax import serving as serving_lib
+from milk_jax import topk
+from milk_jax.config import FEATURE_DTYPES
+from milk_jax.data.errors import DataError
+from milk_jax.errors import ConfigError
+from milk_jax.errors import RunFolderError
+from milk_jax.methods import Tables
+
+log = logging.getLogger('milk_jax')
+
+ITEM_CHUNK = 32768  # Items ranked per device call (config.recommend.item_chunk).
+USER_CHUNK = 2048  # Users ranked per device call (config.recommend.user_chunk).
+
+
+class Recommendations(NamedTuple):
+  """Top-k lists in raw ids, best first; a user with fewer than k candidates has '' / -inf."""
+  users: np.ndarray  # (n,) str.
+  items: np.ndarray  # (n, k) str.
+  scores: np.ndarray  # (n, k) float32.
+
+
+def run_config(folder: str) -> ml_collections.ConfigDict:
+  """The config a run folder was trained with (its config.json)."""
+  saved = runfolder.saved_config(folder)
+  if saved is None:
+    raise RunFolderError(f'{os.path.join(folder, runfolder.CONFIG_FILE)} is missing: {folder} '
+                         'is not a trained milk-jax run folder')
+  return ml_collections.ConfigDict(saved)
+
+
+class Run:
+  """A trained run folder, ready to embed and rank new items (see the module doc)."""
+
+  def __init__(self, folder: str, config: ml_collections.ConfigDict | None = None):
+    """Args: config: when given, it must be the run's own (ConfigError names the fields)."""
+    if not os.path.isdir(folder):
+      raise RunFolderError(f'{folder} is not a folder: give a trained run folder (--workdir)')
+    saved = runfolder.saved_config(folder)
+    if config is not None:
+      runfolder.check_same_run(folder, saved, config)
+    self.folder = folder
+    self.config = run_config(folder)
+    if not os.path.isdir(os.path.join(folder, 'checkpoints')):
+      raise RunFolderError(f'no checkpoints under {folder}: train the run first')
+    self.serving = serving_lib.read_serving(folder)
+    self.user_ids = serving_lib.read_id_map(folder, 'users.tsv')
+    self.catalogue_ids = serving_lib.read_id_map(folder, 'items.tsv')
+    self.user_vectors, self.catalogue_vectors, self.best_epoch = serving_lib.read_vectors(folder)
+    self.modality_names = self.serving.preprocessing.modality_names
+    self.feature_dims = self.serving.preprocessing.feature_dims
+    spec = methods.DataSpec(num_users=self.serving.num_users, num_items=self.serving.num_items,
+                            feature_dims=self.feature_dims,
+                            num_warm_items=int(self.serving.warm_items.size))
+    self.method = methods.get(self.config.method).make(self.config, spec)
+    self._params = None
+    self._embed_items = jax.jit(lambda params, tables: self.method.embed(params, tables)[1])
+    self._device_extras = None
+    self._user_rows = {raw: row for row, raw in enumerate(self.user_ids.tolist())}
+
+  # ------------------------------------------------------------------ vectors
+
+  @property
+  def params(self):
+    """The best checkpoint's parameters, restored on first use."""
+    if self._params is None:
+      from milk_jax import train  # Imported late: training code is only needed here.
+      key = jax.random.fold_in(jax.random.key(self.config.seed), train.INIT_STREAM)
+      state = train.create_train_state(self.config, self.method, key, self.serving.num_users)
+      _, self._params = train.restore_best_params(self.folder, state)
+    return self._params
+
+  def _new_item_tables(self, features: tuple[np.ndarray, ...], available: np.ndarray) -> Tables:
+    """Tables of exactly the catalogue's size whose every row is a new item (padded)."""
+    num_items, n = self.serving.num_items, available.shape[0]
+    def pad(x, value):
+      return np.concatenate([x, np.full((num_items - n,) + x.shape[1:], value, x.dtype)])
+    features = tuple(pad(f, 0) for f in features)
+    available = pad(available, True)
+    if self.method.serve_extras is methods.same_extras:
+      if self._device_extras is None:  # The same for every chunk: moved to the device once.
+        self._device_extras = {k: jnp.asarray(v) for k, v in self.serving.extras.items()}
+      extras = self._device_extras
+    else:
+      extras = {k: jnp.asarray(v) for k, v in
+                self.method.serve_extras(self.serving.extras, features, available).items()}
+    dtype = FEATURE_DTYPES[self.config.train.feature_dtype]
+    return Tables(features=tuple(jnp.asarray(f, dtype) for f in features),
+                  availability=jnp.asarray(available),
+                  warm_items=jnp.asarray(self.serving.warm_items, jnp.int32),
+                  is_new=jnp.ones(num_items, bool), extras=extras)
+
+  def _embed_prepared(self, features: tuple[np.ndarray, ...], available: np.ndarray
+                      ) -> np.ndarray:
+    """(n, d) vectors of prepared (imputed, normalised) rows, a catalogue-sized call at a time."""
+    if self.method.serve_extras is None:
+      raise ConfigError(f'config.method={self.config.method!r} cannot embed items it was not '
+                        'trained with (it has no content path); train a content-based method')
+    out, size = [], self.serving.num_items
+    for start in range(0, available.shape[0], size):
+      stop = min(start + size, available.shape[0])
+      tables = self._new_item_tables(tuple(f[start:stop] for f in features),
+                                     available[start:stop])
+      out.append(np.asarray(self._embed_items(self.params, tables))[:stop - start])
+    if not out:
+      return np.zeros((0, self.catalogue_vectors.shape[1]), np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+  def embed(self, items: new_items_lib.NewItems, start: int = 0, stop: int | None = None
+            ) -> np.ndarray:
+    """(stop - start, d) vectors of checked new items' rows, prepared as in training."""
+    stop = len(items) if stop is None else stop
+    raw, available = items.rows(start, stop)
+    return self._embed_prepared(self.serving.preprocessing.apply(raw, available), available)
+
+  def new_items(self, features: Mapping[str, np.ndarray] | Sequence[np.ndarray | None],
+                availability: np.ndarray | None = None,
+                item_ids: Sequence[str] | None = None) -> new_items_lib.NewItems:
+    """Checked NewItems from arrays: one per modality (a mapping by name, or in the run's
+    order), None or absent for a modality no item has; availability (N, M) bool marks more."""
+    if isinstance(features, Mapping):
+      unknown = sorted(set(features) - set(self.modality_names))
+      if unknown:
+        raise DataError(f'features[{unknown[0]!r}]: not a modality of the run '
+                        f'({", ".join(self.modality_names)})')
+      features = [features.get(name) for name in self.modality_names]
+    rows = next((np.shape(f)[0] for f in features if f is not None), 0)
+    ids = [f'new_{i}' for i in range(rows)] if item_ids is None else item_ids
+    return new_items_lib.from_arrays(features, ids, availability, self.modality_names,
+                                     self.feature_dims)
+
+  def item_vectors(self, features: Mapping[str, np.ndarray] | Sequence[np.ndarray | None],
+                   availability: np.ndarray | None = None) -> np.ndarray:
+    """(N, d) vectors of new items from raw features (see `new_items`); rank with
+    `user_vectors` by inner product."""
+    return self.embed(self.new_items(features, availability))
+
+  # ------------------------------------------------------------------ ranking
+
+  def user_rows(self, user_ids: Sequence[str] | None, source: str = 'user_ids') -> np.ndarray:
+    """Dense rows of raw user ids (all users when None); DataError names an unknown one."""
+    if user_ids is None:
+      return np.arange(len(self.user_ids))
+    rows = np.fromiter((self._user_rows.get(str(u), -1) for u in user_ids), np.int64)
+    if (rows < 0).any():
+      first = int(np.flatnonzero(rows < 0)[0])
+      raise DataError(f'{source}: {int((rows < 0).sum())} user ids are not users of the run '
+                      f'(first: {str(list(user_ids)[first])!r}, entry {first + 1})')
+    return rows
+
+  def load_items(self, items) -> new_items_lib.NewItems | None:
+    """A folder path (checked, training layout) or NewItems as they are; None stays None."""
+    if items is None or isinstance(items, new_items_lib.NewItems):
+      checked = items
+    else:
+      checked = new_items_lib.read_folder(str(items), self.modality_names, self.feature_dims,
+                                          self.config.data)
+    if checked is not None:
+      where = str(items) if not isinstance(items, new_items_lib.NewItems) else 'items'
+      new_items_lib.refuse_catalogue_ids(checked, self.catalogue_ids, self.serving.warm_items,
+                                         where)
+    return checked
+
+  def recommend(self, user_ids: Sequence[str] | None = None, k: int = 20, items=None,
+                include_warm: bool = False, item_chunk: int = ITEM_CHUNK,
+                user_chunk: int = USER_CHUNK) -> Recommendations:
+    """Each user's top-k among new items (a folder or NewItems) and, when asked, the warm
+    items the user has not interacted with in training.
+
+    Memory is bounded by the chunk sizes, whatever the number of items or users.
+    """
+    checked = self.load_items(items)
+    if checked is None and not include_warm:
+      raise ConfigError('config.recommend.new_items is None and include_warm is False: give the '
+                        'folder of the new items to rank')
+    if int(k) < 1:
+      raise ConfigError(f'config.recommend.k={k}: must be at least 1')
+    rows = self.user_rows(user_ids)
+    ranking = topk.TopK(self.user_vectors[rows], int(k), user_chunk)
+    ids = []
+    offset = 0
+    if include_warm:
+      warm = self.serving.warm_items
+      offset = self._rank_warm(ranking, rows, warm, item_chunk)
+      ids.append(self.catalogue_ids[warm])
+    if checked is not None:
+      self._rank_new(ranking, checked, offset, item_chunk)
+      ids.append(checked.ids)
+    all_ids = np.concatenate(ids + [np.asarray([''], str)])  # -1 -> ''.
+    indices, scores = ranking.result()
+    return Recommendations(users=self.user_ids[rows], items=all_ids[indices], scores=scores)
+
+  def _rank_warm(self, ranking: topk.TopK, rows: np.ndarray, warm: np.ndarray,
+                 item_chunk: int) -> int:
+    """Adds the warm items' vectors, each user's training items left out; returns their count."""
+    position = np.full(self.serving.num_items, -1, np.int64)
+    position[warm] = np.arange(warm.size)
+    out_row = np.full(len(self.user_ids), -1, np.int64)
+    out_row[rows] = np.arange(rows.size)
+    pairs = self.serving.train_pairs.astype(np.int64)
+    pair_rows, pair_cols = out_row[pairs[:, 0]], position[pairs[:, 1]]
+    keep = (pair_rows >= 0) & (pair_cols >= 0)
+    pair_rows, pair_cols = pair_rows[keep], pair_cols[keep]
+    for start in range(0, warm.size, item_chunk):
+      stop = min(start + item_chunk, warm.size)
+      inside = (pair_cols >= start) & (pair_cols < stop)
+      ranking.add(self.catalogue_vectors[warm[start:stop]], start, item_chunk,
+                  seen=(pair_rows[inside], pair_cols[inside] - start))
+    return int(warm.size)
+
+  def _rank_new(self, ranking: topk.TopK, items: new_items_lib.NewItems, offset: int,
+                item_chunk: int) -> None:
+    total, tic = len(items), time.perf_counter()
+    for start in range(0, total, item_chunk):
+      stop = min(start + item_chunk, total)
+      ranking.add(self.embed(items, start, stop), offset + start, item_chunk)
+      log.info('ranked %d/%d new items (%.0f items/s)', stop, total,
+               stop / max(time.perf_counter() - tic, 1e-9))
+
+
+def load(run_dir: str) -> Run:
+  """The trained run in `run_dir` (see `Run`)."""
+  return Run(run_dir)
