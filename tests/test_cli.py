@@ -46,3 +46,15 @@ def test_nested_key_errors_of_ml_collections_read_as_one_line():
   inner = KeyError('\'betta\'\nDid you mean "beta" instead of "betta"?')
   expected = "'betta' Did you mean \"beta\" instead of \"betta\"?"
   assert cli.one_line(AttributeError(inner)) == expected
+
+
+def test_run_modes_without_config_read_the_run_folder():
+  argv = ['main.py', '--workdir=runs/x', '--mode=recommend', '--config.recommend.k=5']
+  assert cli.with_run_config(argv, 'configs/run.py') == [
+      'main.py', '--config=configs/run.py:runs/x'] + argv[1:]
+  given = ['main.py', '--config=configs/default.py', '--workdir', 'runs/x', '--mode', 'eval']
+  assert cli.with_run_config(given, 'configs/run.py') == given
+  training = ['main.py', '--workdir=runs/x']
+  assert cli.with_run_config(training, 'configs/run.py') == training
+  eval_spaced = ['main.py', '--workdir', 'runs/y', '--mode', 'eval']
+  assert cli.with_run_config(eval_spaced, 'r.py')[1] == '--config=r.py:runs/y'

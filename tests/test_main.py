@@ -38,6 +38,35 @@ def test_train_then_eval(tmp_path):
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   with open(os.path.join(workdir, 'eval.json')) as f:
     assert json.load(f)['test'] == pytest.approx(results['test'])
+  _serve_from_the_command_line(workdir, saved, tmp_path)
+
+
+def _serve_from_the_command_line(workdir, saved, tmp_path):
+  """Without --config, eval, recommend and export read the run's own config."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import milk_jax  # pylint: disable=import-outside-toplevel
+  from milk_jax.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
+  from tests.test_api import write_items_folder  # pylint: disable=import-outside-toplevel
+
+  assert _run(f'--workdir={workdir}', '--mode=eval').returncode == 0
+  conflicting = _run(f'--workdir={workdir}', '--mode=eval', '--config=configs/default.py')
+  assert conflicting.returncode == 1 and 'Traceback' not in conflicting.stderr
+  assert 'holds a run with a different config' in conflicting.stderr
+  config = ml_collections.ConfigDict(saved)
+  dataset = dataset_lib.load_dataset(config)
+  folder = write_items_folder(str(tmp_path / 'new'), config, dataset, dataset.test_items)
+  done = _run(f'--workdir={workdir}', '--mode=recommend', f'--config.recommend.new_items={folder}',
+              '--config.recommend.k=5')
+  assert done.returncode == 0, done.stderr[-3000:]
+  with open(os.path.join(workdir, 'recommendations.tsv')) as f:
+    lines = f.read().splitlines()[1:]
+  top = milk_jax.load(workdir).recommend(['0', '1'], 5, items=folder)
+  assert [line.split('\t')[2] for line in lines[:10]] == top.items.reshape(-1).tolist()
+  done = _run(f'--workdir={workdir}', '--mode=export')
+  assert done.returncode == 0, done.stderr[-3000:]
+  users = np.load(os.path.join(workdir, 'export', 'users.npy'))
+  assert users.shape[0] == dataset.num_users
 
 
 def test_unknown_config_key_fails_loudly(tmp_path):

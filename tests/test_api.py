@@ -1,0 +1,299 @@
+"""A trained run serves new items: recommend, export and milk_jax.load against the evaluation.
+
+Each run trains a few epochs of a tiny synthetic config once per module; its
+test items are then handed back as a folder of "new" items, raw (before
+imputation and normalisation), with their missingness declared, exactly as
+a user would bring tomorrow's items.
+"""
+
+import copy
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import milk_jax
+from milk_jax import api
+from milk_jax import evaluate
+from milk_jax import recommend
+from milk_jax import train
+from milk_jax.data import dataset as dataset_lib
+from milk_jax.data.errors import DataError
+from milk_jax.errors import ConfigError
+from milk_jax.errors import RunFolderError
+from tests.helpers import tiny_config
+
+K = 7
+
+
+def _milk_config():
+  config = tiny_config(num_epochs=4)
+  config.data.setting = 'mtmt'  # Warm items miss modalities too: the fills matter.
+  return config
+
+
+def _heater_config():
+  config = tiny_config(num_epochs=4)
+  config.method = 'heater'
+  config.backbone.num_epochs = 3
+  return config
+
+
+def write_items_folder(folder, config, dataset, items, availability=None):
+  """The raw rows of `items` (before imputation), their ids and availability."""
+  raw, _ = dataset_lib._read_layout(config.data, int(config.seed))  # pylint: disable=protected-access
+  os.makedirs(folder, exist_ok=True)
+  for name, features in zip(dataset.modality_names, raw.features):
+    np.save(os.path.join(folder, f'{name}_feat.npy'), features[items])
+  available = dataset.availability[items] if availability is None else availability
+  np.save(os.path.join(folder, 'availability.npy'), available)
+  with open(os.path.join(folder, 'item_ids.txt'), 'w') as f:
+    f.write(''.join(f'{dataset.item_ids[i]}\n' for i in items))
+  return folder
+
+
+class TrainedRun:
+  """A run folder, its dataset, and the vectors its evaluation ranks with."""
+
+  def __init__(self, folder, config):
+    self.folder, self.config = folder, config
+    self.results = train.train_and_evaluate(config, folder)
+    self.dataset = dataset_lib.load_dataset(config)
+    program = train._program(config, self.dataset, folder, train_backbone=False)  # pylint: disable=protected-access
+    _, params = train.restore_best_params(folder, program.fresh_state())
+    self.users, self.items = (np.asarray(v) for v in program.vectors(params))
+    self.new_folder = write_items_folder(os.path.join(folder, '..', 'new_items'), config,
+                                         self.dataset, self.dataset.test_items)
+
+  def evaluation_top(self, k):
+    """Each user's top-k test items by the evaluation's vectors, as raw ids."""
+    test = self.dataset.test_items
+    scores = self.users @ self.items[test].T
+    order = np.argsort(-scores, axis=1, kind='stable')[:, :k]
+    return self.dataset.item_ids[test][order]
+
+
+@pytest.fixture(scope='module')
+def milk_run(tmp_path_factory):
+  return TrainedRun(str(tmp_path_factory.mktemp('milk') / 'run'), _milk_config())
+
+
+@pytest.fixture(scope='module')
+def heater_run(tmp_path_factory):
+  return TrainedRun(str(tmp_path_factory.mktemp('heater') / 'run'), _heater_config())
+
+
+def _recommend_config(run, **settings):
+  config = copy.deepcopy(run.config)
+  config.recommend.new_items = run.new_folder
+  config.recommend.k = K
+  for key, value in settings.items():
+    config.recommend[key] = value
+  return config
+
+
+def _read_tsv(path):
+  with open(path) as f:
+    lines = f.read().splitlines()
+  assert lines[0] == 'user\trank\titem\tscore'
+  top = {}
+  for line in lines[1:]:
+    user, rank, item, _ = line.split('\t')
+    top.setdefault(user, []).append(item)
+    assert len(top[user]) == int(rank)
+  return top
+
+
+@pytest.mark.parametrize('run_name', ['milk_run', pytest.param('heater_run', marks=pytest.mark.slow)])
+def test_recommend_equals_the_evaluation_ranking(run_name, request, tmp_path):
+  run = request.getfixturevalue(run_name)
+  output = str(tmp_path / 'top.tsv')
+  recommend.recommend(_recommend_config(run, output=output), run.folder)
+  top = _read_tsv(output)
+  expected = run.evaluation_top(K)
+  test_users = np.unique(run.dataset.test_pairs[:, 0])
+  assert len(top) == run.dataset.num_users
+  for user in test_users:
+    assert top[run.dataset.user_ids[user]] == expected[user].tolist()
+
+
+def test_load_recommend_equals_the_command_line(milk_run, tmp_path):
+  output = str(tmp_path / 'top.tsv')
+  recommend.recommend(_recommend_config(milk_run, output=output), milk_run.folder)
+  from_file = _read_tsv(output)
+  users = ['3', '0', '17']
+  top = milk_jax.load(milk_run.folder).recommend(users, K, items=milk_run.new_folder)
+  assert top.users.tolist() == users
+  for user, items in zip(top.users, top.items):
+    assert items.tolist() == from_file[user]
+  assert np.all(np.diff(top.scores, axis=1) <= 0)
+
+
+def test_export_reproduces_the_evaluation_scores(milk_run, tmp_path):
+  config = copy.deepcopy(milk_run.config)
+  config.export.output = str(tmp_path / 'export')
+  files = recommend.export(config, milk_run.folder)
+  users, items = np.load(files['users.npy']), np.load(files['items.npy'])
+  with open(files['item_ids.txt']) as f:
+    item_ids = f.read().split()
+  assert item_ids == milk_run.dataset.item_ids.tolist()
+  np.testing.assert_array_equal(users @ items.T, milk_run.users @ milk_run.items.T)
+  metrics = evaluate.evaluate_split(config.eval, users, items, milk_run.dataset, 'test')
+  assert metrics == milk_run.results['test']
+
+
+def test_export_appends_the_new_items_of_a_folder(milk_run, tmp_path):
+  config = copy.deepcopy(milk_run.config)
+  config.export.output = str(tmp_path / 'export')
+  config.export.new_items = milk_run.new_folder
+  # The test items' ids are catalogue ids, but not warm ones: they may come back as new.
+  files = recommend.export(config, milk_run.folder)
+  items = np.load(files['items.npy'])
+  test = milk_run.dataset.test_items
+  np.testing.assert_allclose(items[milk_run.dataset.num_items:], milk_run.items[test],
+                             rtol=0, atol=1e-6)
+
+
+def test_a_new_item_is_imputed_with_the_training_statistics(milk_run):
+  """A missing modality is filled with the warm items' mean, not the new items' own."""
+  run = milk_jax.load(milk_run.folder)
+  dataset, config = milk_run.dataset, milk_run.config
+  raw, _ = dataset_lib._read_layout(config.data, int(config.seed))  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(5, raw.features[0].shape[1])).astype(np.float32) + 3.0
+  text = rng.normal(size=(5, raw.features[1].shape[1])).astype(np.float32) + 3.0
+  availability = np.ones((5, 2), bool)
+  availability[:3, 1] = False  # Three items lack text; their text rows must be ignored.
+  vectors = run.item_vectors({'image': image, 'text': text}, availability)
+  warm = dataset.warm_items
+  present = dataset.availability[warm, 1]
+  warm_mean = raw.features[1][warm[present]].astype(np.float64).mean(axis=0)
+  filled = text.copy()
+  filled[:3] = warm_mean  # By hand: what training did to warm items without text.
+  expected = run.item_vectors({'image': image, 'text': filled})
+  np.testing.assert_allclose(vectors, expected, rtol=0, atol=1e-6)
+  own_mean = text[3:].mean(axis=0)  # A fill refitted on the new items would give this.
+  refitted = text.copy()
+  refitted[:3] = own_mean
+  assert not np.allclose(vectors[:3], run.item_vectors({'image': image, 'text': refitted})[:3])
+
+
+def test_include_warm_ranks_warm_items_minus_training_items(milk_run):
+  run = milk_jax.load(milk_run.folder)
+  dataset = milk_run.dataset
+  top = run.recommend(None, 5, items=None, include_warm=True, item_chunk=16, user_chunk=8)
+  warm = dataset.warm_items
+  scores = milk_run.users @ milk_run.items[warm].T
+  scores[dataset.train_pairs[:, 0], np.searchsorted(warm, dataset.train_pairs[:, 1])] = -np.inf
+  order = np.argsort(-scores, axis=1, kind='stable')[:, :5]
+  np.testing.assert_array_equal(top.items, dataset.item_ids[warm][order])
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def _assert_nothing_written(folder, before):
+  assert sorted(os.listdir(folder)) == before
+
+
+def _bad_folder(milk_run, tmp_path, change):
+  folder = str(tmp_path / 'bad')
+  shutil.copytree(milk_run.new_folder, folder)
+  change(folder)
+  return folder
+
+
+def _refused(milk_run, folder, message, error=DataError):
+  config = _recommend_config(milk_run, new_items=folder)
+  before = sorted(os.listdir(milk_run.folder))
+  with pytest.raises(error, match=message):
+    recommend.recommend(config, milk_run.folder)
+  _assert_nothing_written(milk_run.folder, before)
+
+
+def test_wrong_feature_width_is_refused(milk_run, tmp_path):
+  def change(folder):
+    np.save(os.path.join(folder, 'text_feat.npy'), np.ones((50, 5), np.float32))
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change), r"text_feat\.npy: shape .* 'text'")
+
+
+def test_unknown_modality_is_refused(milk_run, tmp_path):
+  def change(folder):
+    np.save(os.path.join(folder, 'audio_feat.npy'), np.ones((50, 5), np.float32))
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change),
+           r"audio_feat\.npy: modality 'audio' is not one of the run's")
+
+
+def test_a_new_item_without_any_modality_is_refused(milk_run, tmp_path):
+  def change(folder):
+    available = np.load(os.path.join(folder, 'availability.npy'))
+    available[4] = False
+    np.save(os.path.join(folder, 'availability.npy'), available)
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change),
+           r'availability\.npy.*1 items have no modality at all \(first: 4\)')
+
+
+def test_an_id_of_a_warm_item_is_refused(milk_run, tmp_path):
+  warm_id = milk_run.dataset.item_ids[milk_run.dataset.warm_items[0]]
+  def change(folder):
+    path = os.path.join(folder, 'item_ids.txt')
+    with open(path) as f:
+      lines = f.read().splitlines()
+    lines[2] = warm_id
+    with open(path, 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change),
+           rf"1 new items have the id of an item the run trained on \(first: '{warm_id}', row 2\)")
+
+
+def test_nan_features_are_refused(milk_run, tmp_path):
+  def change(folder):
+    path = os.path.join(folder, 'image_feat.npy')
+    features = np.load(path)
+    features[7, 0] = np.nan
+    np.save(path, features)
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change),
+           r'image_feat\.npy: contains NaN/inf in 1 rows \(first: 7\)')
+
+
+def test_a_run_without_checkpoints_is_refused(milk_run, tmp_path):
+  folder = str(tmp_path / 'run')
+  shutil.copytree(milk_run.folder, folder, ignore=shutil.ignore_patterns('checkpoints'))
+  with pytest.raises(RunFolderError, match='no checkpoints under'):
+    api.load(folder)
+
+
+def test_a_run_without_serving_files_is_refused(milk_run, tmp_path):
+  folder = str(tmp_path / 'run')
+  shutil.copytree(milk_run.folder, folder)
+  os.remove(os.path.join(folder, 'serving.npz'))
+  with pytest.raises(RunFolderError, match=r'serving\.npz is missing.*--mode=eval'):
+    api.load(folder)
+
+
+def test_a_conflicting_config_is_refused(milk_run):
+  config = _recommend_config(milk_run)
+  config.seed = 1
+  with pytest.raises(ConfigError, match=r'config\.json holds a run with a different config '
+                     r'\(fields: seed\)'):
+    recommend.recommend(config, milk_run.folder)
+
+
+def test_unknown_users_are_refused(milk_run, tmp_path):
+  users = tmp_path / 'users.txt'
+  users.write_text('3\nnobody\n')
+  config = _recommend_config(milk_run, users=str(users))
+  with pytest.raises(DataError, match=r"users\.txt: 1 user ids are not users of the run "
+                     r"\(first: 'nobody', entry 2\)"):
+    recommend.recommend(config, milk_run.folder)
+
+
+def test_a_backbone_has_no_new_item_vectors(milk_run, tmp_path):
+  """BPR-MF cannot embed an item it did not train on: said plainly."""
+  config = tiny_config(num_epochs=2)
+  config.method = 'bprmf'
+  folder = str(tmp_path / 'bprmf')
+  train.train_and_evaluate(config, folder)
+  with pytest.raises(ConfigError, match="config.method='bprmf' cannot embed items"):
+    milk_jax.load(folder).recommend(None, 3, items=milk_run.new_folder)
