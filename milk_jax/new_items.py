@@ -6,7 +6,7 @@ modality), `item_ids.txt` (line i = the id of feature row i) and, when some
 items lack a modality, the declared availability in the training format
 (the run's config.data.availability_file: `.npy` (N, M) 0/1, or `.tsv` keyed
 by id), or marker rows as config.data.missing_rows says. Feature files are
-memory-mapped and read in chunks, so any number of items fits in memory.
+memory-mapped a chunk at a time, so any number of items fits in memory.
 """
 
 import dataclasses
@@ -26,7 +26,9 @@ CHECK_CHUNK = 65536  # Rows checked at a time: memory stays bounded for any file
 class NewItems:
   """Checked new items: their ids, raw feature rows and what each has."""
   ids: np.ndarray  # (N,) str.
-  raw: tuple[np.ndarray | None, ...]  # M arrays (N, dim_m), maybe memory-mapped; None = absent.
+  # Per modality: an (N, dim_m) array in memory, a .npy path (mapped a chunk at a time, so
+  # that no more than a chunk stays resident), or None when no item has it.
+  raw: tuple[np.ndarray | Path | None, ...]
   available: np.ndarray  # (N, M) bool.
   sources: tuple[str, ...]  # What each modality's rows are named by in errors.
   dims: tuple[int, ...]  # The run's feature widths.
@@ -38,22 +40,34 @@ class NewItems:
   def rows(self, start: int, stop: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Features (float32, a missing modality's rows zero) and availability of start:stop."""
     features = []
-    for m, array in enumerate(self.raw):
-      if array is None:  # Nobody has it: zeros, which imputation replaces.
+    for m, source in enumerate(self.raw):
+      if source is None:  # Nobody has it: zeros, which imputation replaces.
         features.append(np.zeros((stop - start, self.dims[m]), np.float32))
         continue
-      chunk, _ = readers.check_feature_rows(array[start:stop], Path(self.sources[m]),
-                                            self.missing_rows, start)
+      chunk, _ = readers.check_feature_rows(_read_rows(source, start, stop),
+                                            Path(self.sources[m]), self.missing_rows, start)
       features.append(chunk)
     return tuple(features), self.available[start:stop]
 
 
-def _check_rows(array: np.ndarray, source: Path, missing_rows: str) -> np.ndarray:
+def _read_rows(source: np.ndarray | Path, start: int, stop: int) -> np.ndarray:
+  """Rows start:stop of an array, or of a .npy file mapped only for this read."""
+  if isinstance(source, np.ndarray):
+    return source[start:stop]
+  mapped = np.load(source, mmap_mode='r', allow_pickle=False)
+  rows = np.array(mapped[start:stop])
+  del mapped  # Unmapped: the pages read do not stay in this process's memory.
+  return rows
+
+
+def _check_rows(array: np.ndarray | Path, num_rows: int, source: Path, missing_rows: str
+                ) -> np.ndarray:
   """(N,) bool present rows; every value of the file checked, a chunk at a time."""
-  present = np.ones(array.shape[0], bool)
-  for start in range(0, array.shape[0], CHECK_CHUNK):
-    _, present[start:start + CHECK_CHUNK] = readers.check_feature_rows(
-        array[start:start + CHECK_CHUNK], source, missing_rows, start)
+  present = np.ones(num_rows, bool)
+  for start in range(0, num_rows, CHECK_CHUNK):
+    stop = min(start + CHECK_CHUNK, num_rows)
+    _, present[start:stop] = readers.check_feature_rows(
+        _read_rows(array, start, stop), source, missing_rows, start)
   return present
 
 
@@ -85,7 +99,7 @@ def from_arrays(features: Sequence[np.ndarray | None], item_ids: Sequence[str],
       present[:, m] = False
       continue
     _check_width(array, source, name, dim)
-    present[:, m] = _check_rows(array, Path(source), 'error')
+    present[:, m] = _check_rows(array, num_items, Path(source), 'error')
   if availability is not None:
     availability = np.asarray(availability)
     if availability.shape != present.shape or availability.dtype != bool:
@@ -120,7 +134,7 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
     raise DataError(f'{path}: no feature file; expected one or more of '
                     f'{", ".join(n + suffix for n in modality_names)}')
   missing_rows = data_config.missing_rows
-  raw, sources, present = [], [], []
+  raw, sources, present, shapes = [], [], [], {}
   for name, dim in zip(modality_names, feature_dims):
     source = readers.feature_path(path, name)
     sources.append(str(source))
@@ -129,8 +143,10 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
       continue
     array = readers.open_feature_file(source, mmap=True)
     _check_width(array, source, name, dim)
-    raw.append(array)
-  rows = {s: a.shape[0] for s, a in zip(sources, raw) if a is not None}
+    shapes[str(source)] = array.shape[0]
+    del array  # Mapped again a chunk at a time.
+    raw.append(source)
+  rows = shapes
   if len(set(rows.values())) > 1:
     listed = ', '.join(f'{s}: {r}' for s, r in rows.items())
     raise DataError(f'feature files disagree on the number of items (rows): {listed}')
@@ -143,7 +159,7 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
   item_ids = ids.read_item_ids(ids_path, readers.read_text(ids_path), num_items, first_file)
   for array, source in zip(raw, sources):
     present.append(np.zeros(num_items, bool) if array is None
-                   else _check_rows(array, Path(source), missing_rows))
+                   else _check_rows(array, num_items, Path(source), missing_rows))
   available = np.stack(present, axis=1)
   declared = path / data_config.availability_file
   named = [Path(s) for s, a in zip(sources, raw) if a is None or missing_rows != 'error']
