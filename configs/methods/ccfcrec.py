@@ -16,7 +16,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_self_negatives = 40  # S negatives of the self contrast (the original ties S to N).
   config.weight_decay = 0.1  # torch Adam's weight_decay: L2 gradient on every parameter.
   # concat: x_im W_m concatenated (the original's image path); masked_attention: slots
-  # re-weighted by a softmax of learned logits over the item's present modalities.
+  # re-weighted by a softmax of learned logits over the item's present modalities. On
+  # ml100k (warm items complete, new items missing one modality; seed 0, 40 epochs) concat
+  # gave validation NDCG@20 0.167, masked_attention 0.126: its doubled present slot is a
+  # scale the generator never sees in training.
   config.fusion = 'concat'
   return config
 
