@@ -54,6 +54,33 @@ def run_config(folder: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved)
 
 
+def new_item_tables(method: methods.Method, extras: Mapping[str, np.ndarray],
+                    warm_items: np.ndarray, num_items: int, features: tuple[np.ndarray, ...],
+                    available: np.ndarray, feature_dtype: str = 'float32',
+                    device_extras: Mapping[str, jax.Array] | None = None) -> Tables:
+  """Tables of exactly the training catalogue's size whose every row is a new item.
+
+  Args:
+    extras: the run's saved extras (host); `method.serve_extras` adapts them
+      to these items (GoRec's clusters), unless `device_extras` (the same,
+      already on device) is given for a method whose extras do not change.
+    features, available: n <= num_items prepared rows; padded to num_items.
+  """
+  n = available.shape[0]
+  def pad(x, value):
+    return np.concatenate([x, np.full((num_items - n,) + x.shape[1:], value, x.dtype)])
+  features = tuple(pad(np.asarray(f, np.float32), 0) for f in features)
+  available = pad(np.asarray(available, bool), True)
+  if device_extras is None:
+    device_extras = {k: jnp.asarray(v) for k, v in
+                     method.serve_extras(extras, features, available).items()}
+  dtype = FEATURE_DTYPES[feature_dtype]
+  return Tables(features=tuple(jnp.asarray(f, dtype) for f in features),
+                availability=jnp.asarray(available),
+                warm_items=jnp.asarray(warm_items, jnp.int32),
+                is_new=jnp.ones(num_items, bool), extras=device_extras)
+
+
 class Run:
   """A trained run folder, ready to embed and rank new items (see the module doc)."""
 
@@ -96,24 +123,12 @@ class Run:
     return self._params
 
   def _new_item_tables(self, features: tuple[np.ndarray, ...], available: np.ndarray) -> Tables:
-    """Tables of exactly the catalogue's size whose every row is a new item (padded)."""
-    num_items, n = self.serving.num_items, available.shape[0]
-    def pad(x, value):
-      return np.concatenate([x, np.full((num_items - n,) + x.shape[1:], value, x.dtype)])
-    features = tuple(pad(f, 0) for f in features)
-    available = pad(available, True)
-    if self.method.serve_extras is methods.same_extras:
-      if self._device_extras is None:  # The same for every chunk: moved to the device once.
-        self._device_extras = {k: jnp.asarray(v) for k, v in self.serving.extras.items()}
-      extras = self._device_extras
-    else:
-      extras = {k: jnp.asarray(v) for k, v in
-                self.method.serve_extras(self.serving.extras, features, available).items()}
-    dtype = FEATURE_DTYPES[self.config.train.feature_dtype]
-    return Tables(features=tuple(jnp.asarray(f, dtype) for f in features),
-                  availability=jnp.asarray(available),
-                  warm_items=jnp.asarray(self.serving.warm_items, jnp.int32),
-                  is_new=jnp.ones(num_items, bool), extras=extras)
+    if self._device_extras is None and self.method.serve_extras is methods.same_extras:
+      # The same for every chunk: moved to the device once.
+      self._device_extras = {k: jnp.asarray(v) for k, v in self.serving.extras.items()}
+    return new_item_tables(self.method, self.serving.extras, self.serving.warm_items,
+                           self.serving.num_items, features, available,
+                           self.config.train.feature_dtype, self._device_extras)
 
   def _embed_prepared(self, features: tuple[np.ndarray, ...], available: np.ndarray
                       ) -> np.ndarray:

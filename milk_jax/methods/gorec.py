@@ -78,6 +78,8 @@ KL_FORMS = ('softmax', 'gaussian')
 CLUSTER_FITS = ('warm', 'all')
 PRIOR = 'gorec_cluster_means'  # extras: (I, d) the mean warm CF vector of each item's cluster.
 LABELS = 'gorec_clusters'  # extras: (I,) int32 each item's content cluster.
+CENTROIDS = 'gorec_centroids'  # extras: (k, F) the content k-means centroids.
+CLUSTER_TABLE = 'gorec_cluster_table'  # extras: (k, d) each cluster's mean warm CF vector.
 _NORM_EPS = 1e-12  # torch's F.normalize.
 
 
@@ -151,28 +153,43 @@ def joint_content_np(features) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _NORM_EPS)
 
 
-def content_clusters(x: np.ndarray, warm_items: np.ndarray, k: int, fit: str, seed: int,
-                     max_iters: int) -> np.ndarray:
-  """(I,) int32: each item's nearest centroid of k-means on the content of `fit` items."""
-  centroids = kmeans(x[warm_items] if fit == 'warm' else x, k, seed, max_iters)
+def fit_centroids(x: np.ndarray, warm_items: np.ndarray, k: int, fit: str, seed: int,
+                  max_iters: int) -> np.ndarray:
+  """(k, F) k-means centroids of the content of the `fit` items ('warm' or 'all')."""
+  return kmeans(x[warm_items] if fit == 'warm' else x, k, seed, max_iters)
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+  """(n,) int32 label of each content row: also how items that arrive later get one."""
   return _squared_distances(x, centroids).argmin(1).astype(np.int32)
 
 
-def cluster_means(cf_items: np.ndarray, labels: np.ndarray, warm_items: np.ndarray) -> np.ndarray:
-  """(I, d) float32: for each item, the mean backbone vector of the WARM items of its cluster.
+def content_clusters(x: np.ndarray, warm_items: np.ndarray, k: int, fit: str, seed: int,
+                     max_iters: int) -> np.ndarray:
+  """(I,) int32: each item's nearest centroid of k-means on the content of `fit` items."""
+  return nearest_centroid(x, fit_centroids(x, warm_items, k, fit, seed, max_iters))
+
+
+def cluster_table(cf_items: np.ndarray, labels: np.ndarray, warm_items: np.ndarray,
+                  k: int | None = None) -> np.ndarray:
+  """(k, d) float64: the mean backbone vector of the WARM items of each cluster.
 
   New items' rows (zero, or anything else) never enter a mean. A cluster
   without warm items (possible with cluster_fit='all') gets the mean of all
   warm items.
   """
   cf = np.asarray(cf_items, np.float64)
-  k = int(labels.max()) + 1
+  k = int(labels.max()) + 1 if k is None else k
   counts = np.bincount(labels[warm_items], minlength=k)
   sums = np.zeros((k, cf.shape[1]))
   np.add.at(sums, labels[warm_items], cf[warm_items])
-  means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None],
-                   cf[warm_items].mean(0))
-  return means[labels].astype(np.float32)
+  return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None],
+                  cf[warm_items].mean(0))
+
+
+def cluster_means(cf_items: np.ndarray, labels: np.ndarray, warm_items: np.ndarray) -> np.ndarray:
+  """(I, d) float32: for each item, its cluster's row of `cluster_table`."""
+  return cluster_table(cf_items, labels, warm_items)[labels].astype(np.float32)
 
 
 # ------------------------------------------------------------------ model
@@ -354,9 +371,18 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
 
   def prepare(dataset, extras):
     warm = np.asarray(dataset.warm_items)
-    labels = content_clusters(joint_content_np(dataset.features), warm, num_clusters,
-                              cluster_fit, kmeans_seed, kmeans_iters)
-    return {**extras, LABELS: labels, PRIOR: cluster_means(extras['cf_items'], labels, warm)}
+    x = joint_content_np(dataset.features)
+    centroids = fit_centroids(x, warm, num_clusters, cluster_fit, kmeans_seed, kmeans_iters)
+    labels = nearest_centroid(x, centroids)
+    table = cluster_table(extras['cf_items'], labels, warm, len(centroids))
+    # The centroids and per-cluster means are kept so that items arriving later get a prior.
+    return {**extras, LABELS: labels, PRIOR: table[labels].astype(np.float32),
+            CENTROIDS: centroids, CLUSTER_TABLE: table.astype(np.float32)}
+
+  def serve_extras(extras, features, availability):
+    del availability  # Imputed rows stand in for missing ones, as in training.
+    labels = nearest_centroid(joint_content_np(features), extras[CENTROIDS])
+    return {**extras, LABELS: labels, PRIOR: extras[CLUSTER_TABLE][labels]}
 
   def init(key):
     return init_params(key, content_dim, d, decoder_layers)
@@ -381,4 +407,4 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   return Method(init=init, loss=loss, embed=functools.partial(embed, eps=eps),
                 step_inputs=step_inputs, optimizer=optimizer, prepare=prepare,
                 update=layers.update_with_running_stats(loss_with_moments, optimizer, momentum),
-                log_keys=('reconstruction', 'uniformity', 'kl'))
+                log_keys=('reconstruction', 'uniformity', 'kl'), serve_extras=serve_extras)
