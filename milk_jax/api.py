@@ -134,8 +134,9 @@ class Run:
                       ) -> np.ndarray:
     """(n, d) vectors of prepared (imputed, normalised) rows, a catalogue-sized call at a time."""
     if self.method.serve_extras is None:
-      raise ConfigError(f'config.method={self.config.method!r} cannot embed items it was not '
-                        'trained with (it has no content path); train a content-based method')
+      reason = getattr(methods.get(self.config.method), 'NO_SERVING_REASON', '')
+      raise ConfigError(f'config.method={self.config.method!r} cannot embed items that arrive '
+                        f'after training ({reason}); serve a run of another method')
     out, size = [], self.serving.num_items
     for start in range(0, available.shape[0], size):
       stop = min(start + size, available.shape[0])

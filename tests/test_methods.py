@@ -105,11 +105,17 @@ def test_new_items_do_not_read_any_cf_row(name, backbone_dir):
   scrambled_tables = program.tables._replace(extras={
       k: jnp.asarray(rng.normal(size=v.shape), v.dtype) if k.startswith('cf_') else v
       for k, v in program.tables.extras.items()})
-  scrambled_params = jax.tree_util.tree_map_with_path(
-      lambda path, x: (jnp.asarray(rng.normal(size=x.shape), x.dtype)
-                       if 'item_embedding' in jax.tree_util.keystr(path) else x), params)
-  _, scrambled = program.embed(scrambled_params, scrambled_tables)
   new = np.union1d(dataset.val_items, dataset.test_items)
+  # MICRO's new items aggregate warm items' id rows over content graphs, by design:
+  # only the new items' own rows must not matter there.
+  only_new_rows = getattr(methods.get(name), 'NEW_ITEMS_READ_WARM_ROWS', False)
+  def scramble(path, x):
+    if 'item_embedding' not in jax.tree_util.keystr(path):
+      return x
+    noise = jnp.asarray(rng.normal(size=x.shape), x.dtype)
+    return x.at[new].set(noise[new]) if only_new_rows else noise
+  scrambled_params = jax.tree_util.tree_map_with_path(scramble, params)
+  _, scrambled = program.embed(scrambled_params, scrambled_tables)
   np.testing.assert_allclose(np.asarray(scrambled)[new], np.asarray(items)[new], atol=1e-6)
 
 
@@ -118,8 +124,8 @@ def test_new_items_embed_alone_as_in_the_catalogue(name, backbone_dir):
   """Served on their own after training (api.new_item_tables), new items get the vectors
   they had in the catalogue: what --mode=recommend relies on."""
   config, dataset, program = _program(name, backbone_dir)
-  if program.method.serve_extras is None:
-    assert program.method.select_last, f'{name} should serve new items'  # Only a warm backbone.
+  if program.method.serve_extras is None:  # Said plainly by api.Run (test_api.py).
+    assert getattr(methods.get(name), 'NO_SERVING_REASON', None), name
     return
   params = program.fresh_state().params
   _, items = program.vectors(params)

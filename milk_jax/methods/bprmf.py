@@ -33,6 +33,10 @@ def batch_l2(*rows: jax.Array) -> jax.Array:
   return sum(jnp.linalg.norm(r) for r in rows) / rows[0].shape[0]
 
 
+# api.Run refuses to serve items that arrive after training, with this reason.
+NO_SERVING_REASON = 'a warm backbone has no content path: new items get zero vectors'
+
+
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   d = config.model.embed_dim
   reg_weight = float(config.methods.bprmf.reg_weight)

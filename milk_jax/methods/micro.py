@@ -89,6 +89,9 @@ GRAPH = 'graph'  # The params entry holding the epoch's learned graphs (not trai
 # New items' vectors aggregate WARM items' id rows over the content kNN graphs (by design);
 # they never read their own id row or another new item's.
 NEW_ITEMS_READ_WARM_ROWS = True
+# api.Run refuses to serve items that arrive after training, with this reason.
+NO_SERVING_REASON = ('a new item is a node of the kNN graphs built over the training catalogue; '
+                     'placing items that arrive later in those graphs is not implemented')
 # Tables.extras entries made by `prepare`.
 FIXED_INDICES = 'micro_fixed_indices'  # (M, I, k) int32.
 FIXED_WEIGHTS = 'micro_fixed_weights'  # (M, I, k) float32, normalised.
@@ -442,4 +445,4 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     return users, items
 
   return Method(init=init, loss=loss, embed=embed, optimizer=optimizer, prepare=prepare,
-                update=update, log_keys=('bpr', 'decay', 'contrastive'))
+                update=update, log_keys=('bpr', 'decay', 'contrastive'), serve_extras=None)
