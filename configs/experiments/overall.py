@@ -11,7 +11,7 @@ from configs.experiments import base
 
 
 # The paper's baselines that milk_jax/methods/ holds, in the paper's order.
-BASELINES = ('duif', 'dropoutnet', 'mtpr', 'heater', 'clcrec')
+BASELINES = ('duif', 'dropoutnet', 'mtpr', 'heater', 'clcrec', 'ccfcrec', 'gar', 'gorec', 'micro')
 
 
 def get_config(dataset: str = 'ml100k'):
