@@ -31,6 +31,7 @@ TRAIN_PAIRS = np.array([[1, 2], [0, 0], [2, 1], [1, 0], [2, 2], [2, 0]], np.int3
 
 _r_step = jax.jit(gar.recommender_step, static_argnums=0)
 _g_step = jax.jit(gar.generator_step, static_argnums=0)
+_original_batch = jax.jit(gar.original_batch, static_argnums=1)
 # Dropout off in the player that trains, on in the frozen one (which must not use it).
 R_EXACT = {'r_dropout': 0.0, 'g_dropout': 0.5}
 G_EXACT = {'r_dropout': 0.5, 'g_dropout': 0.0}
@@ -201,7 +202,7 @@ def test_update_is_the_recommender_half_step_then_the_generator_half_step(sample
   new, metrics = jax.jit(method.update)(state, BATCH, key, tables)
   sample_key, r_key, g_key = jax.random.split(key, 3)
   # The shared sampler's batch as it comes, or the original's rows drawn from the key.
-  batch = BATCH if sampler == 'shared' else gar.original_batch(sample_key, 4, tables)
+  batch = BATCH if sampler == 'shared' else _original_batch(sample_key, 4, tables)
   p, o, r_metrics = _r_step(hyper, params, state.opt_state, batch, r_key, tables)
   p, o, g_metrics = _g_step(hyper, p, o, batch, g_key, tables)
   assert int(new.step) == 1
@@ -303,7 +304,7 @@ def test_optimizer_state_is_one_adam_per_player_and_leaves_running_stats_alone()
 
 def test_original_sampler_draws_users_uniformly_then_one_of_their_items():
   _, _, tables, _ = _setup(sampler='original')
-  batch = jax.jit(gar.original_batch, static_argnums=1)(jax.random.key(0), 30000, tables)
+  batch = _original_batch(jax.random.key(0), 30000, tables)
   users, positives, negatives = (np.asarray(batch[k]) for k in ('users', 'positives', 'negatives'))
   # Uniform over users, although their degrees are 1, 2 and 3.
   np.testing.assert_allclose(np.bincount(users, minlength=3) / users.size, 1 / 3, atol=0.015)

@@ -417,8 +417,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   original_sampler = section.sampler == 'original'
 
   def prepare(dataset, extras):
-    if not original_sampler:
-      return dict(extras)
+    # Small (one int32 per training pair): built for both samplers, so that
+    # the tables have one structure whichever is chosen.
     return {**extras, **user_item_lists(dataset.train_pairs, dataset.num_users)}
 
   def step_batch(batch, key, tables):
