@@ -32,6 +32,7 @@ def result_files(workdir):
   return sorted(glob.glob(os.path.join(workdir, '*', '*', 'seed_*', 'results.json')))
 
 
+@pytest.mark.slow  # Trains a grid twice.
 def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'grid')
   experiment.run_experiment(tiny_experiment(), workdir)
@@ -131,6 +132,7 @@ def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
     experiment.run_experiment(changed, workdir)
 
 
+@pytest.mark.slow  # Trains a grid, then continues it.
 def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path):
   workdir = str(tmp_path / 'grid')
   short = tiny_experiment(num_seeds=1, plots=())
@@ -215,7 +217,7 @@ def test_sweeps_group_variants_by_their_one_numeric_key(tmp_path):
 def test_experiment_configs_plan_their_grids():
   from configs.experiments import ablation, environments, groups, imputation, overall, sensitivity
   # Planning reads no data, so the ml100k configs plan even where the data is absent.
-  expected = {overall: 3 * (3 + 5) * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
+  expected = {overall: 3 * (3 + 9) * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
               imputation: 2 * 5 * 5, sensitivity: 15 * 5}
   for module, count in expected.items():
     config = experiment.with_method_variants(module.get_config('ml100k'))
@@ -224,8 +226,8 @@ def test_experiment_configs_plan_their_grids():
   # baby_synthetic's MILK already uses the paper's beta: no duplicate variant.
   assert [v for v, _ in overall.get_config('baby_synthetic').experiment.variants] == ['ERM', 'MILK']
   with_methods = experiment.with_method_variants(overall.get_config('ml100k')).experiment
-  assert [v for v, _ in with_methods.variants][-5:] == ['DUIF', 'DropoutNet', 'MTPR', 'Heater',
-                                                        'CLCRec']
+  assert [v for v, _ in with_methods.variants][-9:] == [
+      'DUIF', 'DropoutNet', 'MTPR', 'Heater', 'CLCRec', 'CCFCRec', 'GAR', 'GoRec', 'MICRO']
   assert with_methods.baseline == 'MILK'
   m3 = groups.get_config()
   assert len(m3.data.modalities) == 3 and tuple(m3.data.group_fractions) == (0.1, 0.45, 0.45)

@@ -94,6 +94,7 @@ def test_pair_loss_matches_numpy(expert_hidden, catalogue):
   assert float(metrics['loss']) == float(got)
 
 
+@pytest.mark.slow  # Gradients of both paths at several catalogue sizes.
 def test_experts_over_the_catalogue_give_the_gathered_rows_gradients():
   _, method, tables = _setup(expert_hidden=(4,))
   params = explicit_params(method, 11)

@@ -82,6 +82,7 @@ def test_shapes_finite_loss_and_one_compilation(name, backbone_dir):
     state = new_state
 
 
+@pytest.mark.slow  # Thirty steps per method; the fast suite keeps the one-step contract.
 @pytest.mark.parametrize('name', METHODS)
 def test_loss_goes_down_on_one_batch(name, backbone_dir):
   config, _, program = _program(name, backbone_dir)
@@ -137,6 +138,7 @@ def test_new_items_embed_alone_as_in_the_catalogue(name, backbone_dir):
   np.testing.assert_allclose(np.asarray(alone)[:new.size], np.asarray(items)[new], atol=1e-5)
 
 
+@pytest.mark.slow  # A save and restore per method; slow resume tests restore too.
 @pytest.mark.parametrize('name', METHODS)
 def test_checkpoint_round_trip(name, backbone_dir, tmp_path):
   config, _, program = _program(name, backbone_dir)

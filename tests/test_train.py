@@ -181,6 +181,7 @@ def test_a_run_writes_its_id_maps(tmp_path):
     assert lines[:3] == ['index\tid', '0\t0', '1\t1'] and len(lines) == count + 1, name
 
 
+@pytest.mark.slow  # Three runs per sampler.
 @pytest.mark.parametrize('sampler', ['host', 'device'])
 def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path, sampler):
   config = tiny_config(num_epochs=6, eval_every=2, patience=5, sampler=sampler)
