@@ -15,6 +15,7 @@ import pytest
 
 import milk_jax
 from milk_jax import api
+from milk_jax import backbone
 from milk_jax import evaluate
 from milk_jax import recommend
 from milk_jax import train
@@ -42,7 +43,7 @@ def _heater_config():
 
 def write_items_folder(folder, config, dataset, items, availability=None):
   """The raw rows of `items` (before imputation), their ids and availability."""
-  raw, _ = dataset_lib._read_layout(config.data, int(config.seed))  # pylint: disable=protected-access
+  raw, _ = dataset_lib.read_layout(config.data, int(config.seed))
   os.makedirs(folder, exist_ok=True)
   for name, features in zip(dataset.modality_names, raw.features):
     np.save(os.path.join(folder, f'{name}_feat.npy'), features[items])
@@ -60,7 +61,9 @@ class TrainedRun:
     self.folder, self.config = folder, config
     self.results = train.train_and_evaluate(config, folder)
     self.dataset = dataset_lib.load_dataset(config)
-    program = train._program(config, self.dataset, folder, train_backbone=False)  # pylint: disable=protected-access
+    extras = backbone.cf_vectors(config, folder, self.dataset, train_if_missing=False)
+    program = train.EpochProgram(config, self.dataset, train.make_method(config, self.dataset),
+                                 extras)
     _, params = train.restore_best_params(folder, program.fresh_state())
     self.users, self.items = (np.asarray(v) for v in program.vectors(params))
     self.new_folder = write_items_folder(os.path.join(folder, '..', 'new_items'), config,
@@ -105,7 +108,8 @@ def _read_tsv(path):
   return top
 
 
-@pytest.mark.parametrize('run_name', ['milk_run', pytest.param('heater_run', marks=pytest.mark.slow)])
+@pytest.mark.parametrize('run_name',
+                         ['milk_run', pytest.param('heater_run', marks=pytest.mark.slow)])
 def test_recommend_equals_the_evaluation_ranking(run_name, request, tmp_path):
   run = request.getfixturevalue(run_name)
   output = str(tmp_path / 'top.tsv')
@@ -159,7 +163,7 @@ def test_a_new_item_is_imputed_with_the_training_statistics(milk_run):
   """A missing modality is filled with the warm items' mean, not the new items' own."""
   run = milk_jax.load(milk_run.folder)
   dataset, config = milk_run.dataset, milk_run.config
-  raw, _ = dataset_lib._read_layout(config.data, int(config.seed))  # pylint: disable=protected-access
+  raw, _ = dataset_lib.read_layout(config.data, int(config.seed))
   rng = np.random.default_rng(0)
   image = rng.normal(size=(5, raw.features[0].shape[1])).astype(np.float32) + 3.0
   text = rng.normal(size=(5, raw.features[1].shape[1])).astype(np.float32) + 3.0
@@ -270,6 +274,17 @@ def test_a_run_without_serving_files_is_refused(milk_run, tmp_path):
   os.remove(os.path.join(folder, 'serving.npz'))
   with pytest.raises(RunFolderError, match=r'serving\.npz is missing.*--mode=eval'):
     api.load(folder)
+
+
+def test_eval_writes_the_serving_files_of_an_older_run(milk_run, tmp_path):
+  """A run trained before serving files existed gets them from one --mode=eval."""
+  folder = str(tmp_path / 'run')
+  shutil.copytree(milk_run.folder, folder)
+  for name in ('serving.npz', 'vectors.npz'):
+    os.remove(os.path.join(folder, name))
+  train.evaluate_checkpoint(milk_run.config, folder)
+  run = api.load(folder)
+  np.testing.assert_array_equal(run.catalogue_vectors, milk_run.items)
 
 
 def test_a_conflicting_config_is_refused(milk_run):

@@ -24,7 +24,7 @@ def test_saved_preprocessing_prepares_items_as_training_did(imputation, tmp_path
   assert saved.preprocessing.imputation.method == imputation
   np.testing.assert_array_equal(saved.extras['cf_items'], extras['cf_items'])
   np.testing.assert_array_equal(saved.train_pairs, dataset.train_pairs)
-  raw, _ = dataset_lib._read_layout(config.data, int(config.seed))  # pylint: disable=protected-access
+  raw, _ = dataset_lib.read_layout(config.data, int(config.seed))
   items = dataset.test_items
   prepared = saved.preprocessing.apply([f[items] for f in raw.features],
                                        dataset.availability[items])

@@ -219,7 +219,7 @@ def _check_synthetic_config(syn: ml_collections.ConfigDict, num_modalities: int)
     raise DataError(f'config.data.synthetic.noise={syn.noise}: must be non-negative')
 
 
-def _read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.RawData, str]:
+def read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.RawData, str]:
   """The raw dataset of the configured format, and a description of its source."""
   modalities = tuple(data.modalities)
   if data.format == 'synthetic':
@@ -282,7 +282,7 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   check_config(config)
   data = config.data
   seed = int(config.seed)
-  raw, source = _read_layout(data, seed)
+  raw, source = read_layout(data, seed)
   num_items = raw.features[0].shape[0]
   item_split = raw.item_split
   if item_split is None and data.split == 'time':
