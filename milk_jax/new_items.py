@@ -123,7 +123,7 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
   """
   path = Path(folder).expanduser()
   if not path.is_dir():
-    raise DataError(f'config.recommend.new_items: {path} is not a folder')
+    raise DataError(f'{path}: not a folder (the new items: <modality>_feat.npy, item_ids.txt)')
   suffix = '_feat.npy'
   found = sorted(p.name[:-len(suffix)] for p in path.glob(f'*{suffix}'))
   unknown = [name for name in found if name not in modality_names]
