@@ -267,11 +267,10 @@ class Training:
     self._save_latest_once()
     return stopped
 
-  def results(self, stopped_early: bool) -> dict[str, Any]:
-    """The results contract, with test metrics of the best parameters."""
+  def results(self, stopped_early: bool, best_vectors: tuple[Any, Any]) -> dict[str, Any]:
+    """The results contract, with test metrics of the best parameters' (users, items) vectors."""
     loop = self.loop
-    held_out = evaluate.held_out_metrics(self.config.eval, *self.program.vectors(self.best_params),
-                                         self.dataset)
+    held_out = evaluate.held_out_metrics(self.config.eval, *best_vectors, self.dataset)
     test = held_out['test']
     log.info('test at best epoch %d: %s', loop['best_epoch'],
              format_metrics(test, self.ks_shown))

@@ -323,16 +323,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       training.checkpoints.close(quietly=True)  # Saves in flight complete; the error wins.
       raise
     training.checkpoints.close()
-    results = training.results(stopped_early)
-    _write_vectors(workdir, program, training.best_params, results['best_epoch'])
+    best_vectors = program.vectors(training.best_params)  # Evaluated, then saved for serving.
+    results = training.results(stopped_early, best_vectors)
+    _write_vectors(workdir, program, best_vectors, results['best_epoch'])
     _write_json(os.path.join(workdir, 'results.json'), results)
   return results
 
 
-def _write_vectors(workdir: str, program: EpochProgram, params, epoch: int) -> None:
-  """vectors.npz: the vectors the evaluation ranks with, for export and recommend."""
+def _write_vectors(workdir: str, program: EpochProgram, vectors, epoch: int) -> None:
+  """vectors.npz: the (users, items) the evaluation ranks with, for export and recommend."""
   if loop_lib.is_primary_process():
-    users, items = (np.asarray(v, np.float32) for v in program.vectors(params))
+    users, items = (np.asarray(v, np.float32) for v in vectors)
     serving.write_vectors(workdir, users[:program.dataset.num_users], items, epoch)
 
 
@@ -378,7 +379,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     users, items = program.vectors(params)
     if loop_lib.is_primary_process():  # Brings a run trained before serving files up to date.
       serving.write_run_files(workdir, dataset, program.extras, config)
-    _write_vectors(workdir, program, params, epoch)
+    _write_vectors(workdir, program, (users, items), epoch)
     results = {'epoch': int(epoch),
                'val': evaluate.evaluate_split(config.eval, users, items, dataset, 'val'),
                **evaluate.held_out_metrics(config.eval, users, items, dataset)}
