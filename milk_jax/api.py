@@ -27,6 +27,7 @@ from milk_jax import runfolder
 from milk_jax import serving as serving_lib
 from milk_jax import topk
 from milk_jax.config import FEATURE_DTYPES
+from milk_jax.data import ids as id_maps
 from milk_jax.data.errors import DataError
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
@@ -96,8 +97,8 @@ class Run:
     if not os.path.isdir(os.path.join(folder, 'checkpoints')):
       raise RunFolderError(f'no checkpoints under {folder}: train the run first')
     self.serving = serving_lib.read_serving(folder)
-    self.user_ids = serving_lib.read_id_map(folder, 'users.tsv')
-    self.catalogue_ids = serving_lib.read_id_map(folder, 'items.tsv')
+    self.user_ids = id_maps.read_id_map(folder, 'users.tsv')
+    self.catalogue_ids = id_maps.read_id_map(folder, 'items.tsv')
     self.user_vectors, self.catalogue_vectors, self.best_epoch = serving_lib.read_vectors(folder)
     self.modality_names = self.serving.preprocessing.modality_names
     self.feature_dims = self.serving.preprocessing.feature_dims

@@ -90,16 +90,31 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, An
 
 def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy whose variants end with one per name in experiment.methods, e.g. 'heater' ->
-  ('Heater', {'method': 'heater'}): the method with the dataset config's hyper-parameters."""
+  ('Heater', {'method': 'heater'}): the method with the dataset config's hyper-parameters.
+
+  A name also in experiment.own_cadence adds a second variant right after it,
+  '<Display>_own_cadence': the same method validated as its original code does
+  (its module's ORIGINAL_CADENCE, train overrides), the shared protocol left alone.
+  """
   names = tuple(config.experiment.get('methods', ())) if 'experiment' in config else ()
   if not names:
     return config
+  own_cadence = tuple(config.experiment.get('own_cadence', ()))
   config = copy.deepcopy(config)
-  added = tuple((getattr(methods.get(name), 'DISPLAY_NAME', name), {'method': name})
-                for name in names)
+  added = []
+  for name in names:
+    display = getattr(methods.get(name), 'DISPLAY_NAME', name)
+    added.append((display, {'method': name}))
+    if name in own_cadence:
+      cadence = getattr(methods.get(name), 'ORIGINAL_CADENCE', None)
+      if not cadence:
+        raise ConfigError(f'config.experiment.own_cadence: {name!r} has no ORIGINAL_CADENCE '
+                          f'in milk_jax/methods/{name}.py')
+      added.append((f'{display}_own_cadence', {'method': name, **cadence}))
   with config.unlocked():
-    config.experiment.variants = tuple(config.experiment.variants) + added
+    config.experiment.variants = tuple(config.experiment.variants) + tuple(added)
     config.experiment.methods = ()
+    config.experiment.own_cadence = ()
   return config
 
 

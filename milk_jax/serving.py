@@ -142,23 +142,6 @@ def read_vectors(folder: str) -> tuple[np.ndarray, np.ndarray, int]:
   return arrays['users'], arrays['items'], int(arrays['epoch'])
 
 
-def read_id_map(folder: str, name: str) -> np.ndarray:
-  """(n,) str raw ids from a run's users.tsv or items.tsv (line `index<TAB>id`)."""
-  path = os.path.join(folder, name)
-  if not os.path.exists(path):
-    raise RunFolderError(f'{path} is missing (the id map of the run): train the run again')
-  with open(path, encoding='utf-8') as f:
-    lines = f.read().splitlines()
-  ids = []
-  for number, line in enumerate(lines[1:], start=2):
-    index, _, raw = line.partition('\t')
-    if index != str(number - 2) or not raw:
-      raise RunFolderError(f'{path}: line {number} is not `{number - 2}<TAB>id`; the id map is '
-                           'damaged: train the run again')
-    ids.append(raw)
-  return np.asarray(ids, str)
-
-
 def write_run_files(folder: str, dataset, extras: Mapping[str, np.ndarray], config) -> None:
   """The id maps and serving.npz: what a run writes before its first epoch."""
   from milk_jax.data import ids  # Imported late: data imports runfolder, which this module does.

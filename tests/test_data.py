@@ -12,6 +12,7 @@ from milk_jax.data import DataError
 from milk_jax.data import missing
 from milk_jax.data import split
 from milk_jax.data import synthetic
+from milk_jax.errors import RunFolderError
 
 ML100K = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'ml100k-mm'
 
@@ -674,6 +675,16 @@ def test_write_id_maps(tmp_path):
   assert (tmp_path / 'users.tsv').read_text() == 'index\tid\n0\ta\n1\tb\n'
   items = (tmp_path / 'items.tsv').read_text().splitlines()
   assert items[:3] == ['index\tid', '0\ttt0003', '1\ttt0010'] and len(items) == NUM_ITEMS + 1
+  # The run's reader gives the raw ids back in index order.
+  assert data.ids.read_id_map(str(tmp_path), 'users.tsv').tolist() == ['a', 'b']
+
+
+def test_a_damaged_id_map_is_named(tmp_path):
+  (tmp_path / 'items.tsv').write_text('index\tid\n1\tx\n')
+  with pytest.raises(RunFolderError, match=r'items\.tsv: line 2 is not `0<TAB>id`'):
+    data.ids.read_id_map(str(tmp_path), 'items.tsv')
+  with pytest.raises(RunFolderError, match=r'users\.tsv is missing'):
+    data.ids.read_id_map(str(tmp_path), 'users.tsv')
 
 
 @pytest.mark.parametrize('rows,item_ids,message', [

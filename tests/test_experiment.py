@@ -217,8 +217,8 @@ def test_sweeps_group_variants_by_their_one_numeric_key(tmp_path):
 def test_experiment_configs_plan_their_grids():
   from configs.experiments import ablation, environments, groups, imputation, overall, sensitivity
   # Planning reads no data, so the ml100k configs plan even where the data is absent.
-  expected = {overall: 3 * (3 + 9) * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
-              imputation: 2 * 5 * 5, sensitivity: 15 * 5}
+  expected = {overall: 3 * (3 + 9 + 1) * 5, ablation: 2 * 4 * 5, environments: 5 * 5,
+              imputation: 2 * 5 * 5, sensitivity: 15 * 5, groups: (3 + 2) * 5}
   for module, count in expected.items():
     config = experiment.with_method_variants(module.get_config('ml100k'))
     assert config.train.beta == 0.0  # MILK keeps the dataset's validation-chosen beta.
@@ -226,8 +226,11 @@ def test_experiment_configs_plan_their_grids():
   # baby_synthetic's MILK already uses the paper's beta: no duplicate variant.
   assert [v for v, _ in overall.get_config('baby_synthetic').experiment.variants] == ['ERM', 'MILK']
   with_methods = experiment.with_method_variants(overall.get_config('ml100k')).experiment
-  assert [v for v, _ in with_methods.variants][-9:] == [
-      'DUIF', 'DropoutNet', 'MTPR', 'Heater', 'CLCRec', 'CCFCRec', 'GAR', 'GoRec', 'MICRO']
+  assert [v for v, _ in with_methods.variants][-10:] == [
+      'DUIF', 'DropoutNet', 'MTPR', 'Heater', 'CLCRec', 'CCFCRec', 'GAR', 'GAR_own_cadence',
+      'GoRec', 'MICRO']
+  assert dict(with_methods.variants)['GAR_own_cadence'] == {
+      'method': 'gar', 'train.eval_every': 1, 'train.patience': 10}
   assert with_methods.baseline == 'MILK'
   m3 = groups.get_config()
   assert len(m3.data.modalities) == 3 and tuple(m3.data.group_fractions) == (0.1, 0.45, 0.45)
@@ -247,6 +250,26 @@ def test_dataset_config_by_name_or_path():
 def test_a_training_config_is_refused():
   with pytest.raises(train.ConfigError, match='experiment'):
     experiment.run_experiment(tiny_config(), '/nonexistent')
+
+
+def test_own_cadence_adds_the_originals_validation_beside_the_shared_one():
+  config = tiny_experiment([('MILK', {})], methods=('duif', 'gar'), own_cadence=('gar',),
+                           baseline='MILK')
+  variants = experiment.with_method_variants(config).experiment.variants
+  assert [v for v, _ in variants] == ['MILK', 'DUIF', 'GAR', 'GAR_own_cadence']
+  runs = {r.variant: r.config.train for r in experiment.plan_runs(
+      experiment.with_method_variants(config), '/nonexistent')}
+  assert (runs['GAR'].eval_every, runs['GAR'].patience) == (1, 3)  # tiny_config's protocol
+  assert (runs['GAR_own_cadence'].eval_every, runs['GAR_own_cadence'].patience) == (1, 10)
+  # Leaving the methods out leaves their own-cadence runs out too.
+  config.experiment.methods = ()
+  assert [v for v, _ in experiment.with_method_variants(config).experiment.variants] == ['MILK']
+
+
+def test_own_cadence_of_a_method_without_one_is_refused():
+  config = tiny_experiment([('MILK', {})], methods=('duif',), own_cadence=('duif',))
+  with pytest.raises(train.ConfigError, match='own_cadence.*duif.*ORIGINAL_CADENCE'):
+    experiment.with_method_variants(config)
 
 
 @pytest.mark.slow

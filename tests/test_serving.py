@@ -50,11 +50,3 @@ def test_a_damaged_serving_file_is_named(tmp_path):
     f.write(b'not a zip archive')
   with pytest.raises(RunFolderError, match=r'serving\.npz is damaged'):
     serving.read_serving(str(tmp_path))
-
-
-def test_id_maps_read_back(tmp_path):
-  (tmp_path / 'users.tsv').write_text('index\tid\n0\talice\n1\tbob\n')
-  assert serving.read_id_map(str(tmp_path), 'users.tsv').tolist() == ['alice', 'bob']
-  (tmp_path / 'items.tsv').write_text('index\tid\n1\tx\n')
-  with pytest.raises(RunFolderError, match=r'items\.tsv: line 2'):
-    serving.read_id_map(str(tmp_path), 'items.tsv')

@@ -68,6 +68,9 @@ def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tu
   # Methods (milk_jax/methods/ names) added as variants after these, each with the
   # dataset config's hyper-parameters, e.g. ('duif', 'heater').
   exp.methods = ()
+  # Methods of `methods` that also run at their original's validation cadence, as
+  # '<Name>_own_cadence' (milk_jax/methods/<name>.py ORIGINAL_CADENCE), e.g. ('gar',).
+  exp.own_cadence = ()
   exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
   exp.train_missing = True  # False: summarise the finished runs only, train nothing.
   exp.metrics = METRICS  # results.json keys to summarise; '*' = every group.

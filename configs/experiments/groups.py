@@ -4,11 +4,16 @@ metrics per group and the relative gain of MILK over ERM per group (Figure 3).
 With M = 3 modalities (the default, configs/synthetic_m3.py) the groups are
 10% complete / 45% missing one / 45% missing two, as in the paper; with
 M = 2 (ml100k, baby_synthetic) they are 10% complete / 90% missing one.
+
+Beside MILK and ERM it runs the two strongest baselines of ml100k's Table 2
+under FTMT (docs/results.md): DUIF and CLCRec, at the dataset config's
+hyper-parameters. `--config.experiment.methods="()"` leaves them out.
 """
 
 from configs.experiments import base
 
 PAPER_FRACTIONS = (0.1, 0.45, 0.45)
+STRONGEST_BASELINES = ('duif', 'clcrec')
 
 
 def get_config(dataset: str = 'synthetic_m3'):
@@ -18,7 +23,7 @@ def get_config(dataset: str = 'synthetic_m3'):
       config, 'groups', ('groups',), variants,
       metrics=('test.recall@20', 'test.ndcg@20', 'test_by_group.*.recall@20',
                'test_by_group.*.ndcg@20'),
-      plots=('groups',))
+      methods=STRONGEST_BASELINES, plots=('groups',))
   num_modalities = len(config.data.modalities)
   if num_modalities >= 3:
     config.data.group_fractions = PAPER_FRACTIONS

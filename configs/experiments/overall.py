@@ -4,7 +4,10 @@ MILK uses the dataset config's hyper-parameters; where its beta is not the
 paper's 1000, MILK_beta1000 adds the paper's value. Every baseline runs with
 the dataset config's `methods.<name>` section (chosen on validation for
 ml100k, see configs/ml100k.py); each variant is compared with MILK, paired by
-seed. `--config.experiment.methods="()"` leaves the baselines out.
+seed. `--config.experiment.methods="()"` leaves the baselines out. GAR also runs
+at its original's cadence (validation every epoch, patience 10) as
+GAR_own_cadence: under the shared every-5-epochs check its best epoch, often
+the first few, can be missed.
 """
 
 from configs.experiments import base
@@ -18,4 +21,4 @@ def get_config(dataset: str = 'ml100k'):
   config = base.dataset_config(dataset)
   variants = base.with_paper_beta([('ERM', base.ERM), ('MILK', base.MILK)], config)
   return base.experiment_config(config, 'overall', ('ftft', 'ftmt', 'mtmt'), variants,
-                                methods=BASELINES, baseline='MILK')
+                                methods=BASELINES, own_cadence=('gar',), baseline='MILK')

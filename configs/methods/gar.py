@@ -7,6 +7,9 @@ vectors 200-wide; here G's last width is the backbone's d
 
 import ml_collections
 
+# The two loss weights around the original's 0.05 and 0.1 (configs/experiments/tune.py).
+SEARCH = {'alpha': (0.01, 0.2), 'beta': (0.3,)}
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

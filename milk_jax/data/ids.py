@@ -24,6 +24,7 @@ import numpy as np
 
 from milk_jax import runfolder
 from milk_jax.data.errors import DataError
+from milk_jax.errors import RunFolderError
 
 if TYPE_CHECKING:  # dataset.py imports this module through readers.py.
   from milk_jax.data.dataset import Dataset
@@ -107,3 +108,20 @@ def write_id_maps(folder: str, dataset: 'Dataset') -> None:
   """Writes `users.tsv` and `items.tsv` (dense index -> raw id) into `folder`, atomically."""
   for name, ids in zip(ID_MAP_FILES, (dataset.user_ids, dataset.item_ids)):
     runfolder.write_text(os.path.join(folder, name), id_map_text(ids))
+
+
+def read_id_map(folder: str, name: str) -> np.ndarray:
+  """(n,) str raw ids of a run's users.tsv or items.tsv, as write_id_maps writes them."""
+  path = os.path.join(folder, name)
+  if not os.path.exists(path):
+    raise RunFolderError(f'{path} is missing (the id map of the run): train the run again')
+  with open(path, encoding='utf-8') as f:
+    lines = f.read().splitlines()
+  ids = []
+  for number, line in enumerate(lines[1:], start=2):
+    index, _, raw = line.partition('\t')
+    if index != str(number - 2) or not raw:
+      raise RunFolderError(f'{path}: line {number} is not `{number - 2}<TAB>id`; the id map is '
+                           'damaged: train the run again')
+    ids.append(raw)
+  return np.asarray(ids, str)
