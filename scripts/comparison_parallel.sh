@@ -7,13 +7,15 @@
 #   scripts/comparison_parallel.sh DATASET OUT_DIR [--config.x=y ...]
 #   JOBS=8 PYTHON=.venv/bin/python SETTINGS="ftmt mtmt" scripts/comparison_parallel.sh tiktok_mm runs/t2
 #
-# 1. GoRec first, one process: it is cheap, and it trains the warm BPR-MF
-#    backbone of every setting and seed, which DropoutNet, Heater and GAR then
-#    read (a backbone folder is locked while it trains, so two processes must
-#    not start it at once).
+# 1. One method that reads the warm BPR-MF backbone (GoRec, the cheapest, when
+#    it is listed) runs first, alone, over every setting: it trains the backbone
+#    of each setting and seed, which the other backbone readers then reuse (a
+#    backbone folder is locked while it trains, so two processes must not
+#    start it at once).
 # 2. MILK's variants (ERM, MILK, ...) and each other baseline, one process per
 #    setting each, JOBS at a time (default 4). Each writes its own log.
 # 3. One summary over every run, training nothing: OUT_DIR/<dataset>/table2.
+# METHODS="duif gar" keeps some baselines (default: all of overall.py's).
 # Extra arguments go to every process (e.g. --config.experiment.num_seeds=3).
 set -euo pipefail
 dataset=${1:?usage: scripts/comparison_parallel.sh DATASET OUT_DIR [--config.x=y ...]}
@@ -29,7 +31,17 @@ mkdir -p "$logs"
 # Several JAX processes share one GPU: each takes memory as it needs it, not 75% up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
-baselines=$("$PYTHON" -c 'from configs.experiments import overall; print(*overall.BASELINES)')
+baselines=${METHODS:-$("$PYTHON" -c 'from configs.experiments import overall; print(*overall.BASELINES)')}
+# The backbone reader that runs first: GoRec when listed, else the first one listed.
+first=$("$PYTHON" -c "
+import sys
+from milk_jax import methods
+names = sys.argv[1:]
+unknown = [n for n in names if n not in methods.names()]
+if unknown:
+  sys.exit(f'error: METHODS names unknown methods {unknown}; known: {list(methods.names())}')
+readers = [n for n in names if methods.get(n).BACKBONE is not None]
+print('gorec' if 'gorec' in readers else (readers[0] if readers else ''))" $baselines)
 
 experiment() {  # experiment NAME [overrides...]: one restricted process, logged to NAME.log
   local name=$1
@@ -50,15 +62,17 @@ display_name() {  # display_name METHOD: the variant name the experiment gives t
 
 start=$(date +%s)
 settings_tuple="($(printf "'%s'," $SETTINGS))"
-echo "$(date +%T) backbones (with GoRec), settings: $SETTINGS"
-experiment gorec --config.experiment.variants="()" --config.experiment.methods="('gorec',)" \
-  --config.experiment.baseline=GoRec --config.experiment.settings="$settings_tuple" "$@"
+if [ -n "$first" ]; then
+  echo "$(date +%T) backbones (with $first), settings: $SETTINGS"
+  experiment "$first" --config.experiment.variants="()" --config.experiment.methods="('$first',)" \
+    --config.experiment.baseline="$(display_name "$first")" --config.experiment.settings="$settings_tuple" "$@"
+fi
 
 failed=0
 running=0
 for setting in $SETTINGS; do
   for method in milk $baselines; do
-    [ "$method" = gorec ] && continue
+    [ "$method" = "$first" ] && continue
     if [ "$running" -ge "$JOBS" ]; then
       wait -n || failed=1
       running=$((running - 1))

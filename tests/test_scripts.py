@@ -68,3 +68,23 @@ def test_tune_grid_tries_each_searched_value_once():
   assert dict(config.experiment.variants)['heater.alpha=0.01'] == {
       'method': 'heater', 'methods.heater.alpha': 0.01}
   assert config.experiment.metrics == ('val.ndcg@20', 'val.recall@20')
+
+
+@pytest.mark.slow  # Six experiment processes, two at a time.
+def test_comparison_parallel_writes_the_single_process_table(tmp_path):
+  tiny = ['--config.experiment.num_seeds=1', '--config.train.num_epochs=1',
+          '--config.train.eval_every=1', '--config.backbone.num_epochs=2',
+          '--config.data.synthetic.num_users=120', '--config.data.synthetic.num_items=100']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHON': sys.executable, 'JOBS': '2',
+         'SETTINGS': 'ftmt', 'METHODS': 'duif gar'}
+  done = subprocess.run(['bash', 'scripts/comparison_parallel.sh', 'default', str(tmp_path)] + tiny,
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  # GAR, the only backbone reader listed, ran first and alone; the others after it.
+  assert 'backbones (with gar)' in done.stdout
+  runs = tmp_path / 'default' / 'runs' / 'ftmt'
+  assert sorted(p.name for p in runs.iterdir()) == [
+      'DUIF', 'ERM', 'GAR', 'GAR_own_cadence', 'MILK', 'MILK_beta1000', '_backbone']
+  table = (tmp_path / 'default' / 'table2' / 'summary.md').read_text()
+  for variant in ('ERM', 'MILK', 'DUIF', 'GAR', 'GAR_own_cadence'):
+    assert f'| {variant} | 1 |' in table, variant
