@@ -30,4 +30,5 @@ def get_config():
   config.methods.duif.reg_weight = 0.01
   config.methods.mtpr.content_weight_decay = 0.001
   config.methods.mtpr.transform_weight_decay = 0.1
+  config.methods.ccfcrec.lambda1 = 0.5
   return config
