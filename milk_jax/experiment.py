@@ -103,10 +103,11 @@ def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.Co
   config = copy.deepcopy(config)
   added = []
   for name in names:
-    display = getattr(methods.get(name), 'DISPLAY_NAME', name)
+    module = methods.get(name)
+    display = getattr(module, 'DISPLAY_NAME', name)
     added.append((display, {'method': name}))
     if name in own_cadence:
-      cadence = getattr(methods.get(name), 'ORIGINAL_CADENCE', None)
+      cadence = getattr(module, 'ORIGINAL_CADENCE', None)
       if not cadence:
         raise ConfigError(f'config.experiment.own_cadence: {name!r} has no ORIGINAL_CADENCE '
                           f'in milk_jax/methods/{name}.py')

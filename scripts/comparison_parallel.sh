@@ -32,8 +32,9 @@ mkdir -p "$logs"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 baselines=${METHODS:-$("$PYTHON" -c 'from configs.experiments import overall; print(*overall.BASELINES)')}
-# The backbone reader that runs first: GoRec when listed, else the first one listed.
-first=$("$PYTHON" -c "
+# One Python start for what the loop needs: the backbone reader that runs first (GoRec
+# when listed, else the first one listed), then each method's variant name.
+plan=$("$PYTHON" -c "
 import sys
 from milk_jax import methods
 names = sys.argv[1:]
@@ -41,7 +42,13 @@ unknown = [n for n in names if n not in methods.names()]
 if unknown:
   sys.exit(f'error: METHODS names unknown methods {unknown}; known: {list(methods.names())}')
 readers = [n for n in names if methods.get(n).BACKBONE is not None]
-print('gorec' if 'gorec' in readers else (readers[0] if readers else ''))" $baselines)
+print('gorec' if 'gorec' in readers else (readers[0] if readers else '-'))
+for n in names:
+  print(n, methods.get(n).DISPLAY_NAME)" $baselines)
+first=$(sed -n 1p <<< "$plan")
+[ "$first" = - ] && first=
+declare -A display
+while read -r name shown; do display[$name]=$shown; done < <(sed 1d <<< "$plan")
 
 experiment() {  # experiment NAME [overrides...]: one restricted process, logged to NAME.log
   local name=$1
@@ -56,16 +63,12 @@ experiment() {  # experiment NAME [overrides...]: one restricted process, logged
   fi
 }
 
-display_name() {  # display_name METHOD: the variant name the experiment gives the method
-  "$PYTHON" -c "from milk_jax import methods; print(methods.get('$1').DISPLAY_NAME)"
-}
-
 start=$(date +%s)
 settings_tuple="($(printf "'%s'," $SETTINGS))"
 if [ -n "$first" ]; then
   echo "$(date +%T) backbones (with $first), settings: $SETTINGS"
   experiment "$first" --config.experiment.variants="()" --config.experiment.methods="('$first',)" \
-    --config.experiment.baseline="$(display_name "$first")" --config.experiment.settings="$settings_tuple" "$@"
+    --config.experiment.baseline="${display[$first]}" --config.experiment.settings="$settings_tuple" "$@"
 fi
 
 failed=0
@@ -82,7 +85,7 @@ for setting in $SETTINGS; do
         --config.experiment.settings="('$setting',)" "$@" &
     else
       experiment "${method}_$setting" --config.experiment.variants="()" \
-        --config.experiment.methods="('$method',)" --config.experiment.baseline="$(display_name "$method")" \
+        --config.experiment.methods="('$method',)" --config.experiment.baseline="${display[$method]}" \
         --config.experiment.settings="('$setting',)" "$@" &
     fi
     running=$((running + 1))
