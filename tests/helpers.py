@@ -22,3 +22,13 @@ def tiny_config(**train_overrides):
   for key, value in train_overrides.items():
     setattr(config.train, key, value)
   return config
+
+
+def method_config(method: str, embed_dim: int, **section):
+  """tiny_config training `method` at width `embed_dim`, `section` set in config.methods.<method>."""
+  config = tiny_config()
+  config.method = method
+  config.model.embed_dim = embed_dim
+  for key, value in section.items():
+    config.methods[method][key] = value
+  return config

@@ -10,7 +10,7 @@ import pytest
 from milk_jax import train
 from milk_jax.errors import ConfigError
 from milk_jax.methods import dropoutnet
-from tests.helpers import tiny_config
+from tests.helpers import method_config
 from tests.two_tower_helpers import CF_ITEMS
 from tests.two_tower_helpers import CF_USERS
 from tests.two_tower_helpers import EPS
@@ -27,14 +27,7 @@ TRAIN_PAIRS = np.array([[0, 0], [0, 2], [2, 1]], np.int32)  # User 1 has no trai
 
 
 def _config(**section):
-  config = tiny_config()
-  config.method = 'dropoutnet'
-  config.model.embed_dim = 2
-  config.methods.dropoutnet.hidden = (3,)
-  config.methods.dropoutnet.top_n = 2
-  for key, value in section.items():
-    config.methods.dropoutnet[key] = value
-  return config
+  return method_config('dropoutnet', 2, **{'hidden': (3,), 'top_n': 2, **section})
 
 
 def _setup(**section):

@@ -10,18 +10,14 @@ from milk_jax.methods import duif
 from tests import content_batch
 from tests.content_batch import BATCH
 from tests.content_batch import CONTENT
-from tests.helpers import tiny_config
+from tests.helpers import method_config
 
 USERS = np.array([[0.5, -0.2], [0.1, 0.3], [-0.4, 0.2]])  # (U, d) = (3, 2)
 PROJECTION = np.array([[0.2, -0.1], [0.0, 0.3], [0.1, 0.1], [-0.2, 0.4]])  # (F, d) = (4, 2)
 
 
 def _config(reg_weight=0.1):
-  config = tiny_config()
-  config.method = 'duif'
-  config.model.embed_dim = 2
-  config.methods.duif.reg_weight = reg_weight
-  return config
+  return method_config('duif', 2, reg_weight=reg_weight)
 
 
 def _method(config):

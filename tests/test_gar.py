@@ -11,6 +11,7 @@ import pytest
 from milk_jax import train
 from milk_jax.errors import ConfigError
 from milk_jax.methods import gar
+from tests.helpers import method_config
 from tests.helpers import tiny_config
 from tests.two_tower_helpers import CF_ITEMS
 from tests.two_tower_helpers import CF_USERS
@@ -38,14 +39,9 @@ G_EXACT = {'r_dropout': 0.5, 'g_dropout': 0.0}
 
 
 def _config(**section):
-  config = tiny_config()
-  config.method = 'gar'
-  config.model.embed_dim = 2
-  fields = {'g_hidden': (3,), 'r_layers': (4, 3), 'alpha': ALPHA, 'beta': BETA, 'l2_weight': L2,
-            'bn_momentum': MOMENTUM, **section}
-  for key, value in fields.items():
-    config.methods.gar[key] = value
-  return config
+  return method_config('gar', 2, **{'g_hidden': (3,), 'r_layers': (4, 3), 'alpha': ALPHA,
+                                    'beta': BETA, 'l2_weight': L2, 'bn_momentum': MOMENTUM,
+                                    **section})
 
 
 def _setup(**section):

@@ -10,6 +10,7 @@ import pytest
 from milk_jax import train
 from milk_jax.errors import ConfigError
 from milk_jax.methods import gorec
+from tests.helpers import method_config
 from tests.helpers import tiny_config
 from tests.two_tower_helpers import CF_ITEMS
 from tests.two_tower_helpers import CF_USERS
@@ -36,15 +37,8 @@ def _step_input(method, seed, step):
 
 
 def _config(**section):
-  config = tiny_config()
-  config.method = 'gorec'
-  config.model.embed_dim = 2
-  config.methods.gorec.uni_coeff = UNI
-  config.methods.gorec.kl_coeff = KL
-  config.methods.gorec.num_clusters = 2
-  for key, value in section.items():
-    config.methods.gorec[key] = value
-  return config
+  return method_config('gorec', 2,
+                       **{'uni_coeff': UNI, 'kl_coeff': KL, 'num_clusters': 2, **section})
 
 
 def _dataset(features=FEATURES):

@@ -10,7 +10,7 @@ import pytest
 from milk_jax import train
 from milk_jax.errors import ConfigError
 from milk_jax.methods import heater
-from tests.helpers import tiny_config
+from tests.helpers import method_config
 from tests.two_tower_helpers import CF_ITEMS
 from tests.two_tower_helpers import CF_USERS
 from tests.two_tower_helpers import EPS
@@ -30,15 +30,8 @@ _pair_loss = jax.jit(heater.pair_loss, static_argnums=(6, 7, 8, 9))
 
 
 def _config(**section):
-  config = tiny_config()
-  config.method = 'heater'
-  config.model.embed_dim = 2
-  config.methods.heater.num_experts = 3
-  config.methods.heater.reg_weight = REG
-  config.methods.heater.alpha = ALPHA
-  for key, value in section.items():
-    config.methods.heater[key] = value
-  return config
+  return method_config('heater', 2,
+                       **{'num_experts': 3, 'reg_weight': REG, 'alpha': ALPHA, **section})
 
 
 def _setup(**section):

@@ -17,6 +17,7 @@ from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Tables
 from milk_jax.methods import micro
+from tests.helpers import method_config
 from tests.helpers import tiny_config
 
 NUM_USERS, NUM_ITEMS, D, K = 3, 7, 3, 3
@@ -38,13 +39,8 @@ HYPER = dict(lambda_coeff=0.7, loss_ratio=0.5, decay=0.1, temperature=0.5)
 
 
 def _config(**section):
-  config = tiny_config()
-  config.method = 'micro'
-  config.model.embed_dim = D
+  config = method_config('micro', D, **{'knn_k': K, 'chunk_rows': 4, **HYPER, **section})
   config.train.batch_size = 4
-  section = {'knn_k': K, 'chunk_rows': 4, **HYPER, **section}
-  for key, value in section.items():
-    config.methods.micro[key] = value
   return config
 
 

@@ -12,7 +12,7 @@ from milk_jax.methods import mtpr
 from tests import content_batch
 from tests.content_batch import BATCH
 from tests.content_batch import CONTENT
-from tests.helpers import tiny_config
+from tests.helpers import method_config
 
 D = 2
 PARAMS = {
@@ -27,12 +27,7 @@ PARAMS = {
 
 
 def _config(**fields):
-  config = tiny_config()
-  config.method = 'mtpr'
-  config.model.embed_dim = D
-  for key, value in fields.items():
-    setattr(config.methods.mtpr, key, value)
-  return config
+  return method_config('mtpr', D, **fields)
 
 
 def _method(config):
