@@ -58,8 +58,7 @@ def _write_parquet(path: str, top: api.Recommendations) -> bool:
   table = pa.table({'user': np.repeat(top.users, k)[keep],
                     'rank': np.tile(np.arange(1, k + 1), len(top.users))[keep],
                     'item': top.items.reshape(-1)[keep], 'score': top.scores.reshape(-1)[keep]})
-  pq.write_table(table, f'{path}.tmp')
-  os.replace(f'{path}.tmp', path)
+  runfolder.write_file(path, lambda f: pq.write_table(table, f))
   return True
 
 
@@ -87,12 +86,6 @@ def recommend(config: ml_collections.ConfigDict, workdir: str) -> api.Recommenda
   return top
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-  with open(f'{path}.tmp', 'wb') as f:
-    np.save(f, array)
-  os.replace(f'{path}.tmp', path)
-
-
 def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
   """Writes user and item vectors (.npy) with their ids (.txt) for an external vector index.
 
@@ -110,7 +103,8 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     item_ids.append(items.ids)
   files = {'users.npy': run.user_vectors, 'items.npy': np.concatenate(item_vectors)}
   for name, array in files.items():
-    _save_npy(os.path.join(folder, name), np.asarray(array, np.float32))
+    vectors = np.asarray(array, np.float32)
+    runfolder.write_file(os.path.join(folder, name), lambda f: np.save(f, vectors))
   for name, ids in (('user_ids.txt', run.user_ids), ('item_ids.txt', np.concatenate(item_ids))):
     runfolder.write_text(os.path.join(folder, name), ''.join(f'{i}\n' for i in ids.tolist()))
   log.info('exported %d users and %d items (d=%d) to %s', len(run.user_ids),

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import socket
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import ml_collections
 
@@ -59,6 +59,24 @@ def _write_aside(path: str, text: str) -> str:
     f.flush()
     os.fsync(f.fileno())
   return tmp
+
+
+def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
+  """Replace `path` atomically with what `write` writes to a binary file, flushed to disk.
+
+  A kill at any point leaves either the old file or the new one, never half of one.
+  """
+  tmp = f'{path}.tmp'
+  try:
+    with open(tmp, 'wb') as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)  # A failed write (a full disk, say) leaves the folder as it was.
+    raise
+  os.replace(tmp, path)
 
 
 def write_text(path: str, text: str) -> None:

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from milk_jax import runfolder
 from milk_jax.data import missing
 from milk_jax.errors import RunFolderError
 
@@ -62,12 +63,7 @@ class Serving:
 
 
 def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'wb') as f:
-    np.savez(f, **arrays)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  runfolder.write_file(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_npz(path: str, what: str) -> dict[str, np.ndarray]:

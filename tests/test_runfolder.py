@@ -27,6 +27,28 @@ def test_atomic_json_write_leaves_no_temporary_file(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['results.json']
 
 
+def test_write_file_replaces_the_file_whole_and_leaves_no_temporary_file(tmp_path):
+  path = tmp_path / 'vectors.bin'
+  path.write_bytes(b'old')
+  runfolder.write_file(str(path), lambda f: f.write(b'new contents'))
+  assert path.read_bytes() == b'new contents'
+  assert os.listdir(tmp_path) == ['vectors.bin']
+
+
+def test_write_file_keeps_the_old_file_when_the_writer_fails(tmp_path):
+  path = tmp_path / 'vectors.bin'
+  path.write_bytes(b'old')
+
+  def failing(f):
+    f.write(b'half')
+    raise OSError('disk full')
+
+  with pytest.raises(OSError, match='disk full'):
+    runfolder.write_file(str(path), failing)
+  assert path.read_bytes() == b'old'
+  assert os.listdir(tmp_path) == ['vectors.bin']
+
+
 def test_invalid_json_names_the_file(tmp_path):
   (tmp_path / 'config.json').write_text('{"train": {"beta": 1')
   with pytest.raises(RunFolderError, match=r'config.json is damaged \(not valid JSON.*'
