@@ -1,6 +1,7 @@
 """Scripts that feed studies: scripts/make_authors_layout.py round-trips through the milk layout."""
 
 import copy
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from configs import authors
 from configs import ml100k
 from milk_jax import data
+from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ML100K = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'ml100k-mm')
@@ -88,3 +90,41 @@ def test_comparison_parallel_writes_the_single_process_table(tmp_path):
   table = (tmp_path / 'default' / 'table2' / 'summary.md').read_text()
   for variant in ('ERM', 'MILK', 'DUIF', 'GAR', 'GAR_own_cadence'):
     assert f'| {variant} | 1 |' in table, variant
+
+
+def _gar_layout_module():
+  spec = importlib.util.spec_from_file_location(
+      'make_gar_layout', os.path.join(REPO, 'scripts', 'make_gar_layout.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked():
+  layout_lib = _gar_layout_module()
+  dataset = data.load_dataset(tiny_config())
+  num_users, num_items = dataset.num_users, dataset.num_items
+  rng = np.random.default_rng(0)
+  cf_users = rng.normal(size=(num_users, 4)).astype(np.float32)
+  cf_items = rng.normal(size=(num_items, 4)).astype(np.float32)
+  content = np.concatenate(dataset.features, axis=1)
+  layout = layout_lib.gar_layout(dataset, content, cf_users, cf_items)
+  convert = layout['convert_dict']
+  # ncf.npy: users, one zero row (the dummy item 0), then our item i at the original's i + 1.
+  np.testing.assert_array_equal(layout['embeddings'][:num_users], cf_users)
+  np.testing.assert_array_equal(layout['embeddings'][num_users], np.zeros(4))
+  np.testing.assert_array_equal(layout['embeddings'][num_users + 1:], cf_items)
+  np.testing.assert_array_equal(layout['content'], content)  # The original prepends the zero row.
+  np.testing.assert_array_equal(convert['warm_item'], dataset.warm_items + 1)
+  np.testing.assert_array_equal(convert['cold_item'],
+                                np.union1d(dataset.val_items, dataset.test_items) + 1)
+  assert convert['item_array'].tolist() == list(range(num_items + 1))
+  user, item = dataset.val_pairs[0]
+  assert item + 1 in convert['cold_val_user_nb'][user]
+  assert user in convert['cold_val_user']
+  # Every user's exclusion list is the dummy, then its training items (warm, masked anyway).
+  for u in (0, num_users - 1):
+    trained = np.sort(dataset.train_pairs[dataset.train_pairs[:, 0] == u, 1]) + 1
+    assert convert['pos_user_nb'][u].tolist() == [0] + trained.tolist()
+    assert convert['emb_user_nb'][u].tolist() == trained.tolist()
+  np.testing.assert_array_equal(layout['train_map'][:, 1], dataset.train_pairs[:, 1] + 1)
