@@ -31,6 +31,7 @@ def get_config():
   config.methods.mtpr.content_weight_decay = 0.001
   config.methods.mtpr.transform_weight_decay = 0.1
   config.methods.ccfcrec.lambda1 = 0.5
+  config.methods.dropoutnet.dropout = 0.3
   # GAR's were searched at its original's cadence (tune.py with --config.train.eval_every=1
   # --config.train.patience=10), where its runs peak; see docs/results.md.
   config.methods.gar.alpha = 0.2
