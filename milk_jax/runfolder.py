@@ -51,20 +51,11 @@ def lock(folder: str) -> Iterator[None]:
     handle.close()  # Closing releases the lock.
 
 
-def _write_aside(path: str, text: str) -> str:
-  """Write `text` to `path`.tmp, flushed to disk; returns that path, to rename over `path`."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  return tmp
+def _write_aside(path: str, write: Callable[[BinaryIO], None]) -> str:
+  """What `write` writes to a binary `path`.tmp, flushed to disk; returns that path.
 
-
-def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
-  """Replace `path` atomically with what `write` writes to a binary file, flushed to disk.
-
-  A kill at any point leaves either the old file or the new one, never half of one.
+  The caller renames it over `path`. A failed write (a full disk, say)
+  removes the temporary file and leaves the folder as it was.
   """
   tmp = f'{path}.tmp'
   try:
@@ -74,14 +65,26 @@ def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
       os.fsync(f.fileno())
   except BaseException:
     if os.path.exists(tmp):
-      os.remove(tmp)  # A failed write (a full disk, say) leaves the folder as it was.
+      os.remove(tmp)
     raise
-  os.replace(tmp, path)
+  return tmp
+
+
+def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
+  """Replace `path` atomically with what `write` writes to a binary file, flushed to disk.
+
+  A kill at any point leaves either the old file or the new one, never half of one.
+  """
+  os.replace(_write_aside(path, write), path)
+
+
+def _utf8(text: str) -> Callable[[BinaryIO], None]:
+  return lambda f: f.write(text.encode('utf-8'))
 
 
 def write_text(path: str, text: str) -> None:
-  """Replace `path` with `text` atomically."""
-  os.replace(_write_aside(path, text), path)
+  """Replace `path` with `text` (UTF-8) atomically."""
+  write_file(path, _utf8(text))
 
 
 def write_json(path: str, payload: Any) -> None:
@@ -128,7 +131,7 @@ def read_log(path: str) -> list[dict[str, Any]]:
 
 def rewrite_log(path: str, records: list[dict[str, Any]], epoch: int) -> None:
   """Replace the log with `records` atomically (used to drop an interrupted tail)."""
-  tmp = _write_aside(path, ''.join(json.dumps(r) + '\n' for r in records))
+  tmp = _write_aside(path, _utf8(''.join(json.dumps(r) + '\n' for r in records)))
   faults.crash_point('log_rewrite', epoch)
   os.replace(tmp, path)
 
