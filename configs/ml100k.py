@@ -36,4 +36,5 @@ def get_config():
   # --config.train.patience=10), where its runs peak; see docs/results.md.
   config.methods.gar.alpha = 0.2
   config.methods.gar.beta = 0.3
+  config.methods.micro.lambda_coeff = 0.7
   return config
