@@ -64,6 +64,42 @@ def test_negatives_are_uniform_over_the_allowed_items():
   np.testing.assert_allclose(counts[[0, 2, 4]], 10000, atol=330)
 
 
+def test_complement_table_hand_computed():
+  dataset = hand_dataset([(0, 3), (1, 4), (0, 1), (1, 0), (1, 1)])
+  # Row u: the pool minus u's items in pool order, then u's own items as padding.
+  np.testing.assert_array_equal(device_sampling.complement_table(dataset, 'warm'),
+                                [[0, 2, 4, 1, 3], [2, 3, 0, 1, 4]])
+  np.testing.assert_array_equal(device_sampling.complement_table(dataset, 'all'),
+                                [[0, 2, 4, 5, 6, 7, 1, 3], [2, 3, 5, 6, 7, 0, 1, 4]])
+
+
+def test_complement_table_is_left_out_when_too_large(monkeypatch):
+  dataset = hand_dataset([(0, 3), (1, 4), (0, 1), (1, 0), (1, 1)])
+  monkeypatch.setattr(device_sampling, 'DENSE_COMPLEMENT_ENTRIES', 2 * 5 - 1)
+  assert device_sampling.complement_table(dataset, 'warm') is None
+  monkeypatch.setattr(device_sampling, 'DENSE_COMPLEMENT_ENTRIES', 2 * 5)
+  assert device_sampling.complement_table(dataset, 'warm').shape == (2, 5)
+
+
+@pytest.mark.parametrize('pool', ['warm', 'all'])
+def test_complement_draws_are_the_same_with_and_without_the_table(pool):
+  dataset = hand_dataset([(0, 3), (1, 4), (0, 1), (1, 0), (1, 1)])
+  tables = device_sampling.sampler_tables(dataset, pool)
+  dense = jnp.asarray(device_sampling.complement_table(dataset, pool))
+  rows = jnp.tile(jnp.array([[0], [1]], jnp.int32), (1, 4000))  # (2, 4000): any shape.
+  draw = jax.jit(device_sampling.complement_draws)
+  looked_up = np.asarray(draw(jax.random.key(1), tables, rows, dense))
+  searched = np.asarray(draw(jax.random.key(1), tables, rows))
+  np.testing.assert_array_equal(looked_up, searched)
+  # Never a row's own item; every allowed item drawn.
+  assert set(looked_up[0]) == ({0, 2, 4} if pool == 'warm' else {0, 2, 4, 5, 6, 7})
+  assert set(looked_up[1]) == ({2, 3} if pool == 'warm' else {2, 3, 5, 6, 7})
+  # The same key gives negatives' draws too (same rank stream, exact search).
+  np.testing.assert_array_equal(
+      searched, device_sampling.negatives(jax.random.key(1), tables, rows,
+                                          device_sampling.search_steps(dataset)))
+
+
 def test_a_user_with_the_whole_pool_is_refused():
   dataset = hand_dataset([(0, i) for i in range(5)])
   with pytest.raises(data.DataError, match='every item'):

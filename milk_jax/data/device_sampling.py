@@ -89,12 +89,60 @@ def nth_allowed(tables: SamplerTables, users: jax.Array, r: jax.Array,
   return tables.pool_items[r + (first_above - lo)]
 
 
+def _allowed_ranks(key: jax.Array, tables: SamplerTables, users: jax.Array) -> jax.Array:
+  """A uniform rank in [0, pool size - the user's training items) per entry of `users`."""
+  history = tables.user_offsets[users + 1] - tables.user_offsets[users]
+  return jax.random.randint(key, users.shape, 0, tables.pool_items.shape[0] - history)
+
+
 def negatives(key: jax.Array, tables: SamplerTables, users: jax.Array,
               num_search_steps: int) -> jax.Array:
   """One exact uniform negative per entry of `users` (any shape), int32."""
-  history = tables.user_offsets[users + 1] - tables.user_offsets[users]
-  r = jax.random.randint(key, users.shape, 0, tables.pool_items.shape[0] - history)
-  return nth_allowed(tables, users, r, num_search_steps)
+  return nth_allowed(tables, users, _allowed_ranks(key, tables, users), num_search_steps)
+
+
+# --- The complement sampler of the methods that draw several negatives per row ---------------
+#
+# CLCRec and CCFCRec draw many items (or users) per row, each uniform over the pool minus
+# the row's training set, inside their loss, where the dataset's largest history is unknown.
+# Their tables travel in `Tables.extras`; a dense (rows x pool) table, when it fits, turns
+# each draw's binary search into one lookup.
+
+DENSE_COMPLEMENT_ENTRIES = 1 << 24  # int32 entries: a dense table of at most 64 MiB.
+
+
+def complement_table(dataset: Dataset, pool: str = 'warm') -> np.ndarray | None:
+  """Host side: (U, P) int32, row u = the pool minus u's training items, in pool order.
+
+  The row's last history(u) entries (u's own training items) are padding: a
+  rank r < P - history(u) reads only the allowed prefix. None when U * P is
+  over DENSE_COMPLEMENT_ENTRIES (the draws then search instead).
+  """
+  pool_items = sampling.negative_pool(dataset, pool)
+  if dataset.num_users * pool_items.size > DENSE_COMPLEMENT_ENTRIES:
+    return None
+  users = dataset.train_keys // dataset.num_items
+  items = dataset.train_keys - users * dataset.num_items
+  trained = np.zeros((dataset.num_users, pool_items.size), bool)
+  trained[users, np.searchsorted(pool_items, items)] = True
+  # A stable sort puts each row's allowed (False) positions first, in pool order.
+  return pool_items[np.argsort(trained, axis=1, kind='stable')].astype(np.int32)
+
+
+def complement_draws(key: jax.Array, tables: SamplerTables, rows: jax.Array,
+                     dense: jax.Array | None = None) -> jax.Array:
+  """One entry per element of `rows` (any shape), uniform over the pool minus the row's set.
+
+  `tables` may hold any CSR sets (users' items, or items' users); `dense` is
+  `complement_table`'s lookup for the same sets. With or without it, the same
+  key gives the same draws. Without it, the search covers any segment of
+  `tables` (a static bound from its length).
+  """
+  r = _allowed_ranks(key, tables, rows)
+  if dense is not None:
+    return dense.at[rows, r].get(mode='promise_in_bounds')
+  steps = max(1, math.ceil(math.log2(tables.shifted_positions.shape[0] + 1)))
+  return nth_allowed(tables, rows, r, steps)
 
 
 def epoch_triples(key: jax.Array, tables: SamplerTables, batch_size: int,

@@ -59,7 +59,6 @@ on MovieLens-100K); otherwise the rows are gathered. Both give the same loss
 up to float rounding.
 """
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -74,15 +73,12 @@ from milk_jax.data.errors import DataError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
-from milk_jax.methods import clcrec
 
 BACKBONE = None
 DISPLAY_NAME = 'CCFCRec'
 FUSIONS = ('concat', 'masked_attention')
 LEAKY_SLOPE = 0.01  # torch nn.LeakyReLU's default, which the original uses.
 _PREFIX = 'ccfcrec_'
-# Largest users x pool for the (U, pool) int32 table of allowed negatives (64 MiB).
-_DENSE_SAMPLER_ENTRIES = 1 << 24
 # Score candidates from a dense (B, I) product when I <= this many candidates per row
 # (P (N + 1) + S + 1). Measured on CPU, B 2048, d 64, 246 candidates: the dense
 # gradient costs 0.11 s at 1682 items and 1.08 s at 15000, the gathered one 1.3 s.
@@ -143,25 +139,21 @@ def sampler_extras(dataset, pool: str) -> dict[str, np.ndarray]:
 
   user_items / user_offsets: u's training items are user_items[offsets[u]:
   offsets[u+1]] (CSR, no padding); pool_items / shifted_positions: the shared
-  device sampler's tables for the negative pool; allowed_items: CLCRec's
-  (U, pool) lookup table, when it fits; and `negative_user_tables`.
+  device sampler's tables for the negative pool; allowed_items: the
+  (U, pool) lookup table of `device_sampling.complement_table`, when it fits; and `negative_user_tables`.
   """
   tables = device_sampling.sampler_tables(dataset, pool)
   extras = {f'{_PREFIX}user_items': np.asarray(tables.train_pairs)[:, 1].astype(np.int32),
             f'{_PREFIX}user_offsets': np.asarray(tables.user_offsets),
             f'{_PREFIX}pool_items': np.asarray(tables.pool_items),
             f'{_PREFIX}shifted_positions': np.asarray(tables.shifted_positions)}
-  if dataset.num_users * tables.pool_items.shape[0] <= _DENSE_SAMPLER_ENTRIES:
-    extras[f'{_PREFIX}allowed_items'] = clcrec.allowed_items(dataset, pool)
+  dense = device_sampling.complement_table(dataset, pool)
+  if dense is not None:
+    extras[f'{_PREFIX}allowed_items'] = dense
   return {**extras, **negative_user_tables(dataset)}
 
 
 # --- Device side: the draws ------------------------------------------------------------------
-
-
-def _search_steps(shifted: jax.Array) -> int:
-  """Binary-search rounds that cover any segment of `shifted` (static, from its shape)."""
-  return max(1, math.ceil(math.log2(shifted.shape[0] + 1)))
 
 
 def draw_samples(key: jax.Array, users: jax.Array, items: jax.Array, extras,
@@ -177,24 +169,19 @@ def draw_samples(key: jax.Array, users: jax.Array, items: jax.Array, extras,
   positives = x('user_items')[offsets[users][:, None] + ranks]
   # Negatives: P N for the co-occurrence contrast, then S for the self contrast.
   shape = (num_rows, num_positives * num_negatives + num_self_negatives)
-  if _PREFIX + 'allowed_items' in extras:  # Static: the dict's keys are the pytree's structure.
-    # device_sampling.negatives' rank draw, then a lookup for its search: the same items.
-    r = jax.random.randint(negative_key, shape, 0,
-                           x('pool_items').shape[0] - history[:, None])
-    drawn = x('allowed_items').at[users[:, None], r].get(mode='promise_in_bounds')
-  else:
-    tables = device_sampling.SamplerTables(
-        train_pairs=None, pool_items=x('pool_items'), user_offsets=offsets,
-        shifted_positions=x('shifted_positions'))
-    drawn = device_sampling.negatives(negative_key, tables, jnp.broadcast_to(users[:, None], shape),
-                                      _search_steps(x('shifted_positions')))
+  item_tables = device_sampling.SamplerTables(
+      train_pairs=None, pool_items=x('pool_items'), user_offsets=offsets,
+      shifted_positions=x('shifted_positions'))
+  # The dense table's presence is static: the dict's keys are the pytree's structure.
+  drawn = device_sampling.complement_draws(negative_key, item_tables,
+                                           jnp.broadcast_to(users[:, None], shape),
+                                           extras.get(_PREFIX + 'allowed_items'))
   split = num_positives * num_negatives
   # The negative user: all users minus i's, the same rank-to-id map with items as rows.
   user_tables = device_sampling.SamplerTables(
       train_pairs=None, pool_items=x('all_users'), user_offsets=x('item_offsets'),
       shifted_positions=x('item_shifted'))
-  negative_users = device_sampling.negatives(user_key, user_tables, items,
-                                             _search_steps(x('item_shifted')))
+  negative_users = device_sampling.complement_draws(user_key, user_tables, items)
   return Samples(positives=positives,
                  negatives=drawn[:, :split].reshape(num_rows, num_positives, num_negatives),
                  self_negatives=drawn[:, split:], negative_users=negative_users)

@@ -42,7 +42,6 @@ Speed (the loss and gradients are the same either way, up to float rounding):
   the shared sampler's binary search: the same draws.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +49,6 @@ import ml_collections
 import numpy as np
 
 from milk_jax.data import device_sampling
-from milk_jax.data import sampling
 from milk_jax import methods
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
@@ -65,8 +63,6 @@ LEAKY_SLOPE = 0.01  # torch's F.leaky_relu default, which the original uses.
 _EXTRAS_PREFIX = 'clcrec_'
 _SAMPLER_FIELDS = ('pool_items', 'user_offsets', 'shifted_positions')
 _ALLOWED = f'{_EXTRAS_PREFIX}allowed_items'
-# Largest users x pool for the (U, P) int32 table of allowed negatives (64 MiB).
-_DENSE_SAMPLER_ENTRIES = 1 << 24
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -121,32 +117,18 @@ def normalise(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def allowed_items(dataset, pool: str) -> np.ndarray:
-  """Host side: (U, P) int32, row u = the pool minus u's training items, in pool order.
-
-  The row's last history(u) entries (u's own training items) are padding:
-  rank r < P - history(u) only reads the allowed prefix.
-  """
-  pool_items = sampling.negative_pool(dataset, pool)
-  users = dataset.train_keys // dataset.num_items
-  items = dataset.train_keys - users * dataset.num_items
-  trained = np.zeros((dataset.num_users, pool_items.size), bool)
-  trained[users, np.searchsorted(pool_items, items)] = True
-  # A stable sort puts each row's allowed (False) positions first, in pool order.
-  return pool_items[np.argsort(trained, axis=1, kind='stable')].astype(np.int32)
-
-
 def negative_tables(dataset, pool: str) -> dict[str, np.ndarray]:
   """Host side: the shared device sampler's tables for `pool`, as `Tables.extras`.
 
-  Plus `allowed_items` when it fits in _DENSE_SAMPLER_ENTRIES: row_items
-  then reads each draw with one lookup instead of a binary search.
+  Plus `allowed_items`, `device_sampling.complement_table`, when it fits:
+  row_items then reads each draw with one lookup instead of a binary search.
   """
   tables = device_sampling.sampler_tables(dataset, pool)
   extras = {f'{_EXTRAS_PREFIX}{name}': np.asarray(getattr(tables, name))
             for name in _SAMPLER_FIELDS}
-  if dataset.num_users * tables.pool_items.shape[0] <= _DENSE_SAMPLER_ENTRIES:
-    extras[_ALLOWED] = allowed_items(dataset, pool)
+  dense = device_sampling.complement_table(dataset, pool)
+  if dense is not None:
+    extras[_ALLOWED] = dense
   return extras
 
 
@@ -161,16 +143,8 @@ def row_items(key: jax.Array, batch, extras, num_negatives: int) -> jax.Array:
       train_pairs=None, **{name: extras[f'{_EXTRAS_PREFIX}{name}'] for name in _SAMPLER_FIELDS})
   users = batch['users']
   drawn_users = jnp.broadcast_to(users[:, None], (users.shape[0], num_negatives - 1))
-  if _ALLOWED in extras:  # Static: the dict's keys are the pytree's structure.
-    # device_sampling.negatives' draw of the rank r, then a lookup in place of
-    # its search for the r-th allowed item: the same items.
-    history = tables.user_offsets[drawn_users + 1] - tables.user_offsets[drawn_users]
-    r = jax.random.randint(key, drawn_users.shape, 0, tables.pool_items.shape[0] - history)
-    drawn = extras[_ALLOWED].at[drawn_users, r].get(mode='promise_in_bounds')
-  else:
-    # Any user's history is at most all training pairs: a static bound on the search.
-    search_steps = max(1, math.ceil(math.log2(tables.shifted_positions.shape[0] + 1)))
-    drawn = device_sampling.negatives(key, tables, drawn_users, search_steps)
+  # The dense table's presence is static: the dict's keys are the pytree's structure.
+  drawn = device_sampling.complement_draws(key, tables, drawn_users, extras.get(_ALLOWED))
   return jnp.concatenate([batch['positives'][:, None], batch['negatives'][:, None], drawn],
                          axis=1)
 
