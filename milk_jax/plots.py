@@ -25,6 +25,16 @@ def pyplot():
   return plt
 
 
+def series_colours(n: int) -> list:
+  """n distinct colours: tab10's for up to 10 series, else tab20's (up to 20).
+
+  matplotlib's default cycle is tab10's, so a chart of 13 variants (Table 2)
+  would give three pairs of bars one colour.
+  """
+  cmap = pyplot().get_cmap('tab10' if n <= 10 else 'tab20')
+  return [cmap(i % cmap.N) for i in range(n)]
+
+
 def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
               ylabel: str, title: str) -> None:
   """Grouped bars: for each group, one bar per series, with error bars if given.
@@ -37,9 +47,10 @@ def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
   fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.5 * len(groups) * len(series)), 3.2))
   width = 0.8 / max(len(series), 1)
   x = np.arange(len(groups))
+  colours = series_colours(len(series))
   for i, (label, (means, errors)) in enumerate(series.items()):
     ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, label=label,
-           yerr=errors, capsize=2, error_kw={'elinewidth': 0.8})
+           color=colours[i], yerr=errors, capsize=2, error_kw={'elinewidth': 0.8})
   ax.set_xticks(x, groups)
   ax.axhline(0.0, color='black', linewidth=0.6)
   ax.set_ylabel(ylabel)
