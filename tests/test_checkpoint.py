@@ -98,6 +98,9 @@ def _truncate(path):
   open(path, 'wb').write(data[:len(data) // 2])
 
 
+# A failed restore leaves orbax's pending array reads unawaited; Python reports them when
+# they are collected, which says nothing about the fallback under test.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('damage', [_flip_one_bit, _truncate])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage, caplog):
   _saved(tmp_path).close()
