@@ -129,6 +129,33 @@ def complement_table(dataset: Dataset, pool: str = 'warm') -> np.ndarray | None:
   return pool_items[np.argsort(trained, axis=1, kind='stable')].astype(np.int32)
 
 
+_COMPLEMENT_FIELDS = ('pool_items', 'user_offsets', 'shifted_positions')
+_DENSE_FIELD = 'allowed_items'
+
+
+def complement_extras(dataset: Dataset, pool: str, prefix: str) -> dict[str, np.ndarray]:
+  """Host side: the users' complement tables for `pool`, as `Tables.extras` named prefix + field.
+
+  pool_items, user_offsets and shifted_positions (`sampler_tables`), plus
+  allowed_items (`complement_table`) when it fits.
+  """
+  tables = sampler_tables(dataset, pool)
+  extras = {prefix + name: np.asarray(getattr(tables, name)) for name in _COMPLEMENT_FIELDS}
+  dense = complement_table(dataset, pool)
+  if dense is not None:
+    extras[prefix + _DENSE_FIELD] = dense
+  return extras
+
+
+def complement_draws_from_extras(key: jax.Array, extras, prefix: str,
+                                 rows: jax.Array) -> jax.Array:
+  """`complement_draws` over the tables `complement_extras` stored under `prefix`."""
+  tables = SamplerTables(train_pairs=None,
+                         **{name: extras[prefix + name] for name in _COMPLEMENT_FIELDS})
+  # The dense table's presence is static: the dict's keys are the pytree's structure.
+  return complement_draws(key, tables, rows, extras.get(prefix + _DENSE_FIELD))
+
+
 def complement_draws(key: jax.Array, tables: SamplerTables, rows: jax.Array,
                      dense: jax.Array | None = None) -> jax.Array:
   """One entry per element of `rows` (any shape), uniform over the pool minus the row's set.

@@ -139,18 +139,15 @@ def sampler_extras(dataset, pool: str) -> dict[str, np.ndarray]:
 
   user_items / user_offsets: u's training items are user_items[offsets[u]:
   offsets[u+1]] (CSR, no padding); pool_items / shifted_positions: the shared
-  device sampler's tables for the negative pool; allowed_items: the
-  (U, pool) lookup table of `device_sampling.complement_table`, when it fits; and `negative_user_tables`.
+  device sampler's tables for the negative pool; allowed_items: the (U, pool)
+  lookup table of `device_sampling.complement_table`, when it fits (all four
+  from `device_sampling.complement_extras`); and `negative_user_tables`.
   """
-  tables = device_sampling.sampler_tables(dataset, pool)
-  extras = {f'{_PREFIX}user_items': np.asarray(tables.train_pairs)[:, 1].astype(np.int32),
-            f'{_PREFIX}user_offsets': np.asarray(tables.user_offsets),
-            f'{_PREFIX}pool_items': np.asarray(tables.pool_items),
-            f'{_PREFIX}shifted_positions': np.asarray(tables.shifted_positions)}
-  dense = device_sampling.complement_table(dataset, pool)
-  if dense is not None:
-    extras[f'{_PREFIX}allowed_items'] = dense
-  return {**extras, **negative_user_tables(dataset)}
+  # train_keys are sorted by user, then item: the CSR order of user_offsets.
+  user_items = (dataset.train_keys % dataset.num_items).astype(np.int32)
+  return {f'{_PREFIX}user_items': user_items,
+          **device_sampling.complement_extras(dataset, pool, _PREFIX),
+          **negative_user_tables(dataset)}
 
 
 # --- Device side: the draws ------------------------------------------------------------------
@@ -169,13 +166,8 @@ def draw_samples(key: jax.Array, users: jax.Array, items: jax.Array, extras,
   positives = x('user_items')[offsets[users][:, None] + ranks]
   # Negatives: P N for the co-occurrence contrast, then S for the self contrast.
   shape = (num_rows, num_positives * num_negatives + num_self_negatives)
-  item_tables = device_sampling.SamplerTables(
-      train_pairs=None, pool_items=x('pool_items'), user_offsets=offsets,
-      shifted_positions=x('shifted_positions'))
-  # The dense table's presence is static: the dict's keys are the pytree's structure.
-  drawn = device_sampling.complement_draws(negative_key, item_tables,
-                                           jnp.broadcast_to(users[:, None], shape),
-                                           extras.get(_PREFIX + 'allowed_items'))
+  drawn = device_sampling.complement_draws_from_extras(
+      negative_key, extras, _PREFIX, jnp.broadcast_to(users[:, None], shape))
   split = num_positives * num_negatives
   # The negative user: all users minus i's, the same rank-to-id map with items as rows.
   user_tables = device_sampling.SamplerTables(

@@ -42,7 +42,6 @@ Speed (the loss and gradients are the same either way, up to float rounding):
   the shared sampler's binary search: the same draws.
 """
 
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -61,8 +60,6 @@ HIDDEN = 256  # Width of the encoder's hidden layer (the original's).
 LEAKY_SLOPE = 0.01  # torch's F.leaky_relu default, which the original uses.
 # The device sampler's tables travel in Tables.extras under these names.
 _EXTRAS_PREFIX = 'clcrec_'
-_SAMPLER_FIELDS = ('pool_items', 'user_offsets', 'shifted_positions')
-_ALLOWED = f'{_EXTRAS_PREFIX}allowed_items'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -123,13 +120,7 @@ def negative_tables(dataset, pool: str) -> dict[str, np.ndarray]:
   Plus `allowed_items`, `device_sampling.complement_table`, when it fits:
   row_items then reads each draw with one lookup instead of a binary search.
   """
-  tables = device_sampling.sampler_tables(dataset, pool)
-  extras = {f'{_EXTRAS_PREFIX}{name}': np.asarray(getattr(tables, name))
-            for name in _SAMPLER_FIELDS}
-  dense = device_sampling.complement_table(dataset, pool)
-  if dense is not None:
-    extras[_ALLOWED] = dense
-  return extras
+  return device_sampling.complement_extras(dataset, pool, _EXTRAS_PREFIX)
 
 
 def row_items(key: jax.Array, batch, extras, num_negatives: int) -> jax.Array:
@@ -139,12 +130,9 @@ def row_items(key: jax.Array, batch, extras, num_negatives: int) -> jax.Array:
   uniform over the pool minus the user's training items (exact, no
   rejection: `device_sampling.negatives`), independently, so with replacement.
   """
-  tables = device_sampling.SamplerTables(
-      train_pairs=None, **{name: extras[f'{_EXTRAS_PREFIX}{name}'] for name in _SAMPLER_FIELDS})
   users = batch['users']
   drawn_users = jnp.broadcast_to(users[:, None], (users.shape[0], num_negatives - 1))
-  # The dense table's presence is static: the dict's keys are the pytree's structure.
-  drawn = device_sampling.complement_draws(key, tables, drawn_users, extras.get(_ALLOWED))
+  drawn = device_sampling.complement_draws_from_extras(key, extras, _EXTRAS_PREFIX, drawn_users)
   return jnp.concatenate([batch['positives'][:, None], batch['negatives'][:, None], drawn],
                          axis=1)
 
