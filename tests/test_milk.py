@@ -4,8 +4,15 @@ PINNED was recorded with the code before the method interface (commit
 cc0fd74, `train.py` holding MILK's objective), under this suite's jax flags
 (tests/conftest.py), by training each variant below for 6 epochs. The same
 runs now go through `config.method='milk'` and must give the same floats.
+
+The metrics are compared to the last bit. An epoch's logged loss is the mean
+of its steps' losses, and XLA's order for that sum can differ between CPU
+models (the device sampler's scanned epoch on an AMD EPYC with AVX-512 logs
+epoch 6 one float32 ulp away from the pinned value, with bit-identical
+parameters and metrics), so losses may differ by at most one ulp.
 """
 
+import numpy as np
 import pytest
 
 from milk_jax import runfolder
@@ -55,7 +62,7 @@ def test_results_are_those_recorded_before_the_move(name, tmp_path):
   losses = tuple(r['loss'] for r in runfolder.read_log(str(tmp_path / 'metrics.jsonl'))
                  if r['kind'] == 'train')
   pinned = PINNED[name]
-  assert losses == pinned['losses']
+  np.testing.assert_array_max_ulp(np.float32(losses), np.float32(pinned['losses']), maxulp=1)
   assert results['best_epoch'] == pinned['best_epoch']
   assert results['test']['ndcg@20'] == pinned['test_ndcg@20']
   assert results['test']['recall@20'] == pinned['test_recall@20']
