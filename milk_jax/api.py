@@ -9,6 +9,15 @@ The run folder alone is enough (see milk_jax/serving.py): new items are
 imputed with the training run's statistics, normalised as in training and
 embedded by the run's method from the best checkpoint, in chunks of the
 training catalogue's size, so any number of items fits in memory.
+
+Serving only reads the run folder (read-only restore, no lock): it creates,
+repairs and deletes nothing there, so it may run while the run trains on
+(see milk_jax/checkpoint.py `read_newest`). A `Run` ranks with one epoch's
+parameters, `Run.epoch`: the best checkpoint's, for users and items alike.
+When vectors.npz (written when training ends) holds another epoch (the run
+is training, or was stopped while it was being extended), the users'
+vectors are computed from the best checkpoint's parameters instead, and the
+warm items' vectors, which only vectors.npz holds, are refused.
 """
 
 import logging
@@ -35,6 +44,8 @@ from milk_jax.methods import Tables
 
 log = logging.getLogger('milk_jax')
 
+# What building or tracing the new items' tables raises when serving.npz's extras do not fit.
+_EXTRAS_ERRORS = (KeyError, IndexError, TypeError, ValueError)
 ITEM_CHUNK = 32768  # Items ranked per device call (config.recommend.item_chunk).
 USER_CHUNK = 2048  # Users ranked per device call (config.recommend.user_chunk).
 
@@ -94,12 +105,22 @@ class Run:
       runfolder.check_same_run(folder, saved, config)
     self.folder = folder
     self.config = run_config(folder)
+    new_items_lib.check_file_fields(self.config.data,
+                                    os.path.join(folder, runfolder.CONFIG_FILE))
     if not os.path.isdir(os.path.join(folder, 'checkpoints')):
       raise RunFolderError(f'no checkpoints under {folder}: train the run first')
     self.serving = serving_lib.read_serving(folder)
     self.user_ids = id_maps.read_id_map(folder, 'users.tsv')
     self.catalogue_ids = id_maps.read_id_map(folder, 'items.tsv')
-    self.user_vectors, self.catalogue_vectors, self.best_epoch = serving_lib.read_vectors(folder)
+    for name, ids, count in (('users.tsv', self.user_ids, self.serving.num_users),
+                             ('items.tsv', self.catalogue_ids, self.serving.num_items)):
+      if len(ids) != count:
+        raise RunFolderError(f'{os.path.join(folder, name)}: {len(ids)} ids, but '
+                             f'{serving_lib.SERVING_FILE} says the run has {count}; the run '
+                             'folder is damaged: train the run again')
+    # The vectors of `epoch`; the catalogue's is None when not saved for it (see the module doc).
+    self.user_vectors, self.catalogue_vectors, self.epoch = serving_lib.read_vectors(
+        folder, self.serving.num_users, self.serving.num_items)
     self.modality_names = self.serving.preprocessing.modality_names
     self.feature_dims = self.serving.preprocessing.feature_dims
     spec = methods.DataSpec(num_users=self.serving.num_users, num_items=self.serving.num_items,
@@ -108,19 +129,69 @@ class Run:
     self.method = methods.get(self.config.method).make(self.config, spec)
     self._params = None
     self._embed_items = jax.jit(lambda params, tables: self.method.embed(params, tables)[1])
+    self._compiled_embed = None
+    self.compile_seconds = 0.0  # Compiling the item embedding, once per Run.
     self._device_extras = None
     self._user_rows = {raw: row for row, raw in enumerate(self.user_ids.tolist())}
+    self._vectors_epoch = self.epoch
+    if self.method.serve_extras is not None:  # It embeds new items: the epoch is the best's.
+      self._use_best_epoch()
+
+  @property
+  def best_epoch(self) -> int:
+    """The epoch this Run ranks with (an older name of `epoch`)."""
+    return self.epoch
+
+  def _restore(self) -> tuple[int, object]:
+    from milk_jax import train  # Imported late: training code is only needed here.
+    key = jax.random.fold_in(jax.random.key(self.config.seed), train.INIT_STREAM)
+    state = train.create_train_state(self.config, self.method, key, self.serving.num_users)
+    return train.restore_best_params(self.folder, state)
+
+  def _epochs_differ(self, best_epoch: int) -> str:
+    return (f'{os.path.join(self.folder, serving_lib.VECTORS_FILE)} holds epoch '
+            f'{self._vectors_epoch}, but {os.path.join(self.folder, "checkpoints", "best")} '
+            f'holds epoch {best_epoch} (the run is training, or stopped before it finished)')
+
+  def _use_best_epoch(self) -> None:
+    """Rank with the best checkpoint's epoch; users' vectors from its parameters if need be."""
+    best_epoch, self._params = self._restore()
+    if best_epoch == self._vectors_epoch:
+      return
+    log.warning('%s: ranking with epoch %d; the users\' vectors are computed from its '
+                'parameters', self._epochs_differ(best_epoch), best_epoch)
+    self.epoch = best_epoch
+    try:
+      tables = self._new_item_tables(
+          tuple(np.zeros((0, d), np.float32) for d in self.feature_dims),
+          np.zeros((0, len(self.feature_dims)), bool))
+      users = jax.jit(lambda params, tables: self.method.embed(params, tables)[0])(
+          self._params, tables)
+    except _EXTRAS_ERRORS as error:
+      raise self._extras_error(error) from None
+    self.user_vectors = np.asarray(users, np.float32)[:self.serving.num_users]
+    self.catalogue_vectors = None
+
+  def catalogue(self) -> np.ndarray:
+    """(I, d) the training catalogue's vectors of `epoch`; RunFolderError when not saved."""
+    if self.catalogue_vectors is None:
+      raise RunFolderError(f'{self._epochs_differ(self.epoch)}, and only {serving_lib.VECTORS_FILE}'
+                           " holds the warm items' vectors: let the training finish (or run its "
+                           'command again), or run `--mode=eval` on the run, then try again')
+    return self.catalogue_vectors
 
   # ------------------------------------------------------------------ vectors
 
   @property
   def params(self):
-    """The best checkpoint's parameters, restored on first use."""
+    """The parameters of `epoch` (the best checkpoint's), restored on first use."""
     if self._params is None:
-      from milk_jax import train  # Imported late: training code is only needed here.
-      key = jax.random.fold_in(jax.random.key(self.config.seed), train.INIT_STREAM)
-      state = train.create_train_state(self.config, self.method, key, self.serving.num_users)
-      _, self._params = train.restore_best_params(self.folder, state)
+      best_epoch, params = self._restore()
+      if best_epoch != self.epoch:
+        raise RunFolderError(f'{self._epochs_differ(best_epoch)}: the parameters of epoch '
+                             f'{self.epoch} are not saved any more; let the training finish, or '
+                             'run `--mode=eval` on the run')
+      self._params = params
     return self._params
 
   def _new_item_tables(self, features: tuple[np.ndarray, ...], available: np.ndarray) -> Tables:
@@ -141,12 +212,36 @@ class Run:
     out, size = [], self.serving.num_items
     for start in range(0, available.shape[0], size):
       stop = min(start + size, available.shape[0])
-      tables = self._new_item_tables(tuple(f[start:stop] for f in features),
-                                     available[start:stop])
-      out.append(np.asarray(self._embed_items(self.params, tables))[:stop - start])
+      chunk = (tuple(f[start:stop] for f in features), available[start:stop])
+      if self._compiled_embed is None:
+        tables = self._compile_embed(*chunk)
+      else:
+        tables = self._new_item_tables(*chunk)
+      out.append(np.asarray(self._compiled_embed(self.params, tables))[:stop - start])
     if not out:
-      return np.zeros((0, self.catalogue_vectors.shape[1]), np.float32)
+      return np.zeros((0, self.user_vectors.shape[1]), np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
+
+  def _compile_embed(self, features: tuple[np.ndarray, ...], available: np.ndarray) -> Tables:
+    """The first chunk's tables, on which the item embedding is compiled ahead (timed apart)."""
+    tic = time.perf_counter()
+    try:
+      tables = self._new_item_tables(features, available)
+      self._compiled_embed = self._embed_items.lower(self.params, tables).compile()
+    except _EXTRAS_ERRORS as error:
+      raise self._extras_error(error) from None
+    self.compile_seconds += time.perf_counter() - tic
+    return tables
+
+  def _extras_error(self, error: Exception) -> RunFolderError:
+    """What a failure to build or trace the tables means: every shape is the run's own but
+    those of the extras saved in serving.npz, so that file is crafted or damaged."""
+    shapes = ', '.join(f'{k} {v.shape}' for k, v in self.serving.extras.items()) or 'none'
+    first = (str(error).strip().splitlines() or [''])[0][:200]
+    return RunFolderError(
+        f'{os.path.join(self.folder, serving_lib.SERVING_FILE)}: the saved extras ({shapes}) do '
+        f'not fit config.method={self.config.method!r} ({type(error).__name__}: {first}); run '
+        '`--mode=eval` on the run to write the file again')
 
   def embed(self, items: new_items_lib.NewItems, start: int = 0, stop: int | None = None
             ) -> np.ndarray:
@@ -218,12 +313,13 @@ class Run:
     if int(k) < 1:
       raise ConfigError(f'config.recommend.k={k}: must be at least 1')
     rows = self.user_rows(user_ids)
+    catalogue = self.catalogue() if include_warm else None
     ranking = topk.TopK(self.user_vectors[rows], int(k), user_chunk)
     ids = []
     offset = 0
     if include_warm:
       warm = self.serving.warm_items
-      offset = self._rank_warm(ranking, rows, warm, item_chunk)
+      offset = self._rank_warm(ranking, rows, warm, catalogue, item_chunk)
       ids.append(self.catalogue_ids[warm])
     if checked is not None:
       self._rank_new(ranking, checked, offset, item_chunk)
@@ -233,7 +329,7 @@ class Run:
     return Recommendations(users=self.user_ids[rows], items=all_ids[indices], scores=scores)
 
   def _rank_warm(self, ranking: topk.TopK, rows: np.ndarray, warm: np.ndarray,
-                 item_chunk: int) -> int:
+                 catalogue: np.ndarray, item_chunk: int) -> int:
     """Adds the warm items' vectors, each user's training items left out; returns their count."""
     position = np.full(self.serving.num_items, -1, np.int64)
     position[warm] = np.arange(warm.size)
@@ -246,18 +342,30 @@ class Run:
     for start in range(0, warm.size, item_chunk):
       stop = min(start + item_chunk, warm.size)
       inside = (pair_cols >= start) & (pair_cols < stop)
-      ranking.add(self.catalogue_vectors[warm[start:stop]], start, item_chunk,
+      ranking.add(catalogue[warm[start:stop]], start, item_chunk,
                   seen=(pair_rows[inside], pair_cols[inside] - start))
     return int(warm.size)
 
   def _rank_new(self, ranking: topk.TopK, items: new_items_lib.NewItems, offset: int,
                 item_chunk: int) -> None:
-    total, tic = len(items), time.perf_counter()
+    """Adds the new items' vectors, a chunk at a time.
+
+    The first chunk's time includes compiling (said apart); the rate is
+    measured from the end of the first chunk on, when nothing compiles.
+    """
+    total, tic, compiled = len(items), time.perf_counter(), self.compile_seconds
+    first_stop, first_done = 0, tic
     for start in range(0, total, item_chunk):
       stop = min(start + item_chunk, total)
       ranking.add(self.embed(items, start, stop), offset + start, item_chunk)
-      log.info('ranked %d/%d new items (%.0f items/s)', stop, total,
-               stop / max(time.perf_counter() - tic, 1e-9))
+      now = time.perf_counter()
+      if start == 0:
+        first_stop, first_done = stop, now
+        log.info('ranked %d/%d new items in %.1f s (%.1f s of it compiling)', stop, total,
+                 now - tic, self.compile_seconds - compiled)
+      else:
+        log.info('ranked %d/%d new items (%.0f items/s)', stop, total,
+                 (stop - first_stop) / max(now - first_done, 1e-9))
 
 
 def load(run_dir: str) -> Run:

@@ -7,6 +7,13 @@ touches one file. A checkpoint holds two items:
 Restoring recomputes the digest, so a truncated, overwritten or bit-flipped
 array file is detected instead of trained on. 'latest' keeps the two newest
 checkpoints, so that a damaged newest one falls back to the one before it.
+
+Training writes through `Checkpoints` (orbax managers, which create folders
+and remove a killed save's temporary folders). Everything that only reads a
+run, serving and evaluation, goes through `read_newest` instead: it opens
+committed step folders directly with a plain orbax checkpointer, so it
+creates, repairs and deletes nothing and can run beside a training process
+on the same folder without taking its lock.
 """
 
 import hashlib
@@ -41,6 +48,91 @@ def tree_digest(arrays: Any, meta: dict[str, Any]) -> str:
     digest.update(np.ascontiguousarray(value).tobytes())
   digest.update(json.dumps(meta, sort_keys=True).encode())
   return digest.hexdigest()
+
+
+def _checked(arrays: Any, meta: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+  """(arrays, meta without its digest); DamagedCheckpoint when the digest does not match."""
+  meta = dict(meta)
+  saved_digest = meta.pop('digest', None)
+  if saved_digest != tree_digest(arrays, meta):
+    raise DamagedCheckpoint(f'{where} does not match its digest '
+                            '(the array files were changed or damaged)')
+  return arrays, meta
+
+
+def _restore_args(like: Any) -> ocp.args.Composite:
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  return ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract),
+                            meta=ocp.args.JsonRestore())
+
+
+def committed_epochs(directory: str) -> list[int]:
+  """Epochs of the committed checkpoints in `directory` (e.g. checkpoints/best), newest first.
+
+  Orbax saves into `<epoch>.orbax-checkpoint-tmp-*` and renames the folder
+  to `<epoch>` once complete, so a folder named by a number alone is whole.
+  """
+  try:
+    names = os.listdir(directory)
+  except FileNotFoundError:
+    return []
+  return sorted((int(n) for n in names if n.isdigit()
+                 and os.path.isdir(os.path.join(directory, n))), reverse=True)
+
+
+def read_checkpoint(directory: str, epoch: int, like: Any) -> tuple[Any, dict[str, Any]]:
+  """(arrays, meta) of `directory/<epoch>`, read without writing anything; digest checked.
+
+  Raises:
+    DamagedCheckpoint: unreadable (or vanished) files, another tree shape, a digest mismatch.
+  """
+  path = os.path.join(directory, str(epoch))
+  handler = ocp.CompositeCheckpointHandler(arrays=ocp.StandardCheckpointHandler(),
+                                           meta=ocp.JsonCheckpointHandler())
+  try:
+    with ocp.Checkpointer(handler) as reader:
+      restored = reader.restore(os.path.abspath(path), args=_restore_args(like))
+    arrays, meta = restored['arrays'], dict(restored['meta'])
+  except Exception as error:  # Orbax and tensorstore raise many types for damaged files.
+    raise DamagedCheckpoint(f'{path} cannot be read ({type(error).__name__}: '
+                            f'{_first_line(error)})') from error
+  return _checked(arrays, meta, path)
+
+
+def read_newest(directory: str, like: Any, attempts: int = 5
+                ) -> tuple[int, Any, dict[str, Any]] | None:
+  """(epoch, arrays, meta) of the newest intact checkpoint in `directory`; None if none.
+
+  Reads only: a damaged checkpoint is reported and skipped, never deleted. A
+  checkpoint that a training process replaces while it is read (its folder
+  is gone afterwards) is not damaged: the folder is listed again.
+
+  Raises:
+    RunFolderError: checkpoints exist but none of them can be read.
+  """
+  damaged, replaced = [], False
+  for _ in range(attempts):
+    damaged, replaced = [], False
+    for epoch in committed_epochs(directory):
+      try:
+        arrays, meta = read_checkpoint(directory, epoch, like)
+      except DamagedCheckpoint as error:
+        if not os.path.isdir(os.path.join(directory, str(epoch))):
+          replaced = True  # By the training process: list again.
+          break
+        damaged.append(error)
+        continue
+      for error in damaged:
+        log.warning('%s; using %s', error, os.path.join(directory, str(epoch)))
+      return epoch, arrays, meta
+    else:
+      break
+  if replaced:
+    raise RunFolderError(f'the checkpoints in {directory} were replaced {attempts} times while '
+                         'being read (a training process is saving them): try again')
+  if damaged:
+    raise RunFolderError(f'{damaged[0]}; no intact checkpoint is left in {directory}')
+  return None
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
@@ -92,19 +184,13 @@ class Checkpoints:
       DamagedCheckpoint: unreadable files, a tree of another shape, or a digest mismatch.
     """
     manager = self._managers[which]
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
-      restored = manager.restore(epoch, args=ocp.args.Composite(
-          arrays=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      restored = manager.restore(epoch, args=_restore_args(like))
       arrays, meta = restored['arrays'], dict(restored['meta'])
     except Exception as error:  # Orbax and tensorstore raise many types for damaged files.
       raise DamagedCheckpoint(f'{self.path(which, epoch)} cannot be read '
                               f'({type(error).__name__}: {_first_line(error)})') from error
-    saved_digest = meta.pop('digest', None)
-    if saved_digest != tree_digest(arrays, meta):
-      raise DamagedCheckpoint(f'{self.path(which, epoch)} does not match its digest '
-                              '(the array files were changed or damaged)')
-    return arrays, meta
+    return _checked(arrays, meta, self.path(which, epoch))
 
   def restore_newest(self, which: str, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
     """(epoch, arrays, meta) of the newest intact checkpoint of `which`; None if none saved.

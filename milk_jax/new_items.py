@@ -7,14 +7,19 @@ items lack a modality, the declared availability in the training format
 (the run's config.data.availability_file: `.npy` (N, M) 0/1, or `.tsv` keyed
 by id), or marker rows as config.data.missing_rows says. Feature files are
 memory-mapped a chunk at a time, so any number of items fits in memory.
+
+Only regular files are opened (a FIFO would block forever, a device never
+ends), and the run's file names are read inside the folder only.
 """
 
 import dataclasses
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 from typing import Sequence
 
 import numpy as np
 
+from milk_jax import runfolder
 from milk_jax.data import ids
 from milk_jax.data import readers
 from milk_jax.data.errors import DataError
@@ -91,6 +96,8 @@ def from_arrays(features: Sequence[np.ndarray | None], item_ids: Sequence[str],
   if len(rows) > 1:
     raise DataError(f'features: the arrays disagree on the number of items ({sorted(rows)})')
   num_items = rows.pop()
+  if num_items == 0:
+    raise DataError('features: 0 rows: there are no new items')
   sources, present = [], np.ones((num_items, len(modality_names)), bool)
   for m, (array, name, dim) in enumerate(zip(given, modality_names, feature_dims)):
     source = f'features[{name!r}]'
@@ -114,6 +121,47 @@ def from_arrays(features: Sequence[np.ndarray | None], item_ids: Sequence[str],
                   dims=tuple(feature_dims))
 
 
+FOLDER_FILE_FIELDS = ('item_ids_file', 'availability_file')  # config.data names, per folder.
+_AVAILABILITY_FORMATS = {'.npy': '(N, M) 0/1 array', '.tsv': 'table by item id'}
+
+
+def check_file_fields(data_config, where: str) -> None:
+  """DataError when a file name of config.data read inside a data folder could name a file
+  outside it (an absolute path, or '..'); `where` names the config ('RUN/config.json')."""
+  for field in FOLDER_FILE_FIELDS:
+    name = data_config.get(field)
+    if name is None:
+      continue
+    parts = PurePath(str(name)).parts
+    if not parts or os.path.isabs(str(name)) or '..' in parts:
+      raise DataError(f'{where}: data.{field}={name!r} must be a file name inside the data '
+                      "folder (not absolute, no '..')")
+
+
+def _regular(path: Path) -> None:
+  runfolder.check_regular_file(str(path), DataError)
+
+
+def _declared_availability(path: Path, name: str | None) -> Path | None:
+  """The availability file of the run's format in `path`, if there; DataError when a file
+  of the other format is there instead (it would be ignored) or the file is not regular."""
+  if name is None:
+    return None
+  declared = path / name
+  for suffix, form in _AVAILABILITY_FORMATS.items():
+    other = declared.with_suffix(suffix)
+    if declared.suffix in _AVAILABILITY_FORMATS and other != declared and os.path.lexists(other):
+      raise DataError(f'{other}: the run reads the availability from {declared.name} '
+                      f'(config.data.availability_file, a {_AVAILABILITY_FORMATS[declared.suffix]}'
+                      f'), not a {form}: convert it to {declared.name}')
+  if not os.path.lexists(declared):
+    return None
+  if not declared.exists():
+    raise DataError(f'{declared}: a link to a file that does not exist')
+  _regular(declared)
+  return declared
+
+
 def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequence[int],
                 data_config) -> NewItems:
   """NewItems of a folder in the training data's layout; DataError names the file at fault.
@@ -121,6 +169,7 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
   Args:
     data_config: the run's config.data (availability_file, missing_rows, item_ids_file).
   """
+  check_file_fields(data_config, 'config.data')
   path = Path(folder).expanduser()
   if not path.is_dir():
     raise DataError(f'{path}: not a folder (the new items: <modality>_feat.npy, item_ids.txt)')
@@ -141,6 +190,7 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
     if name not in found:
       raw.append(None)
       continue
+    _regular(source)
     array = readers.open_feature_file(source, mmap=True)
     _check_width(array, source, name, dim)
     shapes[str(source)] = array.shape[0]
@@ -152,7 +202,11 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
     raise DataError(f'feature files disagree on the number of items (rows): {listed}')
   num_items = next(iter(rows.values()))
   first_file = Path(next(iter(rows)))
+  if num_items == 0:
+    raise DataError(f'{first_file}: 0 rows: there are no new items in {path}')
+  declared = _declared_availability(path, data_config.availability_file)
   ids_path = path / (data_config.item_ids_file or ids.ITEM_IDS_FILE)
+  _regular(ids_path)
   if not ids_path.is_file():
     raise DataError(f'{ids_path}: missing; new items need their ids, one per line, line i '
                     f'naming the item of feature row i')
@@ -161,9 +215,8 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
     present.append(np.zeros(num_items, bool) if array is None
                    else _check_rows(array, num_items, Path(source), missing_rows))
   available = np.stack(present, axis=1)
-  declared = path / data_config.availability_file
   named = [Path(s) for s, a in zip(sources, raw) if a is None or missing_rows != 'error']
-  if declared.is_file():
+  if declared is not None:
     if declared.suffix == '.tsv':
       available &= readers.read_availability_table(declared, item_ids, modality_names)
     else:

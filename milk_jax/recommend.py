@@ -5,7 +5,9 @@
 
 Both read the run's own config (config.json) and refuse a conflicting one;
 every input is checked before anything is written, and every file is
-replaced atomically.
+replaced atomically. They only read the run folder (no lock; see
+milk_jax/api.py), so they may run while the run trains on; two of them
+writing the same output do not collide (the last one's file wins, whole).
 """
 
 import logging
@@ -17,8 +19,10 @@ import numpy as np
 
 from milk_jax import api
 from milk_jax import runfolder
+from milk_jax.data import ids as id_maps
 from milk_jax.data import readers
 from milk_jax.data.errors import DataError
+from milk_jax.errors import ConfigError
 
 log = logging.getLogger('milk_jax')
 
@@ -30,7 +34,7 @@ def read_user_file(path: str) -> list[str]:
   file = Path(path).expanduser()
   if not file.is_file():
     raise DataError(f'config.recommend.users: {file} is not a file')
-  users = [line.strip() for line in readers.read_text(file).splitlines() if line.strip()]
+  users = [line.strip() for line in id_maps.text_lines(readers.read_text(file)) if line.strip()]
   if not users:
     raise DataError(f'{file}: no user ids (one per line expected)')
   return users
@@ -65,6 +69,10 @@ def _write_parquet(path: str, top: api.Recommendations) -> bool:
 def recommend(config: ml_collections.ConfigDict, workdir: str) -> api.Recommendations:
   """Writes each user's top-k new items (TSV, and Parquet with pyarrow); returns them."""
   settings = config.recommend
+  if settings.new_items is None and not settings.include_warm:
+    raise ConfigError('config.recommend.new_items is None and config.recommend.include_warm is '
+                      'False: give the folder of the new items to rank '
+                      '(--config.recommend.new_items=DIR)')
   run = api.Run(workdir, config)
   users = None if settings.users is None else read_user_file(settings.users)
   if users is not None:
@@ -73,10 +81,12 @@ def recommend(config: ml_collections.ConfigDict, workdir: str) -> api.Recommenda
   output = settings.output or os.path.join(workdir, 'recommendations.tsv')
   if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
     raise DataError(f'config.recommend.output: the folder of {output} does not exist')
-  log.info('recommending the top %d of %s%s for %d users (method %s, best epoch %d)',
+  if settings.include_warm:
+    run.catalogue()  # Refused before any work when the warm items' vectors are not saved.
+  log.info('recommending the top %d of %s%s for %d users (method %s, ranking with epoch %d)',
            settings.k, f'{len(items)} new items' if items is not None else 'no new items',
            ' and the warm items' if settings.include_warm else '',
-           len(run.user_ids) if users is None else len(users), run.config.method, run.best_epoch)
+           len(run.user_ids) if users is None else len(users), run.config.method, run.epoch)
   top = run.recommend(users, settings.k, items, settings.include_warm,
                       item_chunk=settings.item_chunk, user_chunk=settings.user_chunk)
   runfolder.write_text(output, tsv_text(top))
@@ -95,9 +105,10 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
   """
   run = api.Run(workdir, config)
   items = run.load_items(config.export.new_items)
+  catalogue = run.catalogue()
   folder = config.export.output or os.path.join(workdir, 'export')
   os.makedirs(folder, exist_ok=True)
-  item_vectors, item_ids = [run.catalogue_vectors], [run.catalogue_ids]
+  item_vectors, item_ids = [catalogue], [run.catalogue_ids]
   if items is not None:
     item_vectors.append(run.embed(items))
     item_ids.append(items.ids)
@@ -107,7 +118,7 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     runfolder.write_file(os.path.join(folder, name), lambda f: np.save(f, vectors))
   for name, ids in (('user_ids.txt', run.user_ids), ('item_ids.txt', np.concatenate(item_ids))):
     runfolder.write_text(os.path.join(folder, name), ''.join(f'{i}\n' for i in ids.tolist()))
-  log.info('exported %d users and %d items (d=%d) to %s', len(run.user_ids),
-           files['items.npy'].shape[0], run.user_vectors.shape[1], folder)
+  log.info('exported %d users and %d items (d=%d, epoch %d) to %s', len(run.user_ids),
+           files['items.npy'].shape[0], run.user_vectors.shape[1], run.epoch, folder)
   return {name: os.path.join(folder, name) for name in
           ('users.npy', 'items.npy', 'user_ids.txt', 'item_ids.txt')}

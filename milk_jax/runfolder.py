@@ -6,7 +6,14 @@ Guarantees, whatever kills the process:
 - the training log `metrics.jsonl` only grows by whole lines; a half-written
   last line (a kill mid-append) is dropped with a warning when it is read;
 - one process at a time works in a folder: `lock(folder)` holds an OS lock
-  (released by the kernel when the process dies, however it dies).
+  (released by the kernel when the process dies, however it dies);
+- two processes writing the same file at once (two recommends with one
+  output) each write a temporary file of their own, named by host and pid;
+  the last rename wins, whole. One left by a killed process on this host is
+  removed by the next write of the same file.
+
+Readers (serving) take no lock: they open files only for reading, and every
+file they read is replaced by a rename, never rewritten in place.
 """
 
 import contextlib
@@ -14,7 +21,10 @@ import fcntl
 import json
 import logging
 import os
+import re
+import secrets
 import socket
+import stat
 from typing import Any, BinaryIO, Callable, Iterator
 
 import ml_collections
@@ -51,20 +61,72 @@ def lock(folder: str) -> Iterator[None]:
     handle.close()  # Closing releases the lock.
 
 
-def _write_aside(path: str, write: Callable[[BinaryIO], None]) -> str:
-  """What `write` writes to a binary `path`.tmp, flushed to disk; returns that path.
+_FILE_KINDS = ((stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
+               (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
+               (stat.S_ISSOCK, 'a socket'))
 
-  The caller renames it over `path`. A failed write (a full disk, say)
-  removes the temporary file and leaves the folder as it was.
+
+def check_regular_file(path: str, error: type[Exception] = RunFolderError) -> None:
+  """`error` naming `path` when it exists (links followed) but is not a regular file.
+
+  Checked before opening: a FIFO would block the reader forever and a device
+  such as /dev/zero never ends. A missing file is left to the caller.
   """
-  tmp = f'{path}.tmp'
   try:
-    with open(tmp, 'wb') as f:
+    mode = os.stat(path).st_mode
+  except FileNotFoundError:
+    return
+  if not stat.S_ISREG(mode):
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), 'not a regular file')
+    raise error(f'{path}: {kind}, not a regular file; give a regular file')
+
+
+def _temporary_name(path: str) -> str:
+  """`path`.<host>-<pid>-<random>.tmp: no other writer of `path` picks the same name."""
+  return f'{path}.{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.tmp'
+
+
+def _remove_stale_temporaries(path: str) -> None:
+  """Removes the temporary files of `path` left by killed processes of this host."""
+  folder, name = os.path.split(os.path.abspath(path))
+  pattern = re.compile(re.escape(f'{name}.{socket.gethostname()}-') + r'(\d+)-[0-9a-f]{8}\.tmp')
+  try:
+    names = os.listdir(folder)
+  except OSError:
+    return
+  for other in names:
+    match = pattern.fullmatch(other)
+    if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+      continue
+    with contextlib.suppress(FileNotFoundError):  # Another writer removed it first.
+      os.remove(os.path.join(folder, other))
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process.
+    return True
+  return True
+
+
+def _write_aside(path: str, write: Callable[[BinaryIO], None], tmp: str | None = None) -> str:
+  """What `write` writes to a temporary file beside `path`, flushed to disk; returns its path.
+
+  The caller renames it over `path`. A failed or interrupted write (a full
+  disk, Ctrl-C) removes the temporary file and leaves the folder as it was.
+  `tmp` (default: a name of this process's own) is where it is written.
+  """
+  tmp = tmp or _temporary_name(path)
+  try:
+    with open(tmp, 'xb') as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
   except BaseException:
-    if os.path.exists(tmp):
+    with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
   return tmp
@@ -73,9 +135,14 @@ def _write_aside(path: str, write: Callable[[BinaryIO], None]) -> str:
 def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
   """Replace `path` atomically with what `write` writes to a binary file, flushed to disk.
 
-  A kill at any point leaves either the old file or the new one, never half of one.
+  A kill at any point leaves either the old file or the new one, never half
+  of one. Processes writing the same `path` at once do not collide: each
+  renames its own whole file, and the last one wins.
   """
-  os.replace(_write_aside(path, write), path)
+  _remove_stale_temporaries(path)
+  tmp = _write_aside(path, write)
+  faults.crash_point('write_file', 0)
+  os.replace(tmp, path)
 
 
 def _utf8(text: str) -> Callable[[BinaryIO], None]:
@@ -97,6 +164,7 @@ def read_json(path: str, what: str) -> Any:
 
   `what` says what the file holds, for the message ('the run's config').
   """
+  check_regular_file(path)
   try:
     with open(path) as f:
       return json.load(f)
@@ -130,8 +198,15 @@ def read_log(path: str) -> list[dict[str, Any]]:
 
 
 def rewrite_log(path: str, records: list[dict[str, Any]], epoch: int) -> None:
-  """Replace the log with `records` atomically (used to drop an interrupted tail)."""
-  tmp = _write_aside(path, _utf8(''.join(json.dumps(r) + '\n' for r in records)))
+  """Replace the log with `records` atomically (used to drop an interrupted tail).
+
+  Only the holder of the folder's lock writes the log, so its temporary file
+  has a fixed name (`metrics.jsonl.tmp`), replaced by the next rewrite.
+  """
+  tmp = f'{path}.tmp'
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(tmp)  # Left by a process killed mid-rewrite.
+  tmp = _write_aside(path, _utf8(''.join(json.dumps(r) + '\n' for r in records)), tmp)
   faults.crash_point('log_rewrite', epoch)
   os.replace(tmp, path)
 

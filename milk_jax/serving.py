@@ -12,10 +12,15 @@ checkpoint, a run folder holds
 
 `--mode=eval` writes both again, so a run trained before they existed can
 be brought up to date.
+
+Reading checks every key, shape, dtype and range, and that the floats are
+finite, so a damaged or crafted file is one RunFolderError naming it, not a
+wrong ranking or a traceback further on.
 """
 
 import dataclasses
 import os
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -70,6 +75,7 @@ def _load_npz(path: str, what: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise RunFolderError(f'{path} is missing ({what}); run `--mode=eval` on the run once to '
                          'write it, or train the run again')
+  runfolder.check_regular_file(path)
   try:
     with np.load(path, allow_pickle=False) as archive:
       return {key: archive[key] for key in archive.files}
@@ -100,30 +106,100 @@ def write_serving(folder: str, dataset, extras: Mapping[str, np.ndarray], normal
   _atomic_savez(os.path.join(folder, SERVING_FILE), arrays)
 
 
+class _Fields:
+  """The arrays of one .npz file, each taken with its expected rank and kind checked."""
+
+  def __init__(self, path: str, arrays: dict[str, np.ndarray]):
+    self.path, self.arrays = path, arrays
+
+  def fail(self, problem: str) -> RunFolderError:
+    return RunFolderError(f'{self.path}: {problem}; the file is damaged: run `--mode=eval` on '
+                          'the run to write it again')
+
+  def get(self, key: str, ndim: int | None, kinds: str, shape: tuple | None = None
+          ) -> np.ndarray:
+    """arrays[key]; `kinds` are the allowed dtype kinds (numpy's 'b', 'i', 'u', 'f', 'U')."""
+    if key not in self.arrays:
+      raise self.fail(f'no {key!r} array')
+    value = self.arrays[key]
+    if (value.dtype.kind not in kinds or (ndim is not None and value.ndim != ndim)
+        or (shape is not None and value.shape != shape)):
+      wanted = f'shape {shape}' if shape is not None else f'{ndim}-D'
+      raise self.fail(f'{key!r} is {value.dtype} of shape {value.shape}, expected {wanted} '
+                      f'({"/".join(_KIND_NAMES[k] for k in kinds)})')
+    if value.dtype.kind == 'f' and not np.isfinite(value).all():
+      raise self.fail(f'{key!r} holds NaN or inf')
+    return value
+
+  def count(self, key: str) -> int:
+    value = int(self.get(key, 0, 'iu'))
+    if value < 1:
+      raise self.fail(f'{key!r} is {value}, expected at least 1')
+    return value
+
+  def indices(self, key: str, ndim: int, bounds: Sequence[int]) -> np.ndarray:
+    """An integer array whose last axis indexes tables of sizes `bounds` (one per column)."""
+    value = self.get(key, ndim, 'iu')
+    if value.ndim == 2 and value.shape[1] != len(bounds):
+      raise self.fail(f'{key!r} has shape {value.shape}, expected (n, {len(bounds)})')
+    columns = value.reshape(-1, len(bounds))
+    if columns.size and ((columns < 0) | (columns >= np.asarray(bounds))).any():
+      raise self.fail(f'{key!r} holds indices outside 0..{"/".join(str(b - 1) for b in bounds)}')
+    return value
+
+
+_KIND_NAMES = {'b': 'bool', 'i': 'int', 'u': 'uint', 'f': 'float', 'U': 'str'}
+_MAP_KEY = re.compile(r'map_(\d+)_(\d+)_(weights|bias)')
+_SERVING_KEYS = ('version', 'modality_names', 'feature_dims', 'imputation_method', 'normalize',
+                 'num_users', 'num_items', 'warm_items', 'train_pairs')
+
+
 def read_serving(folder: str) -> Serving:
   path = os.path.join(folder, SERVING_FILE)
-  arrays = _load_npz(path, 'the preprocessing that new items need')
-  if int(arrays.get('version', -1)) != FORMAT_VERSION:
+  fields = _Fields(path, _load_npz(path, 'the preprocessing that new items need'))
+  if fields.arrays.get('version', np.asarray(-1)).tolist() != FORMAT_VERSION:
     raise RunFolderError(f'{path}: unknown format version; run `--mode=eval` on the run to '
                          'write it again')
-  num_modalities = len(arrays['modality_names'])
+  names = fields.get('modality_names', 1, 'U')
+  num_modalities = len(names)
+  if num_modalities < 1:
+    raise fields.fail("'modality_names' is empty")
+  dims = fields.get('feature_dims', 1, 'iu', (num_modalities,))
+  if (dims < 1).any():
+    raise fields.fail(f"'feature_dims' {dims.tolist()}: every width must be at least 1")
+  method = str(fields.get('imputation_method', 0, 'U'))
+  if method not in missing.IMPUTATIONS:
+    raise fields.fail(f"'imputation_method' is {method!r}, not one of "
+                      f'{", ".join(missing.IMPUTATIONS)}')
+  num_users, num_items = fields.count('num_users'), fields.count('num_items')
+  fills = tuple(fields.get(f'fill_{m}', 1, 'f', (int(dims[m]),)) for m in range(num_modalities))
   maps = {}
-  for key in arrays:
-    if key.startswith('map_') and key.endswith('_weights'):
-      target, source = (int(part) for part in key.split('_')[1:3])
-      maps[(target, source)] = (arrays[key], arrays[f'map_{target}_{source}_bias'])
-  imputation = missing.Imputation(
-      method=str(arrays['imputation_method']),
-      fills=tuple(arrays[f'fill_{m}'] for m in range(num_modalities)), maps=maps)
+  for key in fields.arrays:
+    match = _MAP_KEY.fullmatch(key)
+    if match is None:
+      if not (key in _SERVING_KEYS or key.startswith(_EXTRA_PREFIX)
+              or re.fullmatch(r'fill_\d+', key) and int(key[5:]) < num_modalities):
+        raise fields.fail(f'unknown array {key!r}')
+      continue
+    target, source = int(match.group(1)), int(match.group(2))
+    if max(target, source) >= num_modalities or target == source:
+      raise fields.fail(f'{key!r} maps modalities {source} -> {target} of {num_modalities}')
+    if match.group(3) == 'weights':
+      maps[(target, source)] = (
+          fields.get(key, 2, 'f', (int(dims[source]), int(dims[target]))),
+          fields.get(f'map_{target}_{source}_bias', 1, 'f', (int(dims[target]),)))
+  imputation = missing.Imputation(method=method, fills=fills, maps=maps)
   preprocessing = Preprocessing(
-      modality_names=tuple(str(n) for n in arrays['modality_names']),
-      feature_dims=tuple(int(d) for d in arrays['feature_dims']), imputation=imputation,
-      normalize=bool(arrays['normalize']))
-  extras = {key[len(_EXTRA_PREFIX):]: value for key, value in arrays.items()
-            if key.startswith(_EXTRA_PREFIX)}
-  return Serving(preprocessing=preprocessing, num_users=int(arrays['num_users']),
-                 num_items=int(arrays['num_items']), warm_items=arrays['warm_items'],
-                 train_pairs=arrays['train_pairs'], extras=extras)
+      modality_names=tuple(str(n) for n in names), feature_dims=tuple(int(d) for d in dims),
+      imputation=imputation, normalize=bool(fields.get('normalize', 0, 'b')))
+  extras = {}
+  for key in fields.arrays:
+    if key.startswith(_EXTRA_PREFIX):
+      extras[key[len(_EXTRA_PREFIX):]] = fields.get(key, None, 'biuf')
+  return Serving(preprocessing=preprocessing, num_users=num_users, num_items=num_items,
+                 warm_items=fields.indices('warm_items', 1, [num_items]),
+                 train_pairs=fields.indices('train_pairs', 2, [num_users, num_items]),
+                 extras=extras)
 
 
 def write_vectors(folder: str, users: np.ndarray, items: np.ndarray, epoch: int) -> None:
@@ -133,9 +209,22 @@ def write_vectors(folder: str, users: np.ndarray, items: np.ndarray, epoch: int)
                  'epoch': np.asarray(epoch)})
 
 
-def read_vectors(folder: str) -> tuple[np.ndarray, np.ndarray, int]:
-  arrays = _load_npz(os.path.join(folder, VECTORS_FILE), "the best epoch's vectors")
-  return arrays['users'], arrays['items'], int(arrays['epoch'])
+def read_vectors(folder: str, num_users: int, num_items: int
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+  """(users (U, d), catalogue items (I, d), epoch) of vectors.npz, checked against the
+  run's sizes (serving.npz's num_users, num_items)."""
+  path = os.path.join(folder, VECTORS_FILE)
+  fields = _Fields(path, _load_npz(path, "the best epoch's vectors"))
+  unknown = sorted(set(fields.arrays) - {'users', 'items', 'epoch'})
+  if unknown:
+    raise fields.fail(f'unknown array {unknown[0]!r}')
+  users = fields.get('users', 2, 'f')
+  width = users.shape[1]
+  if users.shape[0] != num_users or width < 1:
+    raise fields.fail(f"'users' has shape {users.shape}, but the run has {num_users} users")
+  items = fields.get('items', 2, 'f', (num_items, width))
+  epoch = int(fields.get('epoch', 0, 'iu'))
+  return users, items, epoch
 
 
 def write_run_files(folder: str, dataset, extras: Mapping[str, np.ndarray], config) -> None:

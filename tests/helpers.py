@@ -1,5 +1,9 @@
 """Small configs shared by the tests: synthetic data that trains in seconds."""
 
+import contextlib
+import os
+import signal
+
 from configs import base
 
 
@@ -32,3 +36,28 @@ def method_config(method: str, embed_dim: int, **section):
   for key, value in section.items():
     config.methods[method][key] = value
   return config
+
+
+def snapshot(folder):
+  """Every path under `folder` with its mode, size and modification time."""
+  found = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      info = os.lstat(path)
+      found[os.path.relpath(path, folder)] = (info.st_mode, info.st_size, info.st_mtime_ns)
+  return found
+
+
+@contextlib.contextmanager
+def fails_instead_of_hanging(seconds=120):
+  """A read that blocks (a FIFO opened by a regression) raises instead of stalling the suite."""
+  def stop(signum, frame):
+    raise TimeoutError('blocked: a special file was opened')
+  previous = signal.signal(signal.SIGALRM, stop)
+  signal.alarm(seconds)
+  try:
+    yield
+  finally:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

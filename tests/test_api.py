@@ -7,7 +7,10 @@ a user would bring tomorrow's items.
 """
 
 import copy
+import json
+import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -18,11 +21,15 @@ from milk_jax import api
 from milk_jax import backbone
 from milk_jax import evaluate
 from milk_jax import recommend
+from milk_jax import runfolder
+from milk_jax import serving
 from milk_jax import train
 from milk_jax.data import dataset as dataset_lib
 from milk_jax.data.errors import DataError
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
+from tests.helpers import fails_instead_of_hanging
+from tests.helpers import snapshot
 from tests.helpers import tiny_config
 
 K = 7
@@ -313,3 +320,166 @@ def test_a_backbone_has_no_new_item_vectors(milk_run, tmp_path):
   with pytest.raises(ConfigError, match=r"config.method='bprmf' cannot embed items that arrive "
                      r'after training \(a warm backbone'):
     milk_jax.load(folder).recommend(None, 3, items=milk_run.new_folder)
+
+
+# ------------------------------------------------------- read only, one epoch, hostile files
+
+
+def _copy_run(milk_run, tmp_path):
+  folder = str(tmp_path / 'run')
+  shutil.copytree(milk_run.folder, folder)
+  return folder
+
+
+def test_serving_reads_the_run_folder_without_writing_to_it(milk_run, tmp_path):
+  """No lock file, no orbax clean-up of a save in flight, nothing created or repaired."""
+  folder = _copy_run(milk_run, tmp_path)
+  if os.path.exists(os.path.join(folder, runfolder.LOCK_FILE)):
+    os.remove(os.path.join(folder, runfolder.LOCK_FILE))
+  for which in ('best', 'latest'):  # What a trainer saving at this moment has on disk.
+    os.makedirs(os.path.join(folder, 'checkpoints', which, '99.orbax-checkpoint-tmp-1', 'arrays'))
+  before = snapshot(folder)
+  assert milk_jax.load(folder).params is not None
+  recommend.recommend(_recommend_config(milk_run, output=str(tmp_path / 'top.tsv')), folder)
+  config = copy.deepcopy(milk_run.config)
+  config.export.output = str(tmp_path / 'export')
+  config.export.new_items = milk_run.new_folder
+  recommend.export(config, folder)
+  assert snapshot(folder) == before
+
+
+def test_vectors_of_another_epoch_rank_with_the_best_checkpoint_alone(milk_run, tmp_path, caplog):
+  """As after a kill while a run was extended: vectors.npz (scrambled here) is of an older
+  epoch than checkpoints/best; users and new items both come from the best checkpoint."""
+  folder = _copy_run(milk_run, tmp_path)
+  best = milk_run.results['best_epoch']
+  users = np.random.default_rng(0).normal(size=milk_run.users.shape)
+  serving.write_vectors(folder, users, milk_run.items, best + 1000)
+  output = str(tmp_path / 'top.tsv')
+  with caplog.at_level(logging.INFO, logger='milk_jax'):
+    recommend.recommend(_recommend_config(milk_run, output=output), folder)
+  assert f'vectors.npz holds epoch {best + 1000}, but ' in caplog.text
+  assert f'ranking with epoch {best}' in caplog.text
+  top, expected = _read_tsv(output), milk_run.evaluation_top(K)
+  for user in np.unique(milk_run.dataset.test_pairs[:, 0]):
+    assert top[milk_run.dataset.user_ids[user]] == expected[user].tolist()
+  # The warm items' vectors of the best epoch are not saved: refused, not mixed.
+  with pytest.raises(RunFolderError, match=r"only vectors\.npz holds the warm items' vectors"):
+    recommend.recommend(_recommend_config(milk_run, include_warm=True), folder)
+  config = copy.deepcopy(milk_run.config)
+  config.export.output = str(tmp_path / 'export')
+  with pytest.raises(RunFolderError, match=rf'holds epoch {best + 1000}, but .*best holds epoch'):
+    recommend.export(config, folder)
+  assert not os.path.exists(tmp_path / 'export')
+
+
+def test_the_ranking_rate_leaves_compilation_out(milk_run, caplog):
+  run = milk_jax.load(milk_run.folder)
+  with caplog.at_level(logging.INFO, logger='milk_jax'):
+    run.recommend(None, K, items=milk_run.new_folder, item_chunk=4)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('ranked ')]
+  assert len(lines) > 1
+  assert 'of it compiling' in lines[0] and 'items/s' not in lines[0]
+  assert all('items/s' in line for line in lines[1:])
+
+
+def test_zero_new_items_are_refused(milk_run, tmp_path):
+  def change(folder):
+    for name in ('image', 'text'):
+      path = os.path.join(folder, f'{name}_feat.npy')
+      np.save(path, np.load(path)[:0])
+    np.save(os.path.join(folder, 'availability.npy'), np.zeros((0, 2), bool))
+    open(os.path.join(folder, 'item_ids.txt'), 'w').close()
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change),
+           r'image_feat\.npy: 0 rows: there are no new items')
+  run = milk_jax.load(milk_run.folder)
+  with pytest.raises(DataError, match='features: 0 rows: there are no new items'):
+    run.item_vectors({'image': np.zeros((0, run.feature_dims[0]), np.float32)})
+
+
+def test_an_availability_file_of_the_other_format_is_refused(milk_run, tmp_path):
+  def change(folder):
+    os.remove(os.path.join(folder, 'availability.npy'))
+    with open(os.path.join(folder, 'availability.tsv'), 'w') as f:
+      f.write('item\timage\ttext\n')
+  _refused(milk_run, _bad_folder(milk_run, tmp_path, change),
+           r'availability\.tsv: the run reads the availability from availability\.npy')
+
+
+@pytest.mark.parametrize('name, make, kind', [
+    ('text_feat.npy', os.mkfifo, 'a FIFO'),
+    ('item_ids.txt', os.mkfifo, 'a FIFO'),
+    ('availability.npy', lambda path: os.symlink('/dev/zero', path), 'a character device'),
+])
+def test_a_special_file_is_refused_not_read(milk_run, tmp_path, name, make, kind):
+  def change(folder):
+    os.remove(os.path.join(folder, name))
+    make(os.path.join(folder, name))
+  folder = _bad_folder(milk_run, tmp_path, change)
+  with fails_instead_of_hanging():
+    _refused(milk_run, folder, rf'{re.escape(name)}: {kind}.*, not a regular file')
+
+
+@pytest.mark.parametrize('field, value', [('item_ids_file', '/etc/hostname'),
+                                          ('availability_file', '../availability.npy')])
+def test_config_file_names_that_leave_the_folder_are_refused(milk_run, tmp_path, field, value):
+  folder = _copy_run(milk_run, tmp_path)
+  path = os.path.join(folder, runfolder.CONFIG_FILE)
+  saved = json.loads(open(path).read())
+  saved['data'][field] = value
+  runfolder.write_json(path, saved)
+  with pytest.raises(DataError, match=re.escape(f'config.json: data.{field}={value!r} must be a '
+                                                'file name inside the data folder')):
+    milk_jax.load(folder)
+
+
+def test_a_form_feed_or_line_separator_inside_an_id_stays_in_it(milk_run, tmp_path):
+  def change(folder):
+    path = os.path.join(folder, 'item_ids.txt')
+    lines = open(path).read().split('\n')
+    lines[0], lines[1] = 'a\x0cb', 'c\u2028d'
+    with open(path, 'w', newline='') as f:
+      f.write('\n'.join(lines[:-1]).replace('\n', '\r\n') + '\r\n')  # Windows line ends, too.
+  items = milk_jax.load(milk_run.folder).load_items(_bad_folder(milk_run, tmp_path, change))
+  assert items.ids[:2].tolist() == ['a\x0cb', 'c\u2028d']
+  folder = _copy_run(milk_run, tmp_path)
+  users = os.path.join(folder, 'users.tsv')
+  text = open(users, newline='').read().replace('\t3\n', '\tx\u2028y\n', 1)
+  with open(users, 'w', newline='') as f:
+    f.write(text)
+  assert milk_jax.load(folder).user_ids[3] == 'x\u2028y'
+
+
+@pytest.mark.parametrize('name, key', [('vectors.npz', 'users'), ('serving.npz', 'fill_1')])
+def test_nan_in_a_serving_file_is_refused(milk_run, tmp_path, name, key):
+  folder = _copy_run(milk_run, tmp_path)
+  path = os.path.join(folder, name)
+  with np.load(path) as saved:
+    arrays = dict(saved)
+  arrays[key] = arrays[key].copy()
+  arrays[key].reshape(-1)[0] = np.nan
+  np.savez(path, **arrays)
+  with pytest.raises(RunFolderError, match=rf"{re.escape(name)}: '{key}' holds NaN or inf"):
+    milk_jax.load(folder)
+
+
+def test_a_non_utf8_id_map_is_refused(milk_run, tmp_path):
+  folder = _copy_run(milk_run, tmp_path)
+  with open(os.path.join(folder, 'users.tsv'), 'wb') as f:
+    f.write(b'index\tid\n0\t\xff\xfe\n')
+  with pytest.raises(RunFolderError, match=r'users\.tsv: not UTF-8 text'):
+    milk_jax.load(folder)
+
+
+@pytest.mark.slow
+def test_extras_that_do_not_fit_the_method_are_refused(heater_run, tmp_path):
+  folder = str(tmp_path / 'run')
+  shutil.copytree(heater_run.folder, folder)
+  path = os.path.join(folder, 'serving.npz')
+  with np.load(path) as saved:
+    arrays = dict(saved)
+  arrays['extra__cf_users_std'] = arrays['extra__cf_users_std'][:, :3]
+  np.savez(path, **arrays)
+  with pytest.raises(RunFolderError, match=r"serving\.npz: the saved extras .* do not fit "
+                     r"config\.method='heater'"):
+    milk_jax.load(folder).recommend(None, K, items=heater_run.new_folder)

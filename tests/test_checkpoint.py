@@ -10,6 +10,7 @@ import pytest
 from milk_jax import checkpoint
 from milk_jax import model
 from milk_jax.errors import RunFolderError
+from tests.helpers import snapshot
 
 
 def _arrays(seed):
@@ -98,9 +99,6 @@ def _truncate(path):
   open(path, 'wb').write(data[:len(data) // 2])
 
 
-# A failed restore leaves orbax's pending array reads unawaited; Python reports them when
-# they are collected, which says nothing about the fallback under test.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('damage', [_flip_one_bit, _truncate])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage, caplog):
   _saved(tmp_path).close()
@@ -141,3 +139,30 @@ def test_a_half_written_save_is_ignored(tmp_path):
   checkpoints = checkpoint.Checkpoints(str(tmp_path))
   assert checkpoints.restore_newest(checkpoint.LATEST, _arrays(0))[0] == 2
   checkpoints.close()
+
+
+def test_read_newest_reads_without_writing(tmp_path):
+  """Serving's restore: a save in flight (orbax's temporary folder) is left alone."""
+  _saved(tmp_path).close()
+  in_flight = tmp_path / 'checkpoints' / 'latest' / '3.orbax-checkpoint-tmp-1234' / 'arrays'
+  in_flight.mkdir(parents=True)
+  before = snapshot(str(tmp_path))
+  epoch, arrays, meta = checkpoint.read_newest(str(tmp_path / 'checkpoints' / 'latest'),
+                                               _arrays(0))
+  assert epoch == 2 and meta == _meta(2)
+  chex.assert_trees_all_close(arrays, _arrays(2))
+  assert snapshot(str(tmp_path)) == before
+  assert checkpoint.read_newest(str(tmp_path / 'checkpoints' / 'best'), _arrays(0)) is None
+
+
+def test_read_newest_skips_a_damaged_checkpoint_and_keeps_it(tmp_path, caplog):
+  _saved(tmp_path).close()
+  _flip_one_bit(_largest_array_file(tmp_path, 2))
+  latest = str(tmp_path / 'checkpoints' / 'latest')
+  epoch, _, _ = checkpoint.read_newest(latest, _arrays(0))
+  assert epoch == 1 and 'latest/2 does not match its digest' in caplog.text
+  assert checkpoint.committed_epochs(latest) == [2, 1]  # Reported, not deleted.
+  _flip_one_bit(_largest_array_file(tmp_path, 1))
+  with pytest.raises(RunFolderError, match=r'latest/2 does not match its digest .*; no intact '
+                     'checkpoint is left in'):
+    checkpoint.read_newest(latest, _arrays(0))

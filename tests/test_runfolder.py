@@ -1,11 +1,14 @@
 import json
 import os
+import socket
+import subprocess
 
 import pytest
 
 from milk_jax import runfolder
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
+from tests.helpers import fails_instead_of_hanging
 from tests.helpers import tiny_config
 
 
@@ -142,3 +145,56 @@ def test_a_config_saved_before_methods_existed_is_a_milk_run():
   for key in ('method', 'methods', 'backbone'):
     del saved[key]
   assert runfolder.changed_fields(saved, tiny_config()) == []
+
+
+def test_two_writers_of_one_file_do_not_collide_and_the_last_one_wins(tmp_path):
+  """A second process writes the same file while the first is half-way (two recommends)."""
+  path = str(tmp_path / 'top.tsv')
+
+  def first(f):
+    f.write(b'first, ')
+    runfolder.write_file(path, lambda g: g.write(b'second, whole'))  # Renamed meanwhile.
+    f.write(b'whole')
+
+  runfolder.write_file(path, first)
+  assert open(path, 'rb').read() == b'first, whole'
+  assert os.listdir(tmp_path) == ['top.tsv']
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(tmp_path):
+  path = tmp_path / 'top.tsv'
+  path.write_bytes(b'old')
+
+  def interrupted(f):
+    f.write(b'half')
+    raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    runfolder.write_file(str(path), interrupted)
+  assert os.listdir(tmp_path) == ['top.tsv'] and path.read_bytes() == b'old'
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+  dead = _dead_pid()
+  host = socket.gethostname()
+  stale = tmp_path / f'top.tsv.{host}-{dead}-0123abcd.tmp'
+  alive = tmp_path / f'top.tsv.{host}-{os.getppid()}-0123abcd.tmp'  # Still writing.
+  other = tmp_path / 'other.tsv.x-1-0123abcd.tmp'
+  for path in (stale, alive, other):
+    path.write_bytes(b'partial')
+  runfolder.write_text(str(tmp_path / 'top.tsv'), 'new\n')
+  assert sorted(os.listdir(tmp_path)) == sorted(['top.tsv', alive.name, other.name])
+
+
+def _dead_pid():
+  process = subprocess.Popen(['true'])
+  process.wait()
+  return process.pid  # Reaped: no process has this pid now (until the kernel reuses it).
+
+
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path):
+  path = tmp_path / runfolder.CONFIG_FILE
+  os.mkfifo(path)
+  with fails_instead_of_hanging():  # A regression blocks in open().
+    with pytest.raises(RunFolderError, match=r'config\.json: a FIFO \(named pipe\), not a '
+                       'regular file'):
+      runfolder.saved_config(str(tmp_path))

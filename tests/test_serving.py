@@ -39,7 +39,7 @@ def test_vectors_round_trip(tmp_path):
   users = np.arange(6, dtype=np.float32).reshape(3, 2)
   items = -np.arange(8, dtype=np.float32).reshape(4, 2)
   serving.write_vectors(str(tmp_path), users, items, epoch=7)
-  got_users, got_items, epoch = serving.read_vectors(str(tmp_path))
+  got_users, got_items, epoch = serving.read_vectors(str(tmp_path), 3, 4)
   np.testing.assert_array_equal(got_users, users)
   np.testing.assert_array_equal(got_items, items)
   assert epoch == 7
@@ -50,3 +50,49 @@ def test_a_damaged_serving_file_is_named(tmp_path):
     f.write(b'not a zip archive')
   with pytest.raises(RunFolderError, match=r'serving\.npz is damaged'):
     serving.read_serving(str(tmp_path))
+
+
+def _crafted(tmp_path, change):
+  config = tiny_config()
+  serving.write_serving(str(tmp_path), dataset_lib.load_dataset(config), {}, normalize=True)
+  path = os.path.join(tmp_path, serving.SERVING_FILE)
+  with np.load(path) as saved:
+    arrays = dict(saved)
+  change(arrays)
+  np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda a: a.pop('feature_dims'), "no 'feature_dims' array"),
+    (lambda a: a.update(fill_0=np.zeros((3, 3), np.float32)),
+     r"'fill_0' is float32 of shape \(3, 3\), expected shape \(24,\)"),
+    (lambda a: a.update(modality_names=np.arange(2)),
+     r"'modality_names' is int64 of shape \(2,\), expected 1-D \(str\)"),
+    (lambda a: a.update(map_x_1_weights=np.zeros(2)), "unknown array 'map_x_1_weights'"),
+    (lambda a: a.update(map_0_1_weights=np.zeros((12, 3))),
+     r"'map_0_1_weights' is float64 of shape \(12, 3\), expected shape \(12, 24\)"),
+    (lambda a: a.update(warm_items=a['warm_items'] + 1000), "'warm_items' holds indices outside"),
+    (lambda a: a.update(train_pairs=a['train_pairs'][:, :1]),
+     r"'train_pairs' has shape \(\d+, 1\), expected \(n, 2\)"),
+    (lambda a: a.update(num_users=np.asarray([1, 2])), r"'num_users' is int64 of shape \(2,\)"),
+    (lambda a: a.update(extra__table=np.asarray(['a'])), "'extra__table' is <U1"),
+])
+def test_a_crafted_serving_file_is_named(tmp_path, change, message):
+  _crafted(tmp_path, change)
+  with pytest.raises(RunFolderError, match=r'serving\.npz: ' + message):
+    serving.read_serving(str(tmp_path))
+
+
+@pytest.mark.parametrize('arrays, message', [
+    ({'users': np.zeros((3, 2)), 'items': np.zeros((4, 3)), 'epoch': np.asarray(1)},
+     r"'items' is float64 of shape \(4, 3\), expected shape \(4, 2\)"),
+    ({'users': np.zeros((2, 2)), 'items': np.zeros((4, 2)), 'epoch': np.asarray(1)},
+     r"'users' has shape \(2, 2\), but the run has 3 users"),
+    ({'users': np.zeros((3, 2)), 'items': np.zeros((4, 2))}, "no 'epoch' array"),
+    ({'users': np.full((3, 2), np.inf), 'items': np.zeros((4, 2)), 'epoch': np.asarray(1)},
+     "'users' holds NaN or inf"),
+])
+def test_crafted_vectors_are_named(tmp_path, arrays, message):
+  np.savez(os.path.join(tmp_path, serving.VECTORS_FILE), **arrays)
+  with pytest.raises(RunFolderError, match=r'vectors\.npz: ' + message):
+    serving.read_vectors(str(tmp_path), 3, 4)

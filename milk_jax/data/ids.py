@@ -14,6 +14,10 @@ indices here:
 
 A run writes both maps (`users.tsv`, `items.tsv`) beside its results, so its
 numbers can be traced back to the raw ids.
+
+Id files are split into lines at '\n' only (a trailing '\r' dropped): a form
+feed or U+2028 inside an id, which `str.splitlines` would break at, stays
+part of the id.
 """
 
 import os
@@ -51,9 +55,17 @@ def users_to_dense(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return user_ids, users.reshape(-1).astype(np.int64)
 
 
+def text_lines(text: str) -> list[str]:
+  """The lines of a text file's content: split at '\n' only, a trailing '\r' dropped."""
+  lines = text.split('\n')
+  if lines[-1] == '':  # The newline that ends the last line (or an empty file).
+    lines.pop()
+  return [line[:-1] if line.endswith('\r') else line for line in lines]
+
+
 def read_item_ids(path: Path, text: str, num_rows: int, features_path: Path) -> np.ndarray:
   """(num_rows,) str raw item ids from the text of an item-id file, line i = feature row i."""
-  lines = [line.strip() for line in text.splitlines()]
+  lines = [line.strip() for line in text_lines(text)]
   if len(lines) != num_rows:
     raise DataError(f'{path}: {len(lines)} item ids but {num_rows} feature rows in '
                     f'{features_path}; line i must name the item of feature row i')
@@ -115,13 +127,23 @@ def read_id_map(folder: str, name: str) -> np.ndarray:
   path = os.path.join(folder, name)
   if not os.path.exists(path):
     raise RunFolderError(f'{path} is missing (the id map of the run): train the run again')
-  with open(path, encoding='utf-8') as f:
-    lines = f.read().splitlines()
+  runfolder.check_regular_file(path)
+  with open(path, 'rb') as f:
+    raw = f.read()
+  try:
+    lines = text_lines(raw.decode('utf-8'))
+  except UnicodeDecodeError as e:
+    raise RunFolderError(f'{path}: not UTF-8 text ({e.reason}: byte {raw[e.start]:#04x} at '
+                         f'offset {e.start}); the id map is damaged: train the run again'
+                         ) from None
+  if not lines or lines[0] != 'index\tid':
+    raise RunFolderError(f'{path}: line 1 is not the header `index<TAB>id`; the id map is '
+                         'damaged: train the run again')
   ids = []
   for number, line in enumerate(lines[1:], start=2):
-    index, _, raw = line.partition('\t')
-    if index != str(number - 2) or not raw:
+    index, _, raw_id = line.partition('\t')
+    if index != str(number - 2) or not raw_id:
       raise RunFolderError(f'{path}: line {number} is not `{number - 2}<TAB>id`; the id map is '
                            'damaged: train the run again')
-    ids.append(raw)
+    ids.append(raw_id)
   return np.asarray(ids, str)
