@@ -1,13 +1,16 @@
-"""What the command line does with errors: one `error: ...` line, not a traceback.
+"""What the command line does with flags, output and errors: one `error: ...` line, not a traceback.
 
 A user's mistake (milk_jax.errors.UserError: bad config or data, a run
-folder of another run or in use, a damaged file, divergence, Ctrl-C), a bad
-flag, or a failing disk (full, read-only, no permission) is printed as one
-line and ends with a non-zero exit code; anything else is a bug and keeps
-its traceback. `verbose` shows the traceback in every case.
+folder of another run or in use, a damaged file, divergence), a bad flag or
+config file, or a failing disk (full, read-only, no permission) is printed
+as one line and ends with a non-zero exit code; a Ctrl-C stop is one line
+without `error:`; anything else is a bug and keeps its traceback. `verbose`
+shows the traceback in every case. Progress goes to stdout, the rest to stderr.
 """
 
 import errno
+import importlib
+import logging
 import os
 import re
 import sys
@@ -16,8 +19,11 @@ import traceback
 from typing import Callable
 
 from absl import flags
+from absl import logging as absl_logging
 
 from milk_jax import interrupt
+from milk_jax.errors import ConfigFileError
+from milk_jax.errors import Interrupted
 from milk_jax.errors import UserError
 
 # Errors of the machine rather than of milk-jax: the message is all a user needs.
@@ -59,6 +65,50 @@ def quiet_background_errors() -> None:
   threading.excepthook = lambda args: None if is_noise(args.exc_value) else previous[2](args)
 
 
+class _Below(logging.Filter):
+  """Passes records below `level`: INFO goes to stdout, warnings to stderr."""
+
+  def __init__(self, level: int):
+    super().__init__()
+    self.level = level
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno < self.level
+
+
+class _LevelPrefix(logging.Formatter):
+  """`warning: message`, as the `error: message` lines."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    return f'{record.levelname.lower()}: {record.getMessage()}'
+
+
+def configure_output(verbose: bool = False) -> None:
+  """The command line's output: progress on stdout, warnings and errors on stderr.
+
+  The 'milk_jax' logger prints progress as `HH:MM:SS message` on stdout and
+  warnings as `warning: message` on stderr, without absl's level, thread-id
+  and file prefix; `error: ...` lines go to stderr too. Other libraries'
+  INFO lines (orbax's, jax's probe of a TPU backend a CPU machine lacks, which
+  reads like an error) are hidden; --verbose shows them, the probe excepted.
+  """
+  absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+  # The probe of optional backends (tpu on a CPU machine) logs its failure at INFO.
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+  for name in ('absl', 'asyncio'):  # asyncio: orbax's failed writer tasks, told once as an error.
+    logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
+  progress = logging.StreamHandler(sys.stdout)
+  progress.addFilter(_Below(logging.WARNING))
+  progress.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%H:%M:%S'))
+  warnings = logging.StreamHandler(sys.stderr)
+  warnings.setLevel(logging.WARNING)
+  warnings.setFormatter(_LevelPrefix())
+  logger = logging.getLogger('milk_jax')
+  logger.handlers = [progress, warnings]
+  logger.setLevel(logging.INFO)
+  logger.propagate = False  # Not again through absl's handler on the root logger.
+
+
 def _disk_message(error: OSError, folder: str | None) -> str:
   if error.filename:
     where = f': {error.filename}'
@@ -75,6 +125,11 @@ def run_reporting_errors(run: Callable[[], object], verbose: bool = False,
   """
   try:
     run()
+  except Interrupted as stop:  # Not a mistake: no `error:` prefix.
+    if verbose:
+      traceback.print_exc()
+    print(stop, file=sys.stderr)
+    return stop.exit_code
   except UserError as error:
     if verbose:
       traceback.print_exc()
@@ -83,7 +138,7 @@ def run_reporting_errors(run: Callable[[], object], verbose: bool = False,
   except KeyboardInterrupt:  # Ctrl-C outside a training loop (while loading, say).
     if verbose:
       traceback.print_exc()
-    print('error: interrupted', file=sys.stderr)
+    print('interrupted', file=sys.stderr)
     return interrupt.EXIT_CODE
   except Exception as error:  # pylint: disable=broad-except
     disk = _disk_error(error)
@@ -125,31 +180,123 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 def with_run_config(argv: list[str], run_config_file: str) -> list[str]:
   """argv with --config=<run_config_file>:<workdir> added for a run mode that has no --config.
 
-  eval, recommend and export then use the run's own saved config (configs/run.py).
+  eval, recommend and export then use the run's own saved config (configs/run.py),
+  and fields lists it.
   """
   has_config = any(arg == '--config' or arg.startswith('--config=') for arg in argv)
   workdir = _flag_value(argv, 'workdir')
-  if has_config or workdir is None or _flag_value(argv, 'mode') not in RUN_MODES:
+  if has_config or workdir is None or _flag_value(argv, 'mode') not in RUN_MODES + ('fields',):
     return argv
   return argv[:1] + [f'--config={run_config_file}:{workdir}'] + argv[1:]
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing; a bad flag, config file or override is one `error:` line."""
+# absl's help flags (and the -h users expect); absl exits 1 after printing the help.
+_HELP_FLAGS = {'--help': '--help', '-help': '--help', '-h': '--help', '-?': '--help',
+               '--helpshort': '--helpshort', '--helpfull': '--helpfull',
+               '--helpxml': '--helpxml'}
+_NOT_CONFIGS = ('__init__.py', 'base.py', 'run.py')  # Shared parts, not configs to pick.
+
+
+def _config_files(folder: str) -> list[str]:
+  """The config files (NAME.py with a get_config) directly in `folder`, sorted."""
   try:
+    files = sorted(os.listdir(folder))
+  except OSError:
+    return []
+  found = []
+  for name in files:
+    if name.endswith('.py') and name not in _NOT_CONFIGS:
+      try:
+        with open(os.path.join(folder, name), encoding='utf-8') as f:
+          if 'def get_config(' in f.read():
+            found.append(name)
+      except (OSError, UnicodeDecodeError):
+        continue
+  return found
+
+
+def _missing_config_file(argv: list[str]) -> ConfigFileError | None:
+  """A --config that names no file, said in our words with the configs there are.
+
+  ml_collections would defer it and report it in its own words on first use.
+  """
+  value = _flag_value(argv, 'config')
+  if value is None:
+    return None
+  path = value.split(':', 1)[0]
+  if os.path.isfile(path):
+    return None
+  folder = os.path.dirname(path)
+  names = _config_files(folder or '.')
+  there = f'; {folder or "."}/ has {", ".join(names)}' if names else ''
+  return ConfigFileError(f'{path}: no such config file{there}')
+
+
+def _flag_error_message(error: BaseException, argv: list[str]) -> str:
+  """One line for a bad flag, override or config file, without ml_collections' wrapping.
+
+  A mistyped flag or field gets the hint of how flags are written; a config
+  file that fails to load does not (the hint would not help).
+  """
+  text = str(error)
+  config = _flag_value(argv, 'config') or '--config'
+  if 'Configuration is not available because of an earlier failure to load' in text:
+    return f'{config}: {one_line(error.__cause__ or error)}'  # The config file's own error.
+  if isinstance(error, SyntaxError) and error.filename and config.startswith(error.filename):
+    return f'{config}: {one_line(error)}'  # The config file is not Python.
+  if 'Error whilst parsing config file' in text:
+    # get_config() raised: ml_collections folded its traceback into the message; keep the
+    # error line at its end.
+    return f'{config}: get_config() failed: {text.strip().splitlines()[-1].strip()}'
+  return (f'{one_line(error)} (--help lists the flags; a config field is set as '
+          '--config.SECTION.FIELD=VALUE)')
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a bad flag, config file or override is one `error:` line.
+
+  --help prints the flags and exits 0 before any config is read; a stray
+  positional argument is a usage error (exit 2), not the whole help text.
+  """
+  asked = [_HELP_FLAGS[arg] for arg in argv[1:] if arg in _HELP_FLAGS]
+  if asked:
+    try:
+      flags.FLAGS(argv[:1] + asked[:1])  # Prints the help and raises SystemExit(1).
+    except SystemExit:
+      pass
+    sys.exit(0)
+  verbose = '--verbose' in argv
+  try:
+    missing = _missing_config_file(argv)
+    if missing is not None:
+      raise missing
     remaining = flags.FLAGS(argv)
     if 'config' in flags.FLAGS and flags.FLAGS.config is not None:
       # ml_collections reports a config file it could not load on first use only.
       flags.FLAGS.config.keys()
-    return remaining
+  except UserError as error:  # Raised by a config file: configs/run.py, a dataset's name.
+    if verbose:
+      raise
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(error.exit_code)
   except Exception as error:  # pylint: disable=broad-except
     # A config override is applied while parsing: a mistyped field raises a KeyError
     # or AttributeError from ml_collections, not a flags.Error.
-    if '--verbose' in argv:
+    if verbose:
       raise
-    print(f'error: {one_line(error)} (--help lists the flags; a config field is set as '
-          '--config.SECTION.FIELD=VALUE)', file=sys.stderr)
+    print(f'error: {_flag_error_message(error, argv)}', file=sys.stderr)
     sys.exit(2)
+  if len(remaining) > 1:
+    print(f'error: unexpected argument {remaining[1]!r}: every argument is a flag, '
+          '--NAME=VALUE (--help lists them)', file=sys.stderr)
+    sys.exit(2)
+  return remaining
+
+
+def entry_point(spec: str) -> Callable:
+  """The function that 'package.module:function' names, its module imported now."""
+  module, name = spec.split(':')
+  return getattr(importlib.import_module(module), name)
 
 
 def usage_error(message: str) -> int:

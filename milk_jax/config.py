@@ -9,10 +9,12 @@ import ml_collections
 from milk_jax import evaluate
 from milk_jax import methods
 from milk_jax import sharding
+from milk_jax.data import dataset as dataset_lib
 from milk_jax.errors import ConfigError
 
 FEATURE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 SAMPLERS = ('host', 'device')
+_LAYOUTS = tuple(f for f in dataset_lib.FORMATS if f != 'synthetic')  # Formats read from data.path.
 
 
 def config_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
@@ -28,6 +30,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.{field}={config_value(config, field)!r}: {message}')
 
   method = methods.get(config.method)  # ConfigError naming the choices.
+  # A folder given without its format would be ignored: the run would train on synthetic data.
+  require(config.data.format != 'synthetic' or config.data.path is None, 'data.path',
+          "config.data.format='synthetic' generates its data and would ignore this folder; "
+          f'set config.data.format to its layout: {" | ".join(_LAYOUTS)}')
   require(config.model.embed_dim > 0, 'model.embed_dim', 'must be positive')
   require(config.train.batch_size > 0, 'train.batch_size', 'must be positive')
   require(config.train.learning_rate > 0, 'train.learning_rate', 'must be positive')

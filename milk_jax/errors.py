@@ -1,7 +1,8 @@
 """The user-facing error types: a user's mistake or a damaged run folder, never a bug.
 
 The command line prints any `UserError` as one `error: ...` line (the
-traceback only with --verbose) and exits with its `exit_code`.
+traceback only with --verbose; a Ctrl-C stop, `Interrupted`, without the
+`error:`) and exits with its `exit_code`.
 """
 
 
@@ -14,6 +15,15 @@ class ConfigError(UserError, ValueError):
   """A config value the code cannot honour, or a workdir that belongs to another run."""
 
 
+class ConfigFileError(UserError):
+  """A --config that names no config file, or an unknown dataset after its colon.
+
+  Not a ValueError: ml_collections would fold a ValueError raised while
+  loading a config file into a traceback of text. A bad flag: exit code 2.
+  """
+  exit_code = 2
+
+
 class RunFolderError(UserError):
   """A run folder's file is damaged, or the folder is in use by another process."""
 
@@ -23,5 +33,8 @@ class DivergenceError(UserError):
 
 
 class Interrupted(UserError):
-  """Ctrl-C: training stopped after saving its state; the same command resumes it."""
+  """Ctrl-C: training stopped after saving its state; the same command resumes it.
+
+  Not a mistake: the command line prints its message without `error:`.
+  """
   exit_code = 130

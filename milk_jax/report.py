@@ -49,11 +49,21 @@ def metric(result: dict, dotted: str) -> float | None:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and sample standard deviation (ddof 1; 0 for one value; nan for none)."""
+  """Mean and sample standard deviation (ddof 1); the std is nan for one value, both for none.
+
+  One seed says nothing about the spread: nan shows as n/a, not as a spread of 0.
+  """
   if len(values) == 0:
     return math.nan, math.nan
   values = np.asarray(values, np.float64)
-  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else math.nan
+
+
+def confidence_half_width(std: float, n: int, level: float = 0.95) -> float:
+  """Half-width of the Student-t confidence interval of a mean of n values; nan for n < 2."""
+  if n < 2 or math.isnan(std):
+    return math.nan
+  return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
 
 
 def paired_difference(values: Mapping[Any, float | None],
@@ -79,8 +89,13 @@ def paired_difference(values: Mapping[Any, float | None],
   return {'n': len(keys), 'mean': mean, 'std': std, 'p_value': p_value}
 
 
+def _spread(std: float) -> str:
+  return 'n/a' if math.isnan(std) else f'{std:.4f}'
+
+
 def format_mean_std(mean: float, std: float) -> str:
-  return 'n/a' if math.isnan(mean) else f'{mean:.4f} +- {std:.4f}'
+  """'0.1234 +- 0.0100'; '0.1234 +- n/a' for one value (no spread), 'n/a' for none."""
+  return 'n/a' if math.isnan(mean) else f'{mean:.4f} +- {_spread(std)}'
 
 
 def format_difference(diff: Mapping[str, float]) -> str:
@@ -88,7 +103,7 @@ def format_difference(diff: Mapping[str, float]) -> str:
   if diff['n'] == 0:
     return 'n/a'
   p_value = 'n/a' if math.isnan(diff['p_value']) else f'{diff["p_value"]:.2f}'
-  return f'{diff["mean"]:+.4f} +- {diff["std"]:.4f} (p {p_value})'
+  return f'{diff["mean"]:+.4f} +- {_spread(diff["std"])} (p {p_value})'
 
 
 def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRICS,
@@ -113,18 +128,36 @@ def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRI
 
 
 def main(argv: Sequence[str]) -> int:
+  """The command line: prints the table; a mistake is one `error:` line (exit 2 for a bad
+  argument, 1 for a folder without finished runs)."""
   metrics, baseline, folders = DEFAULT_METRICS, None, []
   for arg in argv:
+    if arg in ('-h', '--help'):
+      print(__doc__.strip())
+      return 0
     if arg.startswith('--metrics='):
       metrics = tuple(arg.split('=', 1)[1].split(','))
     elif arg.startswith('--baseline='):
       baseline = arg.split('=', 1)[1]
+    elif arg.startswith('-'):
+      print(f'error: unknown flag {arg!r}; the flags are --metrics=A,B and --baseline=DIR '
+            '(--help)', file=sys.stderr)
+      return 2
     else:
       folders.append(arg)
   if not folders:
-    print(__doc__.strip(), file=sys.stderr)
+    print('error: no run folder given (--help shows the usage)', file=sys.stderr)
     return 2
-  print(summary_table(folders, metrics, baseline))
+  for folder in folders + ([baseline] if baseline else []):
+    if not os.path.isdir(folder):
+      print(f'error: {folder}: no such folder', file=sys.stderr)
+      return 1
+  try:
+    table = summary_table(folders, metrics, baseline)
+  except (OSError, ValueError) as error:  # No finished run in a folder, an unreadable file.
+    print(f'error: {error}', file=sys.stderr)
+    return 1
+  print(table)
   return 0
 
 

@@ -26,7 +26,7 @@ for seed in 0 1 2; do
     JAX_PLATFORMS=cpu "$PYTHON" main.py --config=configs/authors.py --config.data.path="$data" \
       --config.seed="$seed" --config.data.setting=ftmt --config.train.beta=1000 \
       --config.train.align_weight=0.05 --config.model.alpha=0.1 \
-      --workdir="$OUT/milkjax_seed$seed" 2> "$OUT/milkjax_seed$seed.log"
+      --workdir="$OUT/milkjax_seed$seed" > "$OUT/milkjax_seed$seed.log" 2>&1
   if [ -n "$AUTHORS_CODE" ] && [ ! -s "$OUT/authors_seed$seed.log" ]; then
     (cd "$AUTHORS_CODE" && "$AUTHORS_PYTHON" milk_main.py --dataset="$data" --exp_mode=fm \
       --use_gpu=0 --penalty_coeff=1000 --align_coeff=0.05 --alpha=0.1 --seed="$seed" \

@@ -12,7 +12,7 @@ run() {  # name, extra flags...
   local name=$1; shift
   "$python" main.py --config=configs/baby_synthetic.py --mode=benchmark \
       --workdir="$out/$name" --config.benchmark.num_steps=200 --config.benchmark.num_epochs=5 \
-      "$@" 2>&1 | grep -v '^[IW][0-9]'
+      "$@" | grep -v '^[0-9][0-9]:[0-9][0-9]:[0-9][0-9] '  # The headline, not the progress.
 }
 run float32
 run bfloat16 --config.train.feature_dtype=bfloat16 --config.benchmark.reference=False

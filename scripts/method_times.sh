@@ -17,6 +17,6 @@ for method in "$@"; do
       --workdir="$out/$method" --config.benchmark.num_steps=20 --config.benchmark.warmup_steps=2 \
       --config.benchmark.num_epochs=1 --config.benchmark.reference=False \
       --config.benchmark.both_samplers=False --config.train.sampler=device \
-      2>&1 | grep -v '^[IW][0-9]'
+      | grep -v '^[0-9][0-9]:[0-9][0-9]:[0-9][0-9] '  # The headline, not the progress.
 done
 "$python" scripts/method_times_table.py "$out"/*/benchmark.json

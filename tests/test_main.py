@@ -2,6 +2,8 @@
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 
@@ -31,7 +33,8 @@ def test_train_then_eval(tmp_path):
   with open(os.path.join(workdir, 'config.json')) as f:
     saved = json.load(f)
   assert saved['train']['beta'] == 50 and saved['data']['setting'] == 'mtmt'
-  assert 'epoch 2/2' in done.stderr
+  assert 'epoch 2/2' in done.stdout  # Progress on stdout, as plain lines.
+  assert not re.search(r'^[IWE]\d{4} ', done.stdout + done.stderr, re.M)  # No absl prefix.
 
   evaluated = _run('--config=configs/default.py', f'--workdir={workdir}', '--mode=eval',
                    '--config.train.beta=50', '--config.data.setting=mtmt', *TINY)
@@ -77,10 +80,69 @@ def test_unknown_config_key_fails_loudly(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-def test_a_missing_config_file_is_one_line(tmp_path):
-  done = _run('--config=configs/absent.py', f'--workdir={tmp_path}')
-  assert done.returncode == 2
-  assert 'Traceback' not in done.stderr and 'configs/absent.py' in done.stderr
+def _error_line(done, exit_code):
+  """The one line of stderr, an `error:` line, after checking the exit code."""
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+  lines = done.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), done.stderr[-3000:]
+  assert done.returncode == exit_code, done.stderr[-3000:]
+  return lines[0]
+
+
+def test_a_missing_config_file_is_one_line_naming_the_configs_there(tmp_path):
+  line = _error_line(_run('--config=configs/absent.py', f'--workdir={tmp_path}'), 2)
+  assert line.startswith('error: configs/absent.py: no such config file; configs/ has ')
+  assert 'ml100k.py' in line and 'base.py' not in line
+  assert 'Configuration is not available' not in line and '--help' not in line
+  line = _error_line(_run('--config=configs/experiments/overal.py:ml100k', '--mode=experiment',
+                          f'--workdir={tmp_path}'), 2)
+  assert 'overal.py: no such config file; configs/experiments/ has ablation.py' in line
+  assert 'overall.py' in line
+  assert not os.listdir(tmp_path)
+
+
+def test_an_unknown_dataset_after_the_colon_lists_the_datasets(tmp_path):
+  line = _error_line(_run('--config=configs/experiments/overall.py:ml100kk', '--mode=experiment',
+                          f'--workdir={tmp_path / "x"}'), 2)
+  assert "unknown dataset 'ml100kk' after the colon of --config; the datasets are " in line
+  assert 'baby_synthetic' in line and 'ml100k,' in line and len(line) < 300
+
+
+def test_a_folder_without_a_run_is_one_line(tmp_path):
+  folder = tmp_path / 'run'
+  folder.mkdir()
+  line = _error_line(_run(f'--workdir={folder}', '--mode=eval'), 1)
+  assert line == (f'error: {folder}/config.json is missing: {folder} is not a trained milk-jax '
+                  'run folder (or pass --config=configs/NAME.py)')
+  (folder / 'config.json').write_bytes(random.Random(0).randbytes(300))
+  line = _error_line(_run(f'--workdir={folder}', '--mode=recommend'), 1)
+  assert line.startswith(f'error: {folder}/config.json is damaged (not valid JSON: ')
+
+
+def test_a_stray_argument_is_one_line_not_the_help(tmp_path):
+  line = _error_line(_run('--config=configs/default.py', f'--workdir={tmp_path}', 'stray'), 2)
+  assert line == ("error: unexpected argument 'stray': every argument is a flag, --NAME=VALUE "
+                  '(--help lists them)')
+
+
+def test_a_data_path_without_its_format_is_refused(tmp_path):
+  line = _error_line(_run('--config=configs/default.py', f'--workdir={tmp_path / "run"}',
+                          '--config.data.path=my_data'), 1)
+  assert line.startswith("error: config.data.path='my_data': config.data.format='synthetic' ")
+  assert 'interactions | mmrec | milk' in line
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_help_exits_0_and_fields_lists_a_config():
+  done = _run('--help')
+  assert done.returncode == 0 and done.stderr == '', done.stderr[-3000:]
+  assert '--mode: <train|eval|recommend|export|benchmark|experiment|fields>' in done.stdout
+  done = _run('--config=configs/default.py', '--mode=fields', '--config.train.beta=50')
+  assert done.returncode == 0 and done.stderr == '', done.stderr[-3000:]
+  lines = done.stdout.splitlines()
+  assert re.fullmatch(r'train\.beta = 50\.0 +# REx variance weight \(Eq\. 14\)\.',
+                      next(line for line in lines if line.startswith('train.beta ')))
+  assert any(line.startswith('methods.heater.num_experts = 5 ') for line in lines)
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -98,7 +160,7 @@ def test_experiment_mode_runs_the_grid(tmp_path):
               '--mode=experiment', '--config.experiment.num_seeds=1',
               "--config.experiment.settings=('ftmt',)", '--config.experiment.methods=()', *TINY)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert '[3/3] ftmt/MILK_beta1000/seed_0: trained' in done.stderr
+  assert '[3/3] ftmt/MILK_beta1000/seed_0: trained' in done.stdout
   assert (workdir / 'summary.csv').exists() and (workdir / 'bars.png').exists()
   summary = (workdir / 'summary.md').read_text()
   assert '| MILK_beta1000 | 1 |' in summary

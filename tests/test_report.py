@@ -1,9 +1,14 @@
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
 from milk_jax import report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write(folder, name, recall, ndcg, groups=True):
@@ -71,3 +76,38 @@ def test_paired_difference_without_spread_has_no_p_value():
   one = report.paired_difference({0: 0.3}, {0: 0.2})
   assert one['n'] == 1 and math.isnan(one['p_value'])
   assert report.format_difference(report.paired_difference({0: 0.3}, {1: 0.2})) == 'n/a'
+
+
+def test_one_run_has_no_spread(tmp_path):
+  mean, std = report.mean_std([0.25])
+  assert mean == 0.25 and math.isnan(std)
+  assert report.format_mean_std(mean, std) == '0.2500 +- n/a'
+  _write(tmp_path / 'milk', '0', 0.2, 0.1)
+  table = report.summary_table([str(tmp_path / 'milk')], ('test.recall@20',))
+  assert table.splitlines()[2].endswith('| 1 | 0.2000 +- n/a |')
+  one = report.paired_difference({0: 0.3}, {0: 0.2})
+  assert report.format_difference(one) == '+0.1000 +- n/a (p n/a)'
+
+
+def test_confidence_half_width_hand_computed():
+  # t(0.975, 3) = 3.182446; 3.182446 * 0.02 / sqrt(4) = 0.0318245.
+  assert report.confidence_half_width(0.02, 4) == pytest.approx(0.0318245, abs=1e-7)
+  assert math.isnan(report.confidence_half_width(float('nan'), 1))
+  assert math.isnan(report.confidence_half_width(0.0, 1))
+
+
+def test_the_command_line_help_and_mistakes_are_one_line(tmp_path, capsys):
+  done = subprocess.run([sys.executable, '-m', 'milk_jax.report', '--help'], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0 and done.stderr == '' and '--baseline' in done.stdout
+  for argv, code, line in (
+      ([str(tmp_path / 'absent')], 1, f'error: {tmp_path / "absent"}: no such folder'),
+      ([str(tmp_path)], 1, f'error: no */results.json under {tmp_path}'),
+      (['--metric=x', str(tmp_path)], 2, "error: unknown flag '--metric=x'; the flags are "
+       '--metrics=A,B and --baseline=DIR (--help)'),
+      ([], 2, 'error: no run folder given (--help shows the usage)')):
+    assert report.main(argv) == code
+    assert capsys.readouterr() == ('', line + '\n')
+  _write(tmp_path / 'milk', '0', 0.2, 0.1)
+  assert report.main(['--metrics=test.ndcg@20', str(tmp_path / 'milk')]) == 0
+  assert '| 1 | 0.1000 +- ' in capsys.readouterr().out

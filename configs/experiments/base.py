@@ -20,6 +20,8 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from milk_jax.errors import ConfigFileError
+
 # The paper's ablation switches, as dotted config overrides.
 MILK = {}
 ERM = {'model.use_alignment': False, 'model.use_invariance': False}
@@ -30,20 +32,36 @@ PAPER_BETA = 1000.0  # The paper's REx weight for Baby (spec, "Reported settings
 METRICS = ('test.recall@10', 'test.ndcg@10', 'test.recall@20', 'test.ndcg@20')
 
 
+def dataset_names() -> list[str]:
+  """The dataset configs in configs/: each NAME.py with a get_config() of no argument."""
+  folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  names = []
+  for file in sorted(os.listdir(folder)):
+    name, ext = os.path.splitext(file)
+    if ext == '.py' and name not in ('__init__', 'base', 'run'):
+      with open(os.path.join(folder, file), encoding='utf-8') as f:
+        if 'def get_config()' in f.read():
+          names.append(name)
+  return names
+
+
 def dataset_config(dataset: str) -> ml_collections.ConfigDict:
   """The config of a dataset: a name in configs/ ('ml100k') or a path to a .py file."""
+  # ConfigFileError, not ValueError: ml_collections would fold a ValueError into a traceback.
   if dataset.endswith('.py'):
-    spec = importlib.util.spec_from_file_location('dataset_config', os.path.expanduser(dataset))
-    if spec is None or not os.path.isfile(os.path.expanduser(dataset)):
-      raise ValueError(f'dataset config file {dataset!r} not found')
+    path = os.path.expanduser(dataset)
+    if not os.path.isfile(path):
+      raise ConfigFileError(f'{dataset}: no such dataset config file')
+    spec = importlib.util.spec_from_file_location('dataset_config', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
   else:
-    try:
-      module = importlib.import_module(f'configs.{dataset}')
-    except ModuleNotFoundError as error:
-      raise ValueError(f'unknown dataset config {dataset!r}: expected configs/{dataset}.py '
-                       'or a path ending in .py') from error
+    names = dataset_names()
+    if dataset not in names:
+      raise ConfigFileError(f'unknown dataset {dataset!r} after the colon of --config; the '
+                            f'datasets are {", ".join(names)} (configs/NAME.py), or give a '
+                            'path ending in .py')
+    module = importlib.import_module(f'configs.{dataset}')
   return module.get_config()
 
 
