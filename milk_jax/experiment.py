@@ -40,6 +40,7 @@ from milk_jax import backbone
 from milk_jax import config as config_lib
 from milk_jax import methods
 from milk_jax import interrupt
+from milk_jax import loop as loop_lib
 from milk_jax import plots
 from milk_jax import report
 from milk_jax import runfolder
@@ -209,9 +210,15 @@ def finished_results(run: Run) -> dict[str, Any] | None:
 def execute(runs: Sequence[Run], plot_metric: str, train_missing: bool = True) -> Results:
   """Train every run whose results are missing or stale; logs one progress line per run.
 
-  With `train_missing` False, such runs are left out of the results instead.
+  With `train_missing` False, such runs are left out of the results instead. After
+  each run trained, the line gives the time left: the runs still to train (as
+  found at the start) times the mean training time of this grid's runs so far.
   """
   results: Results = {}
+  # For the eta only: each run is checked again just before it, as an experiment sharing
+  # runs_dir may have finished it meanwhile.
+  to_train = [train_missing and finished_results(run) is None for run in runs]
+  run_seconds = []
   for i, run in enumerate(runs, 1):
     name = f'[{i}/{len(runs)}] {run.setting}/{run.variant}/seed_{run.seed}'
     result = finished_results(run)
@@ -226,10 +233,16 @@ def execute(runs: Sequence[Run], plot_metric: str, train_missing: bool = True) -
       log.info('%s: training in %s', name, run.workdir)
       tic = time.perf_counter()
       result = train.train_and_evaluate(run.config, run.workdir)
-      status = f'trained in {time.perf_counter() - tic:.1f}s'
+      run_seconds.append(time.perf_counter() - tic)
+      status = f'trained in {run_seconds[-1]:.1f}s'
     value = report.metric(result, plot_metric)
-    log.info('%s: %s, best epoch %d, %s %s', name, status, result['best_epoch'], plot_metric,
-             'n/a' if value is None else f'{value:.4f}')
+    left = sum(to_train[i:])
+    eta = ''
+    if run_seconds and left:
+      eta = (f'; eta {loop_lib.format_duration(left * sum(run_seconds) / len(run_seconds))} '
+             f'for {left} more run{"s" if left > 1 else ""}')
+    log.info('%s: %s, best epoch %d, %s %s%s', name, status, result['best_epoch'], plot_metric,
+             'n/a' if value is None else f'{value:.4f}', eta)
     results.setdefault((run.setting, run.variant), {})[run.seed] = result
   return results
 
@@ -363,10 +376,12 @@ def group_metrics(metrics: Sequence[str], plot_metric: str) -> dict[str, str]:
 
 
 def relative_gains(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
-                   groups: Mapping[str, str]) -> dict[str, dict[str, float]]:
-  """{variant: {group: 100 * (mean - baseline mean) / baseline mean}}, first setting."""
-  index = {(r['variant'], r['metric']): r['mean'] for r in rows
-           if r['setting'] == exp.settings[0]}
+                   groups: Mapping[str, str], setting: str | None = None
+                   ) -> dict[str, dict[str, float]]:
+  """{variant: {group: 100 * (mean - baseline mean) / baseline mean}} in `setting`
+  (default the first)."""
+  setting = setting or exp.settings[0]
+  index = {(r['variant'], r['metric']): r['mean'] for r in rows if r['setting'] == setting}
   gains = {}
   for variant, _ in exp.variants:
     if variant == exp.baseline:
@@ -408,17 +423,52 @@ def extra_sections(results: Results, rows: Sequence[dict[str, Any]],
     lines.append('')
   if 'groups' in exp.plots and exp.baseline is not None:
     groups = group_metrics(metrics, exp.plot_metric)
-    gains = relative_gains(rows, exp, groups)
-    lines += [f'## Relative gain over {exp.baseline} per group ({label}, '
-              f'{exp.settings[0].upper()})', '',
-              f'100 * (variant - {exp.baseline}) / {exp.baseline}, on the means over seeds; '
-              '"all" is every test item, the others the held-out items of one group.', '']
-    lines += _markdown_table(['variant'] + list(groups),
-                             [[v] + ['n/a' if math.isnan(g) else f'{g:+.1f}%'
-                                     for g in by_group.values()]
-                              for v, by_group in gains.items()])
-    lines.append('')
+    for setting in group_settings(rows, exp, groups):
+      gains = relative_gains(rows, exp, groups, setting)
+      lines += [f'## Relative gain over {exp.baseline} per group ({label}, '
+                f'{setting.upper()})', '',
+                f'100 * (variant - {exp.baseline}) / {exp.baseline}, on the means over seeds; '
+                '"all" is every test item, the others the held-out items of one group.', '']
+      lines += _markdown_table(['variant'] + list(groups),
+                               [[v] + ['n/a' if math.isnan(g) else f'{g:+.1f}%'
+                                       for g in by_group.values()]
+                                for v, by_group in gains.items()])
+      lines.append('')
   return lines
+
+
+def group_settings(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+                   groups: Mapping[str, str]) -> list[str]:
+  """The settings whose new items fall into two groups or more (FTFT's are all complete);
+  the first setting when none does."""
+  present = {(r['setting'], r['metric']) for r in rows if r['n'] > 0}
+  found = [s for s in exp.settings
+           if sum((s, m) in present for g, m in groups.items() if g != 'all') >= 2]
+  return found or [exp.settings[0]]
+
+
+def group_keys(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+               groups: Mapping[str, str]) -> list[tuple[str, str, str]]:
+  """(x label, setting, metric) of every group of group_settings; the label names the
+  setting when the grid has several."""
+  return [(f'{setting.upper()} {group}' if len(exp.settings) > 1 else group, setting, metric)
+          for setting in group_settings(rows, exp, groups) for group, metric in groups.items()]
+
+
+def paired_series(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+                  keys: Sequence[tuple[str, str]]) -> dict[str, plots.Series]:
+  """{variant: (paired mean differences to the baseline, 95% CI half-widths)} per
+  (setting, metric) of `keys`, for every variant but the baseline; nan where there is
+  no pair (or, for the interval, fewer than two)."""
+  index = {(r['setting'], r['variant'], r['metric']): r for r in rows}
+  series = {}
+  for variant, _ in exp.variants:
+    if variant == exp.baseline:
+      continue
+    picked = [index[setting, variant, metric] for setting, metric in keys]
+    series[variant] = ([r['diff_mean'] for r in picked],
+                       [report.confidence_half_width(r['diff_std'], r['diff_n']) for r in picked])
+  return series
 
 
 def dataset_description(config: ml_collections.ConfigDict) -> str:
@@ -434,7 +484,8 @@ def summary_markdown(config: ml_collections.ConfigDict, results: Results,
                      rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
   exp = config.experiment
   lines = [f'# {exp.name}: {dataset_description(config)}', '',
-           f'Mean +- sample std over seeds 0-{exp.num_seeds - 1} (n = finished runs); '
+           f'Mean +- sample std over seeds 0-{exp.num_seeds - 1} (n = finished runs; '
+           'the std is n/a for one run); '
            'the best mean of each column is in bold. Metrics at the best validation epoch, '
            'on the split each column names (test unless it says val).', '']
   for setting in exp.settings:
@@ -453,14 +504,21 @@ def write_plots(workdir: str, results: Results, rows: Sequence[dict[str, Any]],
                 exp: ml_collections.ConfigDict, metrics: Sequence[str]) -> list[str]:
   """The figures exp.plots asks for; returns their paths.
 
-  bars: plot_metric per setting, one bar per variant (Table 2, Figure 4).
+  bars: plot_metric per setting, one bar per variant (Table 2, Figure 4); with a
+    baseline also bars_paired: each variant minus the baseline, paired by seed, with
+    its 95% confidence interval (the comparison the unpaired spreads of bars hide).
   drop: change of plot_metric from the first setting to each other one (Figure 5).
-  groups: plot_metric per missing group, and the relative gain over the baseline (Figure 3).
+  groups: plot_metric per missing group of every setting that has groups, and the
+    relative gain over the baseline (Figure 3).
   sweep: plot_metric against each swept hyper-parameter (Figure 6).
+  A figure that cannot be drawn from this grid is skipped with a warning that says why.
   """
   variants = [name for name, _ in exp.variants]
   label = metric_label(exp.plot_metric)
   paths = []
+  # Figures without the baseline keep each variant's colour of the figures with it.
+  others = [c for v, c in zip(variants, plots.series_colours(len(variants)))
+            if v != exp.baseline]
 
   def path(name):
     paths.append(os.path.join(workdir, f'{name}.png'))
@@ -471,6 +529,14 @@ def write_plots(workdir: str, results: Results, rows: Sequence[dict[str, Any]],
     plots.bar_chart(path('bars'), [s.upper() for s in exp.settings],
                     {v: _series(rows, v, keys) for v in variants}, label,
                     f'{exp.name}: test {label}, mean +- std over seeds')
+    if exp.baseline is not None and len(variants) > 1:
+      plots.bar_chart(path('bars_paired'), [s.upper() for s in exp.settings],
+                      paired_series(rows, exp, keys), f'{label} - {exp.baseline}',
+                      f'{exp.name}: test {label} minus {exp.baseline}, paired by seed '
+                      '(mean, 95% CI)', others)
+  if 'drop' in exp.plots and len(exp.settings) == 1:
+    log.warning('drop.png skipped: it shows the change from the first setting to the others, '
+                'and config.experiment.settings has one (%s)', exp.settings[0])
   if 'drop' in exp.plots and len(exp.settings) > 1:
     changes = setting_changes(results, exp)
     plots.bar_chart(
@@ -480,16 +546,27 @@ def write_plots(workdir: str, results: Results, rows: Sequence[dict[str, Any]],
         f'change of {label}', f'{exp.name}: paired change between settings')
   if 'groups' in exp.plots:
     groups = group_metrics(metrics, exp.plot_metric)
-    keys = [(exp.settings[0], m) for m in groups.values()]
-    plots.bar_chart(path('groups'), list(groups), {v: _series(rows, v, keys) for v in variants},
+    if len(groups) == 1:
+      log.warning("groups.png shows 'all' only: config.experiment.metrics has no "
+                  "'test_by_group.*.%s'", exp.plot_metric.split('.')[-1])
+    labelled = group_keys(rows, exp, groups)
+    labels = [x for x, _, _ in labelled]
+    keys = [(setting, metric) for _, setting, metric in labelled]
+    plots.bar_chart(path('groups'), labels, {v: _series(rows, v, keys) for v in variants},
                     label, f'{exp.name}: test {label} per missing group')
     if exp.baseline is not None and len(variants) > 1:
-      gains = relative_gains(rows, exp, groups)
-      plots.bar_chart(path('group_gain'), list(groups),
-                      {v: (list(g.values()), None) for v, g in gains.items()},
-                      f'gain over {exp.baseline} (%)', f'{exp.name}: relative gain per group')
+      gains = {v: [] for v in variants if v != exp.baseline}
+      for setting in group_settings(rows, exp, groups):
+        for variant, by_group in relative_gains(rows, exp, groups, setting).items():
+          gains[variant] += list(by_group.values())
+      plots.bar_chart(path('group_gain'), labels, {v: (g, None) for v, g in gains.items()},
+                      f'gain over {exp.baseline} (%)', f'{exp.name}: relative gain per group',
+                      others)
   if 'sweep' in exp.plots:
     swept = sweeps(exp)
+    if not swept:
+      log.warning('sweep.png skipped: no variant but the baseline sets exactly one numeric '
+                  'config key')
     if swept:
       panels = {}
       for key, points in swept.items():

@@ -39,6 +39,11 @@ def initial_loop_state(config: ml_collections.ConfigDict) -> dict[str, Any]:
           'first_loss': None, 'epochs_above': 0}
 
 
+# BPR-MF trained alone (Method.select_last): its evaluation is kept as the warm-only reference.
+WARM_ONLY = ('no vector for a new item: all score 0, so this ranking is the same at every '
+             'epoch; the last epoch is kept')
+
+
 def format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
   return ' '.join(f'{k} {metrics[k]:.4f}' for k in keys if k in metrics)
 
@@ -46,6 +51,16 @@ def format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
 def shown_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The metrics a log line shows: Recall and NDCG at every cut-off."""
   return tuple(f'{m}@{k}' for m in ('recall', 'ndcg') for k in config.eval.ks)
+
+
+def format_duration(seconds: float) -> str:
+  """'42s', '1m20s', '2h05m': a time left, to the second below an hour."""
+  seconds = max(0, round(seconds))
+  if seconds < 60:
+    return f'{seconds}s'
+  if seconds < 3600:
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
 
 
 
@@ -90,8 +105,9 @@ class Training:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               dataset, program):
+               dataset, program, held_out: bool = True):
     self.config = config
+    self.held_out = held_out  # False: a warm backbone, which ranks nothing (train_and_evaluate).
     self.workdir = workdir
     self.dataset = dataset
     self.program = program
@@ -103,6 +119,9 @@ class Training:
     self.checkpoints = checkpoint.Checkpoints(workdir)
     self.select = config.train.select_metric
     self.ks_shown = shown_keys(config)
+    # Wall seconds of each epoch trained by this process (evaluation and saves included,
+    # compilation not): their mean estimates the time left.
+    self.epoch_walls: list[float] = []
 
   # ------------------------------------------------------------ checkpoints
 
@@ -165,8 +184,9 @@ class Training:
     self.loop = loop
     self._repair_best()
     self._truncate_log(epoch)
-    log.info('resumed from %s at epoch %d (best %s %.4f at epoch %d)', self.workdir, epoch,
-             self.select, loop['best_metric'], loop['best_epoch'])
+    best = ('' if loop['best_metric'] is None else  # None: a warm backbone's, never ranked.
+            f" (best {self.select} {loop['best_metric']:.4f} at epoch {loop['best_epoch']})")
+    log.info('resumed from %s at epoch %d%s', self.workdir, epoch, best)
     return epoch
 
   # ---------------------------------------------------------------- the log
@@ -191,6 +211,11 @@ class Training:
   def validate(self, epoch: int) -> bool:
     """Evaluate, track the best, save it; True when patience is exhausted."""
     loop = self.loop
+    if not self.held_out:  # Nothing to rank: every evaluation point keeps its epoch, silently.
+      loop.update(best_epoch=epoch, evals_since_best=0)
+      self.best_params = jax.tree.map(jnp.copy, self.state.params)
+      self.save_best()
+      return False
     val = self.program.evaluate(self.state.params, 'val')
     # A warm backbone cannot score new items: its best epoch is its last.
     improved = (loop['best_metric'] is None or val[self.select] > loop['best_metric']
@@ -203,9 +228,11 @@ class Training:
     else:
       loop['evals_since_best'] += 1
     self.log_record({'epoch': epoch, 'kind': 'eval', 'val': val})
+    mark = f' ({WARM_ONLY})' if self.program.method.select_last else (
+        ' (new best)' if improved else '')
     log.info('eval epoch %d: val %s | best %s %.4f at epoch %d%s', epoch,
              format_metrics(val, self.ks_shown), self.select, loop['best_metric'],
-             loop['best_epoch'], ' (new best)' if improved else '')
+             loop['best_epoch'], mark)
     return loop['evals_since_best'] >= self.config.train.patience
 
   def _crash_point(self, name: str, epoch: int) -> None:
@@ -231,17 +258,26 @@ class Training:
     steps = math.ceil(len(self.dataset.train_pairs) / self.config.train.batch_size)
     parts = ' '.join(f'{k} {metrics[k]:.4g}' for k in self.program.method.log_keys
                      if k in metrics)
-    log.info('epoch %d/%d loss %.4f%s %.2fs, %.0f triples/s', epoch,
+    log.info('epoch %d/%d loss %.4f%s %.2fs, %.0f triples/s%s', epoch,
              self.config.train.num_epochs, metrics['loss'], f' ({parts})' if parts else '',
-             seconds, steps * self.config.train.batch_size / max(seconds, 1e-9))
+             seconds, steps * self.config.train.batch_size / max(seconds, 1e-9),
+             self._eta(epoch, seconds))
     return metrics
+
+  def _eta(self, epoch: int, seconds: float) -> str:
+    """', eta 1m20s': the epochs left times the mean epoch so far (an early stop ends sooner)."""
+    left = self.config.train.num_epochs - epoch
+    if left <= 0:
+      return ''
+    walls = self.epoch_walls or [seconds]  # This process's first epoch: its training alone.
+    return f', eta {format_duration(left * sum(walls) / len(walls))}'
 
   def run(self, start_epoch: int,
           epoch_callback: Callable[[int, dict[str, float]], None] | None) -> bool:
     """Train from `start_epoch` to the end or early stop; True when stopped early."""
     train_config = self.config.train
     stopped = self.loop['evals_since_best'] >= train_config.patience
-    if self.loop['best_metric'] is None:  # The untrained model's evaluation comes first.
+    if self.best_params is None:  # A fresh run: the untrained model's evaluation comes first.
       stopped = self.validate(0)
     for epoch in range(start_epoch + 1, train_config.num_epochs + 1):
       if stopped:
@@ -251,6 +287,7 @@ class Training:
         self.checkpoints.wait()
         raise Interrupted(f"interrupted at epoch {self.loop['epoch']}; run the same command "
                           'to resume')
+      tic = time.perf_counter()
       metrics = self.train_epoch(epoch)
       evaluated = epoch % train_config.eval_every == 0 or epoch == train_config.num_epochs
       if evaluated:
@@ -261,19 +298,37 @@ class Training:
                                                          else evaluated):
         self.save_latest(epoch)
       self._crash_point('after_latest', epoch)
+      self.epoch_walls.append(time.perf_counter() - tic - self.program.last_compile_seconds)
       if epoch_callback is not None:
         self.checkpoints.wait()
         epoch_callback(epoch, metrics)
     self._save_latest_once()
+    if stopped:
+      log.info('stopped early at epoch %d/%d: no improvement in %d evaluations since epoch %d '
+               '(config.train.patience)', self.loop['epoch'], train_config.num_epochs,
+               self.loop['evals_since_best'], self.loop['best_epoch'])
     return stopped
 
   def results(self, stopped_early: bool, best_vectors: tuple[Any, Any]) -> dict[str, Any]:
-    """The results contract, with test metrics of the best parameters' (users, items) vectors."""
+    """The results contract, with test metrics of the best parameters' (users, items) vectors.
+
+    A warm backbone's (held_out False) has no metrics: its kept epoch, its
+    training loss and times.
+    """
     loop = self.loop
+    if not self.held_out:
+      train = next((r for r in reversed(self.history) if r['kind'] == 'train'), {})
+      log.info('kept epoch %d: a warm backbone has no vector for a new item, so nothing is '
+               'ranked (DropoutNet, Heater, GAR and GoRec read its vectors)', loop['best_epoch'])
+      return {'best_epoch': int(loop['best_epoch']), 'epochs_run': int(loop['epoch']),
+              'stopped_early': bool(stopped_early),
+              'train': {k: v for k, v in train.items() if k not in ('epoch', 'kind')},
+              'train_seconds': loop['train_seconds'], 'compile_seconds': loop['compile_seconds']}
     held_out = evaluate.held_out_metrics(self.config.eval, *best_vectors, self.dataset)
     test = held_out['test']
-    log.info('test at best epoch %d: %s', loop['best_epoch'],
-             format_metrics(test, self.ks_shown))
+    log.info('test at best epoch %d: %s%s', loop['best_epoch'],
+             format_metrics(test, self.ks_shown),
+             f' ({WARM_ONLY})' if self.program.method.select_last else '')
     return {
         'best_epoch': int(loop['best_epoch']),
         'epochs_run': int(loop['epoch']),

@@ -1,14 +1,23 @@
-"""Figures of an experiment summary, drawn headless (matplotlib's Agg backend).
+"""Figures of an experiment summary and of one run, drawn headless (matplotlib's Agg backend).
 
 Two shapes cover the paper's figures: grouped bars (variants side by side
 within each group: a setting, a missing-modality group, a change between
-settings) and line panels (one panel per swept hyper-parameter).
+settings) and line panels (one panel per swept hyper-parameter). A run's
+training curves (loss and validation metrics per epoch) are drawn from its
+metrics.jsonl at the end of training, or again by
+
+  python -m milk_jax.plots RUN_DIR [RUN_DIR ...]   # writes RUN_DIR/curves.png
 """
 
 import math
-from typing import Mapping, Sequence
+import os
+import sys
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from milk_jax import runfolder
+from milk_jax.errors import UserError
 
 Series = tuple[Sequence[float], Sequence[float] | None]  # Means and error bars (or None).
 
@@ -31,28 +40,36 @@ def series_colours(n: int) -> list:
   matplotlib's default cycle is tab10's, so a chart of 13 variants (Table 2)
   would give three pairs of bars one colour.
   """
-  cmap = pyplot().get_cmap('tab10' if n <= 10 else 'tab20')
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  cmap = matplotlib.colormaps['tab10' if n <= 10 else 'tab20']  # No pyplot: see training_curves.
   return [cmap(i % cmap.N) for i in range(n)]
 
 
+def error_bars(errors: Sequence[float] | None) -> list[float] | None:
+  """Error half-widths to draw: None when there are none or none is finite.
+
+  A spread of one seed is nan (unknown): it gets no error bar, not one of height 0.
+  """
+  if errors is None:
+    return None
+  errors = [float(e) if e is not None else math.nan for e in errors]
+  return errors if any(math.isfinite(e) for e in errors) else None
+
+
 def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
-              ylabel: str, title: str) -> None:
+              ylabel: str, title: str, colours: Sequence | None = None) -> None:
   """Grouped bars: for each group, one bar per series, with error bars if given.
 
   Args:
     groups: G labels along the x axis.
-    series: {legend label: (G means, G error half-widths or None)}; nan = no bar.
+    series: {legend label: (G means, G error half-widths or None)}; nan = no bar
+      (or no error bar).
+    colours: one per series (default series_colours), e.g. to keep a variant's
+      colour in a figure that leaves the baseline out.
   """
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.5 * len(groups) * len(series)), 3.2))
-  width = 0.8 / max(len(series), 1)
-  x = np.arange(len(groups))
-  colours = series_colours(len(series))
-  for i, (label, (means, errors)) in enumerate(series.items()):
-    ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, label=label,
-           color=colours[i], yerr=errors, capsize=2, error_kw={'elinewidth': 0.8})
-  ax.set_xticks(x, groups)
-  ax.axhline(0.0, color='black', linewidth=0.6)
+  draw_bars(ax, groups, series, colours)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
   # Beside the axes: inside, the legend can hide bars and their error bars.
@@ -60,6 +77,19 @@ def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
   fig.tight_layout()
   fig.savefig(path, dpi=90, bbox_inches='tight')
   plt.close(fig)
+
+
+def draw_bars(ax, groups: Sequence[str], series: Mapping[str, Series],
+              colours: Sequence | None = None) -> None:
+  """bar_chart's bars on `ax`: one BarContainer per series, error bars where finite."""
+  width = 0.8 / max(len(series), 1)
+  x = np.arange(len(groups))
+  colours = colours or series_colours(len(series))
+  for i, (label, (means, errors)) in enumerate(series.items()):
+    ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, label=label,
+           color=colours[i], yerr=error_bars(errors), capsize=2, error_kw={'elinewidth': 0.8})
+  ax.set_xticks(x, groups)
+  ax.axhline(0.0, color='black', linewidth=0.6)
 
 
 def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
@@ -74,7 +104,7 @@ def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
   plt = pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
   for ax, (name, (xs, (means, errors))) in zip(axes[0], panels.items()):
-    ax.errorbar(xs, means, yerr=errors, marker='o', capsize=2)
+    ax.errorbar(xs, means, yerr=error_bars(errors), marker='o', capsize=2)
     positive = [x for x in xs if x > 0]
     if positive and max(xs) / min(positive) >= 100:
       # Sweeps span decades and may include 0, which a plain log axis cannot show.
@@ -88,3 +118,114 @@ def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
+
+
+def curve_data(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]
+               ) -> tuple[list[int], list[float], list[int], dict[str, list[float]]]:
+  """(train epochs, their losses, evaluated epochs, {metric: validation values}) of a log.
+
+  `records` are metrics.jsonl's: {'kind': 'train', 'epoch', 'loss', ...} and
+  {'kind': 'eval', 'epoch', 'val': {metric: value}}; a metric an evaluation
+  lacks is nan there.
+  """
+  train = [r for r in records if r.get('kind') == 'train']
+  evals = [r for r in records if r.get('kind') == 'eval']
+  return ([r.get('epoch') for r in train], [r.get('loss', math.nan) for r in train],
+          [r.get('epoch') for r in evals],
+          {m: [r.get('val', {}).get(m, math.nan) for r in evals] for m in metrics})
+
+
+def training_curves(path: str, records: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                    best_epoch: int | None = None, title: str = '') -> None:
+  """Two panels: the training loss per epoch, and the validation `metrics` per evaluation.
+
+  A dotted line marks `best_epoch`. Drawn on a bare Figure (no pyplot), which is
+  cheaper to import at the end of every training run; written atomically.
+  """
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  train_epochs, losses, eval_epochs, values = curve_data(records, metrics)
+  fig = Figure(figsize=(9.0 if eval_epochs else 4.5, 3.2), layout='constrained')
+  # A warm backbone ranks nothing: its log has no evaluation, its figure no second panel.
+  loss_ax, *val_axes = fig.subplots(1, 2 if eval_epochs else 1, squeeze=False)[0]
+  loss_ax.plot(train_epochs, losses, linewidth=1)
+  loss_ax.set_xlabel('epoch')
+  loss_ax.set_ylabel('training loss')
+  cutoffs = sorted({m.split('@')[-1] for m in values}, key=lambda k: (len(k), k))
+  colours = series_colours(len(cutoffs))
+  for val_ax in val_axes:
+    for metric, ys in values.items():  # One colour per cut-off; NDCG dashed.
+      val_ax.plot(eval_epochs, ys, marker='o', markersize=2, linewidth=1, label=metric,
+                  color=colours[cutoffs.index(metric.split('@')[-1])],
+                  linestyle='--' if metric.startswith('ndcg') else '-')
+    val_ax.set_xlabel('epoch')
+    val_ax.set_ylabel('validation')
+    if values:
+      val_ax.legend(fontsize=7, title=None if best_epoch is None else f'best epoch {best_epoch}',
+                    title_fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0),
+                    frameon=False)
+  if best_epoch is not None:
+    for ax in (loss_ax, *val_axes):
+      ax.axvline(best_epoch, color='gray', linestyle=':', linewidth=1)
+  fig.suptitle(title, fontsize=10)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  try:
+    fig.savefig(tmp, dpi=80, format='png')
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def run_curves(workdir: str) -> str:
+  """Draw `workdir`/curves.png from its metrics.jsonl; returns the path.
+
+  The validation panel shows the Recall@k and NDCG@k that the run evaluated.
+  """
+  log_path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.isfile(log_path):
+    raise UserError(f'{workdir}: no metrics.jsonl (not a run folder, or it has not trained yet)')
+  records = runfolder.read_log(log_path)
+  if not all(isinstance(r, dict) for r in records):
+    raise UserError(f'{log_path}: a line is not a JSON object; the training log is damaged')
+  evals = [r.get('val') for r in records if r.get('kind') == 'eval']
+  last = evals[-1] if evals and isinstance(evals[-1], dict) else {}
+  metrics = [k for k in last if k.startswith(('recall@', 'ndcg@'))]
+  results_path = os.path.join(workdir, 'results.json')
+  best_epoch = None
+  if os.path.isfile(results_path):
+    results = runfolder.read_json(results_path, "the run's results")
+    best_epoch = results.get('best_epoch') if isinstance(results, dict) else None
+  saved = runfolder.saved_config(workdir) or {}
+  path = os.path.join(workdir, 'curves.png')
+  training_curves(path, records, metrics, best_epoch,
+                  curves_title(workdir, str(saved.get('method', 'run'))))
+  return path
+
+
+def curves_title(workdir: str, method: str) -> str:
+  return f'{method}: {os.path.basename(os.path.normpath(workdir))}'
+
+
+USAGE = 'usage: python -m milk_jax.plots RUN_DIR [RUN_DIR ...]'
+
+
+def main(argv: Sequence[str]) -> int:
+  """Redraw each RUN_DIR's curves.png; one `error:` line and exit 1 (2 for usage) on a mistake."""
+  if any(a in ('-h', '--help') for a in argv):
+    print(f'{USAGE}\n\nDraws RUN_DIR/curves.png: the training loss and the validation '
+          'metrics per epoch,\nfrom RUN_DIR/metrics.jsonl (also written at the end of training).')
+    return 0
+  if not argv or any(a.startswith('-') for a in argv):
+    print(f'error: {USAGE}', file=sys.stderr)
+    return 2
+  for workdir in argv:
+    try:
+      print(run_curves(workdir))
+    except (UserError, OSError) as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))

@@ -27,6 +27,7 @@ from milk_jax import data as data_lib
 from milk_jax import evaluate
 from milk_jax import loop as loop_lib
 from milk_jax import methods
+from milk_jax import plots
 from milk_jax import runfolder
 from milk_jax import serving
 from milk_jax import sharding
@@ -284,8 +285,8 @@ def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, workd
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       epoch_callback: Callable[[int, dict[str, float]], None] | None = None
-                       ) -> dict[str, Any]:
+                       epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+                       held_out: bool = True) -> dict[str, Any]:
   """Train config.method with early stopping and write the results contract to `workdir`.
 
   Args:
@@ -293,6 +294,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: where config.json, users.tsv, items.tsv, metrics.jsonl, checkpoints/ and
       results.json go.
     epoch_callback: called as f(epoch, train_metrics) after every epoch.
+    held_out: False for a warm backbone (milk_jax/backbone.py), which has no vector
+      for a new item: nothing is ranked, its last epoch is kept, and results.json
+      holds no validation or test metrics.
   Returns:
     The dict written to results.json.
   Raises:
@@ -308,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with _workdir_lock(workdir):
     saved = runfolder.saved_config(workdir)
     runfolder.check_same_run(workdir, saved, config)
-    training = loop_lib.Training(config, workdir, dataset, program)
+    training = loop_lib.Training(config, workdir, dataset, program, held_out)
     try:
       if training.checkpoints.epochs(checkpoint.LATEST) and not config.train.resume:
         raise ConfigError(
@@ -326,8 +330,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     best_vectors = program.vectors(training.best_params)  # Evaluated, then saved for serving.
     results = training.results(stopped_early, best_vectors)
     _write_vectors(workdir, program, best_vectors, results['best_epoch'])
-    _write_json(os.path.join(workdir, 'results.json'), results)
+    results_path = os.path.join(workdir, 'results.json')
+    _write_json(results_path, results)
+    _write_curves(workdir, config, training.history, results['best_epoch'])
+  log.info('results: %s (%s)', results_path, results_summary(results, config.train.select_metric))
   return results
+
+
+def results_summary(results: Mapping[str, Any], select: str) -> str:
+  """'best epoch 40, val ndcg@20 0.1234, test ndcg@20 0.1111' (the splits a run has)."""
+  parts = [f"best epoch {results['best_epoch']}"]
+  for split in ('val', 'test'):
+    value = (results.get(split) or {}).get(select)
+    if value is not None:
+      parts.append(f'{split} {select} {value:.4f}')
+  return ', '.join(parts)
+
+
+def _write_curves(workdir: str, config: ml_collections.ConfigDict,
+                  records: list[dict[str, Any]], best_epoch: int) -> None:
+  """curves.png: loss and validation metrics per epoch. Drawing never fails a run: a warning."""
+  if not loop_lib.is_primary_process():
+    return
+  path = os.path.join(workdir, 'curves.png')
+  try:
+    plots.training_curves(path, records, loop_lib.shown_keys(config), best_epoch,
+                          plots.curves_title(workdir, config.method))
+  except Exception as error:  # pylint: disable=broad-except
+    log.warning('could not draw %s (%s: %s); the results are written', path,
+                type(error).__name__, error)
+    return
+  log.info('training curves: %s', path)
 
 
 def _write_vectors(workdir: str, program: EpochProgram, vectors, epoch: int) -> None:
@@ -338,31 +371,34 @@ def _write_vectors(workdir: str, program: EpochProgram, vectors, epoch: int) -> 
 
 
 def restore_best_params(workdir: str, state: TrainState) -> tuple[int, Any]:
-  """(epoch, params) of the best checkpoint, or of the latest one's copy when it is damaged."""
-  checkpoints = checkpoint.Checkpoints(workdir)
+  """(epoch, params) of the best checkpoint, or of the latest one's copy when it is damaged.
+
+  Reads only (checkpoint.read_newest): no lock, nothing created, repaired or
+  deleted, so serving may call it on a folder that a training process is
+  still writing.
+  """
+  root = os.path.join(workdir, 'checkpoints')
+  best, latest = os.path.join(root, checkpoint.BEST), os.path.join(root, checkpoint.LATEST)
   try:
-    saved = checkpoints.epochs(checkpoint.BEST)
+    found = checkpoint.read_newest(best, {'params': state.params})
+    if found is None:
+      raise RunFolderError(f'{best} is empty')
+    epoch, arrays, _ = found
+    return epoch, arrays['params']
+  except RunFolderError as error:
     try:
-      if not saved:
-        raise checkpoint.DamagedCheckpoint(f'{checkpoints.path(checkpoint.BEST)} is empty')
-      arrays, _ = checkpoints.restore(checkpoint.BEST, saved[0], {'params': state.params})
-      return saved[0], arrays['params']
-    except checkpoint.DamagedCheckpoint as error:
-      try:
-        latest = checkpoints.restore_newest(
-            checkpoint.LATEST, {'state': loop_lib.state_tree(state), 'best_params': state.params})
-      except RunFolderError as latest_error:
-        raise RunFolderError(f'{error}, and no intact copy of the best parameters is left in '
-                             f'{checkpoints.path(checkpoint.LATEST)} ({latest_error})') from None
-      if latest is None:
-        raise RunFolderError(f'{error}, and {checkpoints.path(checkpoint.LATEST)} holds no copy '
-                             'of the best parameters: train the run again') from None
-      _, arrays, loop = latest
-      log.warning('%s; using the copy of the best parameters (epoch %d) in the latest '
-                  'checkpoint', error, loop['best_epoch'])
-      return loop['best_epoch'], arrays['best_params']
-  finally:
-    checkpoints.close()
+      found = checkpoint.read_newest(
+          latest, {'state': loop_lib.state_tree(state), 'best_params': state.params})
+    except RunFolderError as latest_error:
+      raise RunFolderError(f'{error}, and no intact copy of the best parameters is left in '
+                           f'{latest} ({latest_error})') from None
+    if found is None:
+      raise RunFolderError(f'{error}, and {latest} holds no copy of the best parameters: train '
+                           'the run again') from None
+    _, arrays, loop = found
+    log.warning('%s; using the copy of the best parameters (epoch %d) in the latest '
+                'checkpoint', error, loop['best_epoch'])
+    return loop['best_epoch'], arrays['best_params']
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from configs.experiments import base
 from milk_jax import experiment
 from milk_jax import train
+from milk_jax.errors import ConfigFileError
 from tests.helpers import tiny_config
 
 METRICS = ('test.ndcg@20', 'test_by_group.*.ndcg@20')
@@ -241,9 +242,9 @@ def test_dataset_config_by_name_or_path():
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   by_path = base.dataset_config(os.path.join(repo, 'configs', 'ml100k.py'))
   assert by_path.to_json() == base.dataset_config('ml100k').to_json()
-  with pytest.raises(ValueError, match="'nosuch'"):
+  with pytest.raises(ConfigFileError, match="'nosuch' .* the datasets are .*ml100k"):
     base.dataset_config('nosuch')
-  with pytest.raises(ValueError, match='not found'):
+  with pytest.raises(ConfigFileError, match='no such dataset config file'):
     base.dataset_config('/absent/mine.py')
 
 
@@ -287,3 +288,110 @@ def test_methods_of_a_grid_share_one_backbone_per_setting_and_seed(tmp_path):
   log = [json.loads(line) for line in open(os.path.join(shared, 'metrics.jsonl'))]
   assert [r['epoch'] for r in log if r['kind'] == 'train'] == [1, 2, 3]
   assert not os.path.exists(tmp_path / 'ftmt' / 'Heater' / 'seed_0' / 'backbone')
+
+
+def _results(setting, values):
+  """{(setting, variant): {seed: results.json}} from {variant: [(all, {group: value})]}."""
+  return {(setting, variant): {
+      seed: {'test': {'ndcg@20': a}, 'test_by_group': {g: {'ndcg@20': v} for g, v in by.items()}}
+      for seed, (a, by) in enumerate(by_seed)} for variant, by_seed in values.items()}
+
+
+def _grid(settings, plots, num_seeds):
+  config = base.experiment_config(tiny_config(), 'fake', settings,
+                                  [('ERM', base.ERM), ('MILK', base.MILK)],
+                                  metrics=METRICS, plots=plots, num_seeds=num_seeds)
+  return config.experiment
+
+
+def _summary(results, exp):
+  metrics = experiment.expand_metrics(exp.metrics, results)
+  return experiment.summary_rows(results, exp, metrics), metrics
+
+
+def test_paired_differences_are_plotted_with_their_interval(tmp_path):
+  exp = _grid(('ftmt',), ('bars',), 3)
+  results = _results('ftmt', {'ERM': [(0.20, {}), (0.30, {}), (0.10, {})],
+                              'MILK': [(0.21, {}), (0.33, {}), (0.12, {})]})
+  rows, metrics = _summary(results, exp)
+  series = experiment.paired_series(rows, exp, [('ftmt', 'test.ndcg@20')])
+  # Differences 0.01, 0.03, 0.02: mean 0.02, std 0.01, 95% half-width
+  # t(0.975, 2) * 0.01 / sqrt(3) = 4.302653 * 0.01 / 1.732051 = 0.024841.
+  assert list(series) == ['MILK']
+  np.testing.assert_allclose(series['MILK'][0], [0.02], atol=1e-12)
+  np.testing.assert_allclose(series['MILK'][1], [0.024841], atol=1e-6)
+  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
+  assert [os.path.basename(p) for p in paths] == ['bars.png', 'bars_paired.png']
+  for path in paths:
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_one_seed_has_no_spread_in_the_summary_nor_the_figures(tmp_path, caplog):
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  from matplotlib.container import ErrorbarContainer  # pylint: disable=import-outside-toplevel
+  from milk_jax import plots  # pylint: disable=import-outside-toplevel
+  exp = _grid(('ftmt',), ('bars', 'drop'), 1)
+  results = _results('ftmt', {'ERM': [(0.20, {})], 'MILK': [(0.25, {})]})
+  rows, metrics = _summary(results, exp)
+  table = experiment.setting_tables(rows, exp, metrics, 'ftmt')
+  assert '| ERM | 1 | 0.2000 +- n/a |' in table
+  assert '| MILK | +0.0500 +- n/a (p n/a) |' in table
+  keys = [('ftmt', 'test.ndcg@20')]
+  ax = Figure().subplots()
+  plots.draw_bars(ax, ['FTMT'], {v: experiment._series(rows, v, keys) for v in ('ERM', 'MILK')})
+  plots.draw_bars(ax, ['FTMT'], experiment.paired_series(rows, exp, keys))
+  assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+  # One setting has no change between settings to draw: said, not silently skipped.
+  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
+  assert [os.path.basename(p) for p in paths] == ['bars.png', 'bars_paired.png']
+  assert 'drop.png skipped' in caplog.text and 'has one (ftmt)' in caplog.text
+
+
+def test_the_group_view_covers_every_setting_with_missing_groups(tmp_path):
+  exp = _grid(('ftft', 'ftmt'), ('groups',), 2)
+  results = {
+      **_results('ftft', {'ERM': [(0.30, {'full': 0.30})] * 2,
+                          'MILK': [(0.32, {'full': 0.32})] * 2}),
+      **_results('ftmt', {'ERM': [(0.20, {'full': 0.40, 'missing_1': 0.10})] * 2,
+                          'MILK': [(0.25, {'full': 0.40, 'missing_1': 0.15})] * 2})}
+  rows, metrics = _summary(results, exp)
+  groups = experiment.group_metrics(metrics, exp.plot_metric)
+  # FTFT's new items are all complete: one group, no per-group view.
+  assert experiment.group_keys(rows, exp, groups) == [
+      ('FTMT all', 'ftmt', 'test.ndcg@20'), ('FTMT full', 'ftmt', 'test_by_group.full.ndcg@20'),
+      ('FTMT missing_1', 'ftmt', 'test_by_group.missing_1.ndcg@20')]
+  gains = experiment.relative_gains(rows, exp, groups, 'ftmt')
+  np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, 0.0, 50.0], atol=1e-9)
+  sections = '\n'.join(experiment.extra_sections(results, rows, exp, metrics))
+  assert '(ndcg@20, FTMT)' in sections and '(ndcg@20, FTFT)' not in sections
+  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
+  assert [os.path.basename(p) for p in paths] == ['groups.png', 'group_gain.png']
+
+
+def test_the_ablation_draws_its_missing_groups():
+  from configs.experiments import ablation  # pylint: disable=import-outside-toplevel
+  exp = ablation.get_config('default').experiment
+  assert 'groups' in exp.plots and 'test_by_group.*.ndcg@20' in exp.metrics
+
+
+def test_grid_progress_gives_the_time_left(tmp_path, monkeypatch, caplog):
+  runs = experiment.plan_runs(tiny_experiment(), str(tmp_path))  # ERM 0, 1, MILK 0, 1.
+  done = {'test': {'ndcg@20': 0.5}, 'best_epoch': 2}
+  monkeypatch.setattr(experiment, 'finished_results',
+                      lambda run: done if (run.variant, run.seed) == ('MILK', 0) else None)
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda config, workdir: done)
+  # The three trainings take 10 s, 30 s and 20 s.
+  clock = iter([0.0, 10.0, 100.0, 130.0, 200.0, 220.0])
+  monkeypatch.setattr(experiment.time, 'perf_counter', lambda: next(clock))
+  caplog.set_level('INFO', logger='milk_jax.experiment')
+  experiment.execute(runs, 'test.ndcg@20')
+  lines = [m for m in caplog.messages if ': training in' not in m]
+  assert lines == [
+      '[1/4] ftmt/ERM/seed_0: trained in 10.0s, best epoch 2, test.ndcg@20 0.5000; '
+      'eta 20s for 2 more runs',
+      '[2/4] ftmt/ERM/seed_1: trained in 30.0s, best epoch 2, test.ndcg@20 0.5000; '
+      'eta 20s for 1 more run',
+      '[3/4] ftmt/MILK/seed_0: finished earlier, best epoch 2, test.ndcg@20 0.5000; '
+      'eta 20s for 1 more run',
+      '[4/4] ftmt/MILK/seed_1: trained in 20.0s, best epoch 2, test.ndcg@20 0.5000']

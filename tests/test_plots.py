@@ -1,6 +1,9 @@
-"""Tests for milk_jax.plots: the experiment figures."""
+"""Tests for milk_jax.plots: the experiment figures and a run's training curves."""
 
+import json
 import os
+
+import numpy as np
 
 from milk_jax import plots
 
@@ -23,3 +26,75 @@ def test_bar_chart_writes_a_png(tmp_path):
   plots.bar_chart(path, ['FTMT', 'MTMT'], series, 'ndcg@20', 'test')
   with open(path, 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def _axes():
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  return Figure().subplots()
+
+
+def _error_bars(ax):
+  from matplotlib.container import ErrorbarContainer  # pylint: disable=import-outside-toplevel
+  return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_unknown_spreads_draw_no_error_bars():
+  nan = float('nan')
+  assert plots.error_bars([nan, nan]) is None and plots.error_bars(None) is None
+  ax = _axes()
+  plots.draw_bars(ax, ['FTFT', 'FTMT'], {'one seed': ([0.1, 0.2], [nan, nan])})
+  assert not _error_bars(ax)
+  ax = _axes()
+  plots.draw_bars(ax, ['FTFT', 'FTMT'], {'mixed': ([0.1, 0.2], [nan, 0.05])})
+  bar, = _error_bars(ax)
+  segments = [s for s in bar.lines[2][0].get_segments() if len(s)]
+  assert len(segments) == 1  # FTMT's 0.2 +- 0.05; FTFT's unknown spread draws nothing.
+  np.testing.assert_allclose(segments[0], [[1.0, 0.15], [1.0, 0.25]])
+
+
+RECORDS = [{'epoch': 0, 'kind': 'eval', 'val': {'recall@20': 0.1, 'ndcg@20': 0.05}},
+           {'epoch': 1, 'kind': 'train', 'loss': 0.7, 'bpr': 0.69, 'seconds': 0.1},
+           {'epoch': 2, 'kind': 'train', 'loss': 0.5, 'bpr': 0.49, 'seconds': 0.1},
+           {'epoch': 2, 'kind': 'eval', 'val': {'recall@20': 0.3, 'ndcg@20': 0.15}}]
+
+
+def test_curve_data_of_a_log():
+  assert plots.curve_data(RECORDS, ['recall@20', 'ndcg@20']) == (
+      [1, 2], [0.7, 0.5], [0, 2], {'recall@20': [0.1, 0.3], 'ndcg@20': [0.05, 0.15]})
+
+
+def _run_folder(folder, records, results=None):
+  folder.mkdir()
+  (folder / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+  (folder / 'config.json').write_text(json.dumps({'method': 'milk'}))
+  if results is not None:
+    (folder / 'results.json').write_text(json.dumps(results))
+
+
+def _is_png(path):
+  with open(path, 'rb') as f:
+    return f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_command_line_draws_a_runs_curves(tmp_path, capsys):
+  _run_folder(tmp_path / 'run', RECORDS, {'best_epoch': 2})
+  # A warm backbone's log has no evaluation: one panel.
+  _run_folder(tmp_path / 'backbone', RECORDS[1:3])
+  assert plots.main([str(tmp_path / 'run'), str(tmp_path / 'backbone')]) == 0
+  assert capsys.readouterr().out.split() == [str(tmp_path / 'run' / 'curves.png'),
+                                             str(tmp_path / 'backbone' / 'curves.png')]
+  assert _is_png(tmp_path / 'run' / 'curves.png') and _is_png(tmp_path / 'backbone' / 'curves.png')
+  assert sorted(os.listdir(tmp_path / 'run')) == [
+      'config.json', 'curves.png', 'metrics.jsonl', 'results.json']  # No temporary left.
+
+
+def test_the_command_line_mistakes_are_one_line(tmp_path, capsys):
+  assert plots.main([]) == 2
+  assert capsys.readouterr().err == f'error: {plots.USAGE}\n'
+  assert plots.main(['--help']) == 0 and capsys.readouterr().out.startswith(plots.USAGE)
+  assert plots.main([str(tmp_path)]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and 'no metrics.jsonl' in err and err.count('\n') == 1
+  (tmp_path / 'metrics.jsonl').write_text('[1, 2]\n{}\n')
+  assert plots.main([str(tmp_path)]) == 1
+  assert 'not a JSON object' in capsys.readouterr().err

@@ -1,5 +1,7 @@
 import json
+import logging
 import os
+import re
 
 import chex
 import jax
@@ -12,6 +14,7 @@ from milk_jax import checkpoint
 from milk_jax import evaluate
 from milk_jax import interrupt
 from milk_jax import loop as loop_lib
+from milk_jax import plots
 from milk_jax import runfolder
 from milk_jax import train
 from milk_jax.methods import milk
@@ -429,3 +432,50 @@ def test_given_setting_trains_on_the_declared_mask(tmp_path):
   assert set(results['test_by_group']) == {evaluate.group_name(int(g)) for g in groups}
   assert set(results['test_by_group']) == {'full', 'missing_1', 'missing_2'}
   assert results['missing'] == dataset.missing_report()
+
+
+def _messages(caplog):
+  return [r.getMessage() for r in caplog.records if r.name.startswith('milk_jax')]
+
+
+def test_a_run_logs_its_time_left_its_early_stop_and_where_its_results_went(tmp_path, caplog):
+  # A step this small leaves the parameters as they are in float32: no evaluation beats
+  # epoch 0's, so patience 2 ends the run after epoch 2 of 6.
+  config = tiny_config(num_epochs=6, eval_every=1, patience=2, learning_rate=1e-12)
+  caplog.set_level(logging.INFO, logger='milk_jax')
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['stopped_early'] and results['best_epoch'] == 0 and results['epochs_run'] == 2
+  messages = _messages(caplog)
+  epochs = [m for m in messages if m.startswith('epoch ')]
+  assert [m.split()[1] for m in epochs] == ['1/6', '2/6']
+  assert all(re.search(r'triples/s, eta \d+s$', m) for m in epochs), epochs
+  assert ('stopped early at epoch 2/6: no improvement in 2 evaluations since epoch 0 '
+          '(config.train.patience)') in messages
+  path = tmp_path / 'results.json'
+  assert messages[-1] == (f"results: {path} (best epoch 0, val ndcg@20 "
+                          f"{results['val']['ndcg@20']:.4f}, test ndcg@20 "
+                          f"{results['test']['ndcg@20']:.4f})")
+  assert f"training curves: {tmp_path / 'curves.png'}" in messages
+  with open(tmp_path / 'curves.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_time_left_is_the_epochs_left_times_the_mean_epoch():
+  training = object.__new__(loop_lib.Training)  # Only the config and the epoch times.
+  training.config = tiny_config(num_epochs=10)
+  training.epoch_walls = []
+  assert training._eta(1, 5.0) == ', eta 45s'  # No epoch finished yet: this one's time.
+  training.epoch_walls = [2.0, 4.0, 30.0]
+  assert training._eta(4, 1.0) == ', eta 1m12s'  # 6 epochs x 12 s.
+  assert training._eta(10, 1.0) == ''  # The last epoch.
+  assert [loop_lib.format_duration(s) for s in (0.4, 42, 59.6, 80, 3599, 7500)] == [
+      '0s', '42s', '1m00s', '1m20s', '59m59s', '2h05m']
+
+
+def test_a_failed_drawing_of_the_curves_is_a_warning(tmp_path, monkeypatch, caplog):
+  def broken(*args, **kwargs):
+    raise RuntimeError('no fonts')
+  monkeypatch.setattr(plots, 'training_curves', broken)
+  train._write_curves(str(tmp_path), tiny_config(), [], 0)  # pylint: disable=protected-access
+  assert 'could not draw' in caplog.text and 'RuntimeError: no fonts' in caplog.text
+  assert not (tmp_path / 'curves.png').exists()

@@ -1,5 +1,6 @@
 """Ablation: MILK without CMAM, without CEIM, without both (= ERM) (Figure 4),
-and the drop of each from FTFT to FTMT (Figure 5)."""
+the drop of each from FTFT to FTMT (Figure 5), and each per missing group of
+FTMT's new items (groups.png; FTFT has the complete group only)."""
 
 from configs.experiments import base
 
@@ -9,4 +10,5 @@ def get_config(dataset: str = 'ml100k'):
   variants = [('ERM', base.ERM), ('no_CMAM', base.NO_CMAM), ('no_CEIM', base.NO_CEIM),
               ('MILK', base.MILK)]
   return base.experiment_config(config, 'ablation', ('ftft', 'ftmt'), variants,
-                                plots=('bars', 'drop'))
+                                metrics=base.METRICS + ('test_by_group.*.ndcg@20',),
+                                plots=('bars', 'drop', 'groups'))
