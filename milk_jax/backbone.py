@@ -8,8 +8,14 @@ and `['cf_items']` (I, d), new items' rows zero. That run is trained once per
 and reused afterwards. Its config is the method run's data, seed and eval
 sections with `config.backbone`'s training fields; a folder holding a
 backbone of other settings is refused like any run folder, never retrained.
+
+It ranks nothing (it has no vector for a new item, so its validation and
+test rankings would be the same at every epoch): its log lines, prefixed
+`backbone:`, give the training loss, and its results.json the kept (last)
+epoch, that loss and times; no metrics.
 """
 
+import contextlib
 import copy
 import logging
 import os
@@ -20,6 +26,7 @@ import numpy as np
 from milk_jax import data as data_lib
 from milk_jax import methods
 from milk_jax import runfolder
+from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
 
 log = logging.getLogger('milk_jax')
@@ -50,7 +57,27 @@ def check_backbone_folder(config: ml_collections.ConfigDict, workdir: str) -> No
   if methods.backbone_of(config) is None:
     return
   folder = backbone_dir(config, workdir)
-  runfolder.check_same_run(folder, runfolder.saved_config(folder), backbone_config(config))
+  saved = runfolder.saved_config(folder)
+  differing = [] if saved is None else runfolder.changed_fields(saved, backbone_config(config))
+  if differing:
+    # Say what chose the folder: the field, or the workdir it defaults into.
+    fix = ('point config.backbone.run_dir at another folder (or leave it unset for '
+           '<workdir>/backbone)' if config.backbone.run_dir else 'use a fresh --workdir')
+    raise ConfigError(f'{os.path.join(folder, runfolder.CONFIG_FILE)} holds a backbone run with a '
+                      f'different config (fields: {", ".join(differing)}); {fix}.')
+
+
+@contextlib.contextmanager
+def _prefixed_log(prefix: str):
+  """Every milk_jax log line inside the block starts with `prefix` (the backbone's own run)."""
+  def add_prefix(record: logging.LogRecord) -> bool:
+    record.msg = f'{prefix}{record.msg}'
+    return True
+  log.addFilter(add_prefix)
+  try:
+    yield
+  finally:
+    log.removeFilter(add_prefix)
 
 
 def cf_vectors(config: ml_collections.ConfigDict, workdir: str, dataset: data_lib.Dataset,
@@ -78,7 +105,8 @@ def cf_vectors(config: ml_collections.ConfigDict, workdir: str, dataset: data_li
   else:
     log.info('backbone: training %s in %s (%d epochs)', bconfig.method, folder,
              bconfig.train.num_epochs)
-    train.train_and_evaluate(bconfig, folder)
+    with _prefixed_log('backbone: '):
+      train.train_and_evaluate(bconfig, folder, held_out=False)
   program = train.EpochProgram(bconfig, dataset, train.make_method(bconfig, dataset))
   _, params = train.restore_best_params(folder, program.fresh_state())
   users, items = (np.asarray(v, np.float32) for v in program.vectors(params))

@@ -1,5 +1,7 @@
 """The warm backbone: trained once per (data, setting, seed), reused, never silently retrained."""
 
+import json
+import logging
 import os
 
 import numpy as np
@@ -7,8 +9,12 @@ import pytest
 
 from milk_jax import backbone
 from milk_jax import data as data_lib
+from milk_jax import interrupt
+from milk_jax import loop as loop_lib
 from milk_jax import runfolder
+from milk_jax import train
 from milk_jax.errors import ConfigError
+from milk_jax.errors import Interrupted
 from milk_jax.errors import RunFolderError
 from tests.helpers import tiny_config
 
@@ -80,3 +86,80 @@ def test_evaluating_a_run_never_trains_a_backbone(tmp_path):
   with pytest.raises(RunFolderError, match='absent holds no finished bprmf backbone'):
     backbone.cf_vectors(config, str(tmp_path), dataset, train_if_missing=False)
   assert not os.path.exists(tmp_path / 'absent' / 'checkpoints')
+
+
+def test_the_refusal_names_what_chose_the_folder(tmp_path):
+  other_seed = reader_config(None)
+  other_seed.seed = 1
+  saved = json_of(backbone.backbone_config(other_seed))
+  for folder in (tmp_path / 'bb', tmp_path / 'run' / 'backbone'):
+    folder.mkdir(parents=True)
+    runfolder.write_json(str(folder / runfolder.CONFIG_FILE), saved)
+  with pytest.raises(ConfigError, match='seed') as refused:
+    backbone.check_backbone_folder(reader_config(str(tmp_path / 'bb')), str(tmp_path / 'run'))
+  assert 'config.backbone.run_dir' in str(refused.value)
+  assert '--workdir' not in str(refused.value)
+  with pytest.raises(ConfigError, match='use a fresh --workdir'):
+    backbone.check_backbone_folder(reader_config(None), str(tmp_path / 'run'))
+
+
+def _lines(caplog):
+  return [r.getMessage() for r in caplog.records]
+
+
+def test_the_backbone_ranks_nothing_and_its_vectors_are_those_of_bprmf_alone(tmp_path, caplog):
+  config = reader_config(str(tmp_path / 'bb'))
+  dataset = data_lib.load_dataset(config)
+  with caplog.at_level(logging.INFO, logger='milk_jax'):
+    vectors = backbone.cf_vectors(config, str(tmp_path), dataset)
+  lines = _lines(caplog)
+  assert lines[0].startswith('backbone: training bprmf')
+  assert all(line.startswith('backbone: ') for line in lines)
+  assert any(line.startswith('backbone: epoch 4/4 loss ') for line in lines)
+  assert not any('new best' in line or 'ndcg' in line or line.startswith('backbone: test')
+                 for line in lines)
+  with open(tmp_path / 'bb' / 'results.json') as f:
+    results = json.load(f)
+  assert not {'val', 'test', 'test_by_group'} & set(results)
+  assert results['best_epoch'] == 4 and results['train']['loss'] > 0
+  assert {r['kind'] for r in runfolder.read_log(str(tmp_path / 'bb' / 'metrics.jsonl'))} == {
+      'train'}
+  # BPR-MF trained alone keeps its evaluation, the warm-only reference, and says what it is.
+  caplog.clear()
+  alone = str(tmp_path / 'alone')
+  bconfig = backbone.backbone_config(config)
+  with caplog.at_level(logging.INFO, logger='milk_jax'):
+    results = train.train_and_evaluate(bconfig, alone)
+  evals = [line for line in _lines(caplog) if line.startswith(('eval epoch', 'test at'))]
+  assert len(evals) == 3 and all(loop_lib.WARM_ONLY in line for line in evals)
+  assert not any('new best' in line for line in evals)
+  assert 'test' in results
+  program = train.EpochProgram(bconfig, dataset, train.make_method(bconfig, dataset))
+  _, params = train.restore_best_params(alone, program.fresh_state())
+  users, items = (np.asarray(v) for v in program.vectors(params))
+  np.testing.assert_array_equal(vectors['cf_users'], users[:dataset.num_users])
+  np.testing.assert_array_equal(vectors['cf_items'], items)  # Bit for bit.
+
+
+def test_an_interrupted_backbone_resumes_to_the_same_vectors(tmp_path, monkeypatch, capsys):
+  config = reader_config(str(tmp_path / 'bb'))
+  dataset = data_lib.load_dataset(config)
+  whole = backbone.cf_vectors(reader_config(str(tmp_path / 'whole')), str(tmp_path), dataset)
+  train_epoch = loop_lib.Training.train_epoch
+  def stop_after_two(self, epoch):
+    if epoch == 2:
+      interrupt.request()  # What Ctrl-C does: the loop stops before epoch 3.
+    return train_epoch(self, epoch)
+  monkeypatch.setattr(loop_lib.Training, 'train_epoch', stop_after_two)
+  try:
+    with pytest.raises(Interrupted):
+      backbone.cf_vectors(config, str(tmp_path), dataset)
+  finally:
+    interrupt.clear()
+  monkeypatch.undo()
+  resumed = backbone.cf_vectors(config, str(tmp_path), dataset)
+  for key in ('cf_users', 'cf_items'):
+    np.testing.assert_array_equal(resumed[key], whole[key])
+  with open(tmp_path / 'bb' / 'results.json') as f:
+    assert json.load(f)['best_epoch'] == 4
+  assert 'Logging error' not in capsys.readouterr().err  # The resume line has no metric.

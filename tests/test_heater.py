@@ -87,6 +87,28 @@ def test_pair_loss_matches_numpy(expert_hidden, catalogue):
   assert float(metrics['loss']) == float(got)
 
 
+def test_logged_parts_are_the_weighted_terms_that_add_up_to_the_loss():
+  _, method, _ = _setup()
+  # Hand-made: every dense weight and bias 0.5 except the gate's (0: g = 0, so c_i = tanh(0) = 0).
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (jnp.zeros_like(x) if jax.tree_util.keystr(path).startswith("['gate']")
+                       else jnp.full_like(x, 0.5)), explicit_params(method, 11))
+  v = np.array([[1, 0], [0, -1], [1, 1], [0, 0], [0, 0]], np.float32)
+  tables = catalogue_tables({'cf_users_std': CF_USERS, 'cf_items_std': v})
+  items = jnp.array([0, 1, 2, 2])
+  _, (metrics, _) = _pair_loss(params, jnp.array([0, 1, 2, 0]), items,
+                               jnp.array([1.0, 0.0, 1.0, 0.0]), jnp.array([True, False, True, False]),
+                               tables, EPS, REG, ALPHA, False)
+  # Experts (3 x (5 x 2 + 2)) and two towers (2 x 2 + 2, twice each): 60 entries of 0.25.
+  assert float(metrics['squared_weights']) == 15.0
+  np.testing.assert_allclose(metrics['reg_term'], REG * 15.0, rtol=1e-6)
+  # sum ||0 - V_i||^2 over the pairs' items 0, 1, 2, 2: 1 + 1 + 2 + 2.
+  assert float(metrics['similarity_sum']) == 6.0
+  np.testing.assert_allclose(metrics['similarity_term'], ALPHA * 6.0, rtol=1e-6)
+  np.testing.assert_allclose(metrics['loss'], metrics['mse'] + REG * 15.0 + ALPHA * 6.0, rtol=1e-6)
+  assert method.log_keys == ('mse', 'reg_term', 'similarity_term')  # The epoch line's parts.
+
+
 @pytest.mark.slow  # Gradients of both paths at several catalogue sizes.
 def test_experts_over_the_catalogue_give_the_gathered_rows_gradients():
   _, method, tables = _setup(expert_hidden=(4,))
@@ -157,7 +179,8 @@ def test_update_blends_the_step_moments_with_decay_0_9():
            'negatives': jnp.zeros((4,), jnp.int32)}
   key = jax.random.key(6)
   new, metrics = jax.jit(method.update)(state, batch, key, tables)
-  assert set(metrics) == {'loss', 'mse', 'regulariser', 'similarity'}
+  assert set(metrics) == {'loss', 'mse', 'reg_term', 'similarity_term', 'squared_weights',
+                          'similarity_sum'}
   draws = _draws(key, batch['users'], batch['positives'], 5, 0.5, tables)
   _, (_, moments) = _pair_loss(params, *draws, tables, EPS, REG, ALPHA)
   want = jax.tree.map(lambda r, b: 0.9 * r + 0.1 * b, params['batch_stats'], moments)

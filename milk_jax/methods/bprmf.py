@@ -6,6 +6,10 @@ items have no CF row: `embed` gives them zeros, so they are never "trained
 as negatives" rows. Its vectors feed DropoutNet and Heater (and later GAR,
 GoRec) through `milk_jax/backbone.py`. Since it cannot score new items, its
 validation metrics are not a selection signal: its best epoch is its last.
+Trained alone (`--config.method=bprmf`) it is the warm-only reference: every
+new item scores 0, so its metrics are those of one fixed ranking (ties in
+item order), the same at every epoch, and its log lines say so. As the
+backbone it ranks nothing and reports its training loss only.
 """
 
 import jax
