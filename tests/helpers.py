@@ -61,3 +61,12 @@ def fails_instead_of_hanging(seconds=120):
   finally:
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+def edit_npz(path, change):
+  """Rewrite the .npz file `path` with `change(arrays)` applied to its dict of arrays."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  with np.load(path) as saved:
+    arrays = dict(saved)
+  change(arrays)
+  np.savez(path, **arrays)

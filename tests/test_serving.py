@@ -8,6 +8,7 @@ import pytest
 from milk_jax import serving
 from milk_jax.data import dataset as dataset_lib
 from milk_jax.errors import RunFolderError
+from tests import helpers
 from tests.helpers import tiny_config
 
 
@@ -55,11 +56,7 @@ def test_a_damaged_serving_file_is_named(tmp_path):
 def _crafted(tmp_path, change):
   config = tiny_config()
   serving.write_serving(str(tmp_path), dataset_lib.load_dataset(config), {}, normalize=True)
-  path = os.path.join(tmp_path, serving.SERVING_FILE)
-  with np.load(path) as saved:
-    arrays = dict(saved)
-  change(arrays)
-  np.savez(path, **arrays)
+  helpers.edit_npz(os.path.join(tmp_path, serving.SERVING_FILE), change)
 
 
 @pytest.mark.parametrize('change, message', [

@@ -16,6 +16,7 @@ import pytest
 
 from milk_jax import runfolder
 from milk_jax import serving
+from tests import helpers
 from tests.helpers import snapshot
 # The command line as the fault tests drive it: one process per call, JAX on the CPU.
 from tests.test_faults import COMPARED
@@ -169,11 +170,7 @@ def _edit_config(workdir, field, value):
 
 
 def _edit_serving(workdir, change):
-  path = os.path.join(workdir, serving.SERVING_FILE)
-  with np.load(path) as saved:
-    arrays = dict(saved)
-  change(arrays)
-  np.savez(path, **arrays)
+  helpers.edit_npz(os.path.join(workdir, serving.SERVING_FILE), change)
 
 
 @pytest.mark.parametrize('damage, message', [
