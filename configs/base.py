@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   model = config.model = ml_collections.ConfigDict()
   model.embed_dim = 64  # d: width of user embeddings and extractor outputs.
   model.user_init_std = 0.1  # User embeddings start N(0, std^2).
+  model.fusion = 'mean'  # Item vector: mean (Eq. 18, missing modality imputed) | present (its own only).
   model.use_alignment = True  # CMAM: masked pairwise alignment (Eq. 6).
   model.use_invariance = True  # CEIM + REx over environments; False = ERM on the mean-fused item.
   model.use_uniform_env = True  # Include environment 0 with equal weights.
@@ -101,6 +102,8 @@ def get_config() -> ml_collections.ConfigDict:
   ev.ks = (10, 20, 50)  # Cut-offs for Recall/NDCG/Precision/HR.
   ev.candidates = 'all_new'  # all_new (val + test items, as the authors) | split.
   ev.user_batch_size = 1024  # Users ranked per device call.
+  ev.calibration = 'none'  # none | validation: per-pattern score map fitted on validation scores.
+  ev.calibration_shrinkage = 50.0  # n0: a pattern's map is weighted n / (n + n0), n its items.
 
   # ----------------------------------------------------------- recommend
   # Serving a trained run (--mode=recommend / export); never changes what a run computes.

@@ -18,6 +18,11 @@ When vectors.npz (written when training ends) holds another epoch (the run
 is training, or was stopped while it was being extended), the users'
 vectors are computed from the best checkpoint's parameters instead, and the
 warm items' vectors, which only vectors.npz holds, are refused.
+
+A run trained with `eval.calibration='validation'` ranks new items by their
+calibrated scores, a_p * (user . item) + b_p with the map of the item's
+modality pattern saved in calibration.json (milk_jax/calibration.py), as its
+test metrics did; warm items keep their plain scores.
 """
 
 import logging
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from milk_jax import calibration as calibration_lib
 from milk_jax import methods
 from milk_jax import new_items as new_items_lib
 from milk_jax import runfolder
@@ -134,6 +140,10 @@ class Run:
     self._device_extras = None
     self._user_rows = {raw: row for row, raw in enumerate(self.user_ids.tolist())}
     self._vectors_epoch = self.epoch
+    # The score maps per modality pattern (None: plain inner products); of epoch calibration.epoch.
+    self.calibration = None
+    if self.config.eval.get('calibration', 'none') != 'none':
+      self.calibration = calibration_lib.read(folder, self.modality_names)
     if self.method.serve_extras is not None:  # It embeds new items: the epoch is the best's.
       self._use_best_epoch()
 
@@ -314,7 +324,14 @@ class Run:
       raise ConfigError(f'config.recommend.k={k}: must be at least 1')
     rows = self.user_rows(user_ids)
     catalogue = self.catalogue() if include_warm else None
-    ranking = topk.TopK(self.user_vectors[rows], int(k), user_chunk)
+    user_vectors = self.user_vectors[rows]
+    calibrated = checked is not None and self._check_calibration()
+    if calibrated:  # A column of ones carries each item's offset: user . [a v, b] = a s + b.
+      user_vectors = np.concatenate([user_vectors, np.ones((rows.size, 1), np.float32)], axis=1)
+      if catalogue is not None:  # Warm items: offset 0, plain scores.
+        catalogue = np.concatenate([catalogue, np.zeros((catalogue.shape[0], 1), np.float32)],
+                                   axis=1)
+    ranking = topk.TopK(user_vectors, int(k), user_chunk)
     ids = []
     offset = 0
     if include_warm:
@@ -322,7 +339,7 @@ class Run:
       offset = self._rank_warm(ranking, rows, warm, catalogue, item_chunk)
       ids.append(self.catalogue_ids[warm])
     if checked is not None:
-      self._rank_new(ranking, checked, offset, item_chunk)
+      self._rank_new(ranking, checked, offset, item_chunk, calibrated)
       ids.append(checked.ids)
     all_ids = np.concatenate(ids + [np.asarray([''], str)])  # -1 -> ''.
     indices, scores = ranking.result()
@@ -346,9 +363,30 @@ class Run:
                   seen=(pair_rows[inside], pair_cols[inside] - start))
     return int(warm.size)
 
+  def _check_calibration(self) -> bool:
+    """True when new items are ranked calibrated; RunFolderError when the saved maps are of
+    another epoch than the one ranked with."""
+    if self.calibration is None:
+      return False
+    if self.calibration.epoch != self.epoch:
+      raise RunFolderError(
+          f'{os.path.join(self.folder, calibration_lib.CALIBRATION_FILE)} holds the score maps '
+          f'of epoch {self.calibration.epoch}, but the run ranks with epoch {self.epoch} (the '
+          'run is training, or stopped before it finished): let the training finish, or run '
+          '`--mode=eval` on the run, then try again')
+    return True
+
+  def score_maps(self, availability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scale (N,), offset (N,)) that rank items of these (N, M) availability rows:
+    scale * (user . item) + offset; ones and zeros for a run without calibration."""
+    if self.calibration is None:
+      n = np.asarray(availability).shape[0]
+      return np.ones(n, np.float32), np.zeros(n, np.float32)
+    return self.calibration.item_maps(availability)
+
   def _rank_new(self, ranking: topk.TopK, items: new_items_lib.NewItems, offset: int,
-                item_chunk: int) -> None:
-    """Adds the new items' vectors, a chunk at a time.
+                item_chunk: int, calibrated: bool = False) -> None:
+    """Adds the new items' vectors (calibrated: [scale * v, offset]), a chunk at a time.
 
     The first chunk's time includes compiling (said apart); the rate is
     measured from the end of the first chunk on, when nothing compiles.
@@ -357,7 +395,11 @@ class Run:
     first_stop, first_done = 0, tic
     for start in range(0, total, item_chunk):
       stop = min(start + item_chunk, total)
-      ranking.add(self.embed(items, start, stop), offset + start, item_chunk)
+      vectors = self.embed(items, start, stop)
+      if calibrated:
+        scale, shift = self.calibration.item_maps(items.available[start:stop])
+        vectors = np.concatenate([vectors * scale[:, None], shift[:, None]], axis=1)
+      ranking.add(vectors, offset + start, item_chunk)
       now = time.perf_counter()
       if start == 0:
         first_stop, first_done = stop, now

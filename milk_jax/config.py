@@ -52,6 +52,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(config.eval.candidates in ('all_new', 'split'), 'eval.candidates',
           "must be 'all_new' or 'split'")
   require(config.eval.user_batch_size > 0, 'eval.user_batch_size', 'must be positive')
+  require(config.eval.calibration in ('none', 'validation'), 'eval.calibration',
+          "must be 'none' or 'validation'")
+  require(config.eval.calibration_shrinkage >= 0, 'eval.calibration_shrinkage',
+          'must be non-negative (0: match each pattern fully)')
   require(config.train.sampler in SAMPLERS, 'train.sampler', f'must be one of {SAMPLERS}')
   require(config.train.feature_dtype in FEATURE_DTYPES, 'train.feature_dtype',
           f'must be one of {tuple(FEATURE_DTYPES)}')

@@ -33,9 +33,21 @@ def _ranking_sums(user_vectors: jax.Array, candidate_vectors: jax.Array,
   Returns:
     {'recall@k': sum over valid users, ...}.
   """
-  num_candidates = candidate_vectors.shape[0]
-  depth = min(max(ks), num_candidates)
-  scores = user_vectors @ candidate_vectors.T
+  return _score_sums(user_vectors @ candidate_vectors.T, relevant, user_mask, ks)
+
+
+def _calibrated_ranking_sums(user_vectors: jax.Array, candidate_vectors: jax.Array,
+                             scale: jax.Array, offset: jax.Array, relevant: jax.Array,
+                             user_mask: jax.Array, ks: tuple[int, ...]) -> dict[str, jax.Array]:
+  """`_ranking_sums` of calibrated scores scale * (user . item) + offset; scale, offset (C,)."""
+  scores = (user_vectors @ candidate_vectors.T) * scale[None, :] + offset[None, :]
+  return _score_sums(scores, relevant, user_mask, ks)
+
+
+def _score_sums(scores: jax.Array, relevant: jax.Array, user_mask: jax.Array,
+                ks: tuple[int, ...]) -> dict[str, jax.Array]:
+  """Metric sums of a (U, C) score matrix over the valid users (see `_ranking_sums`)."""
+  depth = min(max(ks), scores.shape[1])
   _, top = jax.lax.top_k(scores, depth)
   hits = jnp.take_along_axis(relevant, top, axis=1).astype(jnp.float32)  # (U, depth)
   num_relevant = relevant.sum(axis=1).astype(jnp.float32)
@@ -59,11 +71,18 @@ def _ranking_sums(user_vectors: jax.Array, candidate_vectors: jax.Array,
 
 
 _ranking_sums_jit = jax.jit(_ranking_sums, static_argnames=('ks',))
+_calibrated_ranking_sums_jit = jax.jit(_calibrated_ranking_sums, static_argnames=('ks',))
+
+
+# Per-item score maps (scale (num_items,), offset (num_items,)): the ranking uses
+# scale[i] * (user . item i) + offset[i] (milk_jax/calibration.py fits them).
+ItemMaps = tuple[np.ndarray, np.ndarray]
 
 
 def rank_metrics(user_embedding: jax.Array, item_vectors: jax.Array,
                  pairs: np.ndarray, candidates: np.ndarray, ks: Sequence[int],
-                 user_batch_size: int = 1024) -> dict[str, float]:
+                 user_batch_size: int = 1024, item_maps: ItemMaps | None = None
+                 ) -> dict[str, float]:
   """Mean metrics over the users that have at least one held-out candidate.
 
   Args:
@@ -73,6 +92,8 @@ def rank_metrics(user_embedding: jax.Array, item_vectors: jax.Array,
     candidates: (C,) item ids every user ranks.
     ks: cut-offs.
     user_batch_size: users per device call (the last batch is padded).
+    item_maps: calibrated scores; None ranks the plain inner products (the
+      uncalibrated program, unchanged).
   Returns:
     {'recall@k': ..., 'ndcg@k': ..., 'precision@k': ..., 'hr@k': ...,
      'num_users': int}; metrics are 0.0 when no user qualifies.
@@ -89,6 +110,8 @@ def rank_metrics(user_embedding: jax.Array, item_vectors: jax.Array,
     return {**totals, 'num_users': 0}
 
   candidate_vectors = item_vectors[jnp.asarray(candidates)]
+  if item_maps is not None:
+    scale, offset = (jnp.asarray(np.asarray(m, np.float32)[candidates]) for m in item_maps)
   batch = min(user_batch_size, users.size)
   for start in range(0, users.size, batch):
     stop = min(start + batch, users.size)
@@ -97,8 +120,13 @@ def rank_metrics(user_embedding: jax.Array, item_vectors: jax.Array,
     relevant[user_rows[in_batch] - start, column[pairs[in_batch, 1]]] = True
     batch_users = np.resize(users[start:stop], batch)  # padding repeats real users...
     mask = np.arange(batch) < stop - start  # ...and is masked out here.
-    sums = _ranking_sums_jit(user_embedding[jnp.asarray(batch_users)], candidate_vectors,
-                             jnp.asarray(relevant), jnp.asarray(mask), ks)
+    batch_vectors = user_embedding[jnp.asarray(batch_users)]
+    if item_maps is None:
+      sums = _ranking_sums_jit(batch_vectors, candidate_vectors, jnp.asarray(relevant),
+                               jnp.asarray(mask), ks)
+    else:
+      sums = _calibrated_ranking_sums_jit(batch_vectors, candidate_vectors, scale, offset,
+                                          jnp.asarray(relevant), jnp.asarray(mask), ks)
     for key, value in jax.device_get(sums).items():
       totals[key] += float(value)
   result = {key: value / users.size for key, value in totals.items()}
@@ -114,13 +142,15 @@ def group_name(num_missing: int) -> str:
 def rank_metrics_by_group(user_embedding: jax.Array, item_vectors: jax.Array,
                           pairs: np.ndarray, candidates: np.ndarray,
                           num_missing: np.ndarray, ks: Sequence[int],
-                          user_batch_size: int = 1024) -> dict[str, dict[str, float]]:
-  """Metrics per missing-modality group of the held-out items.
+                          user_batch_size: int = 1024, item_maps: ItemMaps | None = None
+                          ) -> dict[str, dict[str, float]]:
+  """Metrics per missing-modality group of the held-out items, in one shared ranking.
 
   Every group uses the same ranking of all `candidates`; only the held-out
   positives are restricted to the group's items (a user counts in a group
   when one of its held-out items is there). Groups of different sizes thus
-  face the same competition and their numbers can be compared.
+  face the same competition, and a group's number also says how its items'
+  scores sit against the other groups' (see `rank_metrics_within_group`).
 
   Args:
     num_missing: (num_items,) missing modalities per item.
@@ -132,7 +162,28 @@ def rank_metrics_by_group(user_embedding: jax.Array, item_vectors: jax.Array,
   pairs = np.asarray(pairs).reshape(-1, 2)
   pair_groups = num_missing[pairs[:, 1]]
   return {group_name(int(g)): rank_metrics(user_embedding, item_vectors, pairs[pair_groups == g],
-                                           candidates, ks, user_batch_size)
+                                           candidates, ks, user_batch_size, item_maps)
+          for g in np.unique(pair_groups)}
+
+
+def rank_metrics_within_group(user_embedding: jax.Array, item_vectors: jax.Array,
+                              pairs: np.ndarray, candidates: np.ndarray,
+                              num_missing: np.ndarray, ks: Sequence[int],
+                              user_batch_size: int = 1024, item_maps: ItemMaps | None = None
+                              ) -> dict[str, dict[str, float]]:
+  """Metrics per missing-modality group, each group's users ranking only its candidates.
+
+  Candidates and held-out positives are both restricted to the group's items,
+  so a group's number does not depend on how its scores sit against other
+  groups' (calibration): it measures how well the group's items are ordered.
+  Arguments and result as in `rank_metrics_by_group`.
+  """
+  pairs = np.asarray(pairs).reshape(-1, 2)
+  candidates = np.asarray(candidates, np.int64)
+  pair_groups = num_missing[pairs[:, 1]]
+  return {group_name(int(g)): rank_metrics(
+      user_embedding, item_vectors, pairs[pair_groups == g],
+      candidates[num_missing[candidates] == g], ks, user_batch_size, item_maps)
           for g in np.unique(pair_groups)}
 
 
@@ -144,23 +195,43 @@ def candidate_items(dataset, split: str, candidates: str) -> np.ndarray:
 
 
 def evaluate_split(eval_config, user_vectors: jax.Array, item_vectors: jax.Array, dataset,
-                   split: str, by_group: bool = False) -> dict:
+                   split: str, by_group: bool = False, within_group: bool = False,
+                   item_maps: ItemMaps | None = None) -> dict:
   """Ranking metrics of `split` ('val' or 'test') from a method's vectors.
 
-  The evaluator sees vectors only, never parameters or the method.
+  by_group: per missing group in one shared ranking; within_group: per group,
+  each ranking its own items only. The evaluator sees vectors only, never
+  parameters or the method.
   """
   pairs = dataset.val_pairs if split == 'val' else dataset.test_pairs
   candidates = candidate_items(dataset, split, eval_config.candidates)
-  if by_group:
-    return rank_metrics_by_group(user_vectors, item_vectors, pairs, candidates,
-                                 dataset.num_missing, eval_config.ks, eval_config.user_batch_size)
+  if by_group or within_group:
+    grouped = rank_metrics_within_group if within_group else rank_metrics_by_group
+    return grouped(user_vectors, item_vectors, pairs, candidates, dataset.num_missing,
+                   eval_config.ks, eval_config.user_batch_size, item_maps)
   return rank_metrics(user_vectors, item_vectors, pairs, candidates, eval_config.ks,
-                      eval_config.user_batch_size)
+                      eval_config.user_batch_size, item_maps)
 
 
 def held_out_metrics(eval_config, user_vectors: jax.Array, item_vectors: jax.Array,
-                 dataset) -> dict:
-  """{'test': ..., 'test_by_group': ...}: what results.json and eval.json report."""
-  return {'test': evaluate_split(eval_config, user_vectors, item_vectors, dataset, 'test'),
-          'test_by_group': evaluate_split(eval_config, user_vectors, item_vectors, dataset,
-                                          'test', by_group=True)}
+                     dataset, item_maps: ItemMaps | None = None) -> dict:
+  """What results.json and eval.json report of the test split.
+
+  {'test', 'test_by_group', 'test_within_group'}; with `item_maps` (a fitted
+  calibration) these rank calibrated scores, and the same three of the plain
+  scores follow as 'test_uncalibrated', 'test_by_group_uncalibrated',
+  'test_within_group_uncalibrated'.
+  """
+  def metrics(maps):
+    return {'test': evaluate_split(eval_config, user_vectors, item_vectors, dataset, 'test',
+                                   item_maps=maps),
+            'test_by_group': evaluate_split(eval_config, user_vectors, item_vectors, dataset,
+                                            'test', by_group=True, item_maps=maps),
+            'test_within_group': evaluate_split(eval_config, user_vectors, item_vectors,
+                                                dataset, 'test', within_group=True,
+                                                item_maps=maps)}
+
+  plain = metrics(None)
+  if item_maps is None:
+    return plain
+  return {**metrics(item_maps), **{f'{key}_uncalibrated': value for key, value in plain.items()}}

@@ -10,7 +10,9 @@ An experiment config is a dataset config (configs/ml100k.py, ...) with an
   runs_dir    folder of the run folders (None: the experiment's workdir); experiments
               that share it train a run they have in common once.
   baseline    the variant every other one is compared with, paired by seed.
-  metrics     results.json keys; '*' stands for every group, 'test_by_group.*.ndcg@20'.
+  metrics     results.json keys; '*' stands for every group, 'test_by_group.*.ndcg@20'
+              (one shared ranking) or 'test_within_group.*.ndcg@20' (each group ranks
+              its own items); a calibrated run also has test*_uncalibrated.
   plots       figures: bars, drop, groups, sweep (see `write_plots`).
   plot_metric the metric the figures show.
 
@@ -313,9 +315,22 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
   runfolder.write_text(path, text.getvalue())
 
 
+# Column labels of results.json's test sections (the longest prefix applies).
+_LABEL_PREFIXES = {'test.': '', 'test_by_group.': '', 'test_within_group.': 'within.',
+                   'test_uncalibrated.': 'uncalibrated.',
+                   'test_by_group_uncalibrated.': 'uncalibrated.',
+                   'test_within_group_uncalibrated.': 'uncalibrated.within.'}
+# The per-group views of the 'groups' study: (results.json key, figure name, what it ranks).
+GROUP_VIEWS = (('test_by_group', 'groups', 'one shared ranking of all new items'),
+               ('test_within_group', 'groups_within',
+                "each group's users rank only that group's items"))
+
+
 def metric_label(metric: str) -> str:
-  """'test.ndcg@20' -> 'ndcg@20', 'test_by_group.full.ndcg@20' -> 'full.ndcg@20'."""
-  return metric.removeprefix('test_by_group.').removeprefix('test.')
+  """'test.ndcg@20' -> 'ndcg@20', 'test_by_group.full.ndcg@20' -> 'full.ndcg@20',
+  'test_within_group.full.ndcg@20' -> 'within.full.ndcg@20'."""
+  prefix = max((p for p in _LABEL_PREFIXES if metric.startswith(p)), key=len, default='')
+  return _LABEL_PREFIXES.get(prefix, '') + metric[len(prefix):]
 
 
 def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -364,13 +379,15 @@ def setting_changes(results: Results, exp: ml_collections.ConfigDict) -> dict[st
           for variant, _ in exp.variants}
 
 
-def group_metrics(metrics: Sequence[str], plot_metric: str) -> dict[str, str]:
-  """{group label: metric key}: 'all' for the plot metric, then its per-group keys."""
+def group_metrics(metrics: Sequence[str], plot_metric: str,
+                  view: str = 'test_by_group') -> dict[str, str]:
+  """{group label: metric key}: 'all' for the plot metric, then its per-group keys of
+  `view` (a GROUP_VIEWS key)."""
   suffix = plot_metric.split('.')[-1]
   groups = {'all': plot_metric}
   for metric in metrics:
     parts = metric.split('.')
-    if parts[0] == 'test_by_group' and parts[-1] == suffix:
+    if parts[0] == view and parts[-1] == suffix:
       groups[parts[1]] = metric
   return groups
 
@@ -422,18 +439,23 @@ def extra_sections(results: Results, rows: Sequence[dict[str, Any]],
          for v, by_setting in changes.items()])
     lines.append('')
   if 'groups' in exp.plots and exp.baseline is not None:
-    groups = group_metrics(metrics, exp.plot_metric)
-    for setting in group_settings(rows, exp, groups):
-      gains = relative_gains(rows, exp, groups, setting)
-      lines += [f'## Relative gain over {exp.baseline} per group ({label}, '
-                f'{setting.upper()})', '',
-                f'100 * (variant - {exp.baseline}) / {exp.baseline}, on the means over seeds; '
-                '"all" is every test item, the others the held-out items of one group.', '']
-      lines += _markdown_table(['variant'] + list(groups),
-                               [[v] + ['n/a' if math.isnan(g) else f'{g:+.1f}%'
-                                       for g in by_group.values()]
-                                for v, by_group in gains.items()])
-      lines.append('')
+    for view, _, ranking in GROUP_VIEWS:
+      groups = group_metrics(metrics, exp.plot_metric, view)
+      if view != GROUP_VIEWS[0][0] and len(groups) == 1:
+        continue  # No within-group metric asked for.
+      title = '' if view == GROUP_VIEWS[0][0] else ', within-group ranking'
+      for setting in group_settings(rows, exp, groups):
+        gains = relative_gains(rows, exp, groups, setting)
+        lines += [f'## Relative gain over {exp.baseline} per group{title} ({label}, '
+                  f'{setting.upper()})', '',
+                  f'100 * (variant - {exp.baseline}) / {exp.baseline}, on the means over '
+                  'seeds; "all" is every test item, the others the held-out items of one '
+                  f'group, in {ranking}.', '']
+        lines += _markdown_table(['variant'] + list(groups),
+                                 [[v] + ['n/a' if math.isnan(g) else f'{g:+.1f}%'
+                                         for g in by_group.values()]
+                                  for v, by_group in gains.items()])
+        lines.append('')
   return lines
 
 
@@ -509,7 +531,9 @@ def write_plots(workdir: str, results: Results, rows: Sequence[dict[str, Any]],
     its 95% confidence interval (the comparison the unpaired spreads of bars hide).
   drop: change of plot_metric from the first setting to each other one (Figure 5).
   groups: plot_metric per missing group of every setting that has groups, and the
-    relative gain over the baseline (Figure 3).
+    relative gain over the baseline (Figure 3), in one shared ranking (test_by_group);
+    with test_within_group metrics also groups_within and group_gain_within, each
+    group's users ranking only that group's items.
   sweep: plot_metric against each swept hyper-parameter (Figure 6).
   A figure that cannot be drawn from this grid is skipped with a warning that says why.
   """
@@ -545,23 +569,29 @@ def write_plots(workdir: str, results: Results, rows: Sequence[dict[str, Any]],
          for v, c in changes.items()},
         f'change of {label}', f'{exp.name}: paired change between settings')
   if 'groups' in exp.plots:
-    groups = group_metrics(metrics, exp.plot_metric)
-    if len(groups) == 1:
-      log.warning("groups.png shows 'all' only: config.experiment.metrics has no "
-                  "'test_by_group.*.%s'", exp.plot_metric.split('.')[-1])
-    labelled = group_keys(rows, exp, groups)
-    labels = [x for x, _, _ in labelled]
-    keys = [(setting, metric) for _, setting, metric in labelled]
-    plots.bar_chart(path('groups'), labels, {v: _series(rows, v, keys) for v in variants},
-                    label, f'{exp.name}: test {label} per missing group')
-    if exp.baseline is not None and len(variants) > 1:
-      gains = {v: [] for v in variants if v != exp.baseline}
-      for setting in group_settings(rows, exp, groups):
-        for variant, by_group in relative_gains(rows, exp, groups, setting).items():
-          gains[variant] += list(by_group.values())
-      plots.bar_chart(path('group_gain'), labels, {v: (g, None) for v, g in gains.items()},
-                      f'gain over {exp.baseline} (%)', f'{exp.name}: relative gain per group',
-                      others)
+    for view, name, _ in GROUP_VIEWS:
+      groups = group_metrics(metrics, exp.plot_metric, view)
+      within = view != GROUP_VIEWS[0][0]
+      if within and len(groups) == 1:
+        continue  # No within-group metric asked for: no second figure.
+      if len(groups) == 1:
+        log.warning("groups.png shows 'all' only: config.experiment.metrics has no "
+                    "'test_by_group.*.%s'", exp.plot_metric.split('.')[-1])
+      labelled = group_keys(rows, exp, groups)
+      labels = [x for x, _, _ in labelled]
+      keys = [(setting, metric) for _, setting, metric in labelled]
+      how = ', each group ranking its own items' if within else ''
+      plots.bar_chart(path(name), labels, {v: _series(rows, v, keys) for v in variants},
+                      label, f'{exp.name}: test {label} per missing group{how}')
+      if exp.baseline is not None and len(variants) > 1:
+        gains = {v: [] for v in variants if v != exp.baseline}
+        for setting in group_settings(rows, exp, groups):
+          for variant, by_group in relative_gains(rows, exp, groups, setting).items():
+            gains[variant] += list(by_group.values())
+        plots.bar_chart(path('group_gain' + name.removeprefix('groups')), labels,
+                        {v: (g, None) for v, g in gains.items()},
+                        f'gain over {exp.baseline} (%)',
+                        f'{exp.name}: relative gain per group{how}', others)
   if 'sweep' in exp.plots:
     swept = sweeps(exp)
     if not swept:

@@ -309,11 +309,14 @@ class Training:
                self.loop['evals_since_best'], self.loop['best_epoch'])
     return stopped
 
-  def results(self, stopped_early: bool, best_vectors: tuple[Any, Any]) -> dict[str, Any]:
+  def results(self, stopped_early: bool, best_vectors: tuple[Any, Any],
+              calibration=None) -> dict[str, Any]:
     """The results contract, with test metrics of the best parameters' (users, items) vectors.
 
-    A warm backbone's (held_out False) has no metrics: its kept epoch, its
-    training loss and times.
+    With a `calibration` (calibration.Calibration), the test metrics rank its
+    calibrated scores, the plain ones follow as test*_uncalibrated, and its
+    fitted values are reported. A warm backbone's (held_out False) has no
+    metrics: its kept epoch, its training loss and times.
     """
     loop = self.loop
     if not self.held_out:
@@ -324,18 +327,24 @@ class Training:
               'stopped_early': bool(stopped_early),
               'train': {k: v for k, v in train.items() if k not in ('epoch', 'kind')},
               'train_seconds': loop['train_seconds'], 'compile_seconds': loop['compile_seconds']}
-    held_out = evaluate.held_out_metrics(self.config.eval, *best_vectors, self.dataset)
+    held_out = evaluate.held_out_metrics(
+        self.config.eval, *best_vectors, self.dataset,
+        None if calibration is None else calibration.item_maps(self.dataset.availability))
     test = held_out['test']
     log.info('test at best epoch %d: %s%s', loop['best_epoch'],
              format_metrics(test, self.ks_shown),
-             f' ({WARM_ONLY})' if self.program.method.select_last else '')
+             f' ({WARM_ONLY})' if self.program.method.select_last else
+             ' (calibrated by modality pattern)' if calibration is not None else '')
+    if calibration is not None:
+      log.info('test uncalibrated: %s', format_metrics(held_out['test_uncalibrated'],
+                                                       self.ks_shown))
     return {
         'best_epoch': int(loop['best_epoch']),
         'epochs_run': int(loop['epoch']),
         'stopped_early': bool(stopped_early),
         'val': loop['best_val'],
-        'test': test,
-        'test_by_group': held_out['test_by_group'],
+        **held_out,
+        **({} if calibration is None else {'calibration': calibration.report()}),
         'missing': self.dataset.missing_report(),
         'train_seconds': loop['train_seconds'],
         'compile_seconds': loop['compile_seconds'],

@@ -83,10 +83,12 @@ def recommend(config: ml_collections.ConfigDict, workdir: str) -> api.Recommenda
     raise DataError(f'config.recommend.output: the folder of {output} does not exist')
   if settings.include_warm:
     run.catalogue()  # Refused before any work when the warm items' vectors are not saved.
-  log.info('recommending the top %d of %s%s for %d users (method %s, ranking with epoch %d)',
+  log.info('recommending the top %d of %s%s for %d users (method %s, ranking with epoch %d%s)',
            settings.k, f'{len(items)} new items' if items is not None else 'no new items',
            ' and the warm items' if settings.include_warm else '',
-           len(run.user_ids) if users is None else len(users), run.config.method, run.epoch)
+           len(run.user_ids) if users is None else len(users), run.config.method, run.epoch,
+           '; new items calibrated by modality pattern, calibration.json'
+           if run.calibration is not None and items is not None else '')
   top = run.recommend(users, settings.k, items, settings.include_warm,
                       item_chunk=settings.item_chunk, user_chunk=settings.user_chunk)
   runfolder.write_text(output, tsv_text(top))

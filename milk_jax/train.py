@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from milk_jax import calibration as calibration_lib
 from milk_jax import checkpoint
 from milk_jax import data as data_lib
 from milk_jax import evaluate
@@ -328,8 +329,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       raise
     training.checkpoints.close()
     best_vectors = program.vectors(training.best_params)  # Evaluated, then saved for serving.
-    results = training.results(stopped_early, best_vectors)
-    _write_vectors(workdir, program, best_vectors, results['best_epoch'])
+    calibration = (calibration_lib.fit_validation(config.eval, *best_vectors, dataset,
+                                                  training.loop['best_epoch'])
+                   if held_out else None)
+    results = training.results(stopped_early, best_vectors, calibration)
+    _write_vectors(workdir, program, best_vectors, results['best_epoch'], calibration)
     results_path = os.path.join(workdir, 'results.json')
     _write_json(results_path, results)
     _write_curves(workdir, config, training.history, results['best_epoch'])
@@ -363,11 +367,15 @@ def _write_curves(workdir: str, config: ml_collections.ConfigDict,
   log.info('training curves: %s', path)
 
 
-def _write_vectors(workdir: str, program: EpochProgram, vectors, epoch: int) -> None:
-  """vectors.npz: the (users, items) the evaluation ranks with, for export and recommend."""
+def _write_vectors(workdir: str, program: EpochProgram, vectors, epoch: int,
+                   calibration: calibration_lib.Calibration | None = None) -> None:
+  """vectors.npz: the (users, items) the evaluation ranks with, for export and recommend;
+  calibration.json: their score maps per modality pattern, when the run fits them."""
   if loop_lib.is_primary_process():
     users, items = (np.asarray(v, np.float32) for v in vectors)
     serving.write_vectors(workdir, users[:program.dataset.num_users], items, epoch)
+    if calibration is not None:
+      calibration_lib.write(workdir, calibration)
 
 
 def restore_best_params(workdir: str, state: TrainState) -> tuple[int, Any]:
@@ -415,10 +423,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     users, items = program.vectors(params)
     if loop_lib.is_primary_process():  # Brings a run trained before serving files up to date.
       serving.write_run_files(workdir, dataset, program.extras, config)
-    _write_vectors(workdir, program, (users, items), epoch)
+    calibration = calibration_lib.fit_validation(config.eval, users, items, dataset, epoch)
+    _write_vectors(workdir, program, (users, items), epoch, calibration)
     results = {'epoch': int(epoch),
                'val': evaluate.evaluate_split(config.eval, users, items, dataset, 'val'),
-               **evaluate.held_out_metrics(config.eval, users, items, dataset)}
+               **evaluate.held_out_metrics(
+                   config.eval, users, items, dataset,
+                   None if calibration is None else calibration.item_maps(dataset.availability))}
+    if calibration is not None:
+      results['calibration'] = calibration.report()
     path = os.path.join(workdir, 'eval.json')
     _write_json(path, results)
   log.info('best checkpoint (epoch %d): test %s; wrote %s', epoch,

@@ -78,3 +78,49 @@ def test_metrics_by_group():
   assert groups['full']['recall@2'] == pytest.approx(0.0)
   assert groups['missing_2']['recall@1'] == pytest.approx(1.0)
   assert groups['missing_2']['num_users'] == 1 and groups['full']['num_users'] == 1
+
+
+def test_metrics_within_group_rank_only_the_group():
+  users, items = _setup()
+  num_missing = np.array([0, 1, 0, 1, 0])
+  # User 0 ranks items 0..4 in order and holds out item 3 (missing_1); user 1 ranks them in
+  # reverse (4, 3, 2, 1, 0) and holds out item 0 (full).
+  pairs = np.array([[0, 3], [1, 0]])
+  shared = evaluate.rank_metrics_by_group(users, items, pairs, np.arange(5), num_missing, (5,))
+  within = evaluate.rank_metrics_within_group(users, items, pairs, np.arange(5), num_missing,
+                                              (5,))
+  # One shared ranking: item 3 is 4th for user 0, item 0 is 5th for user 1.
+  assert shared['missing_1']['ndcg@5'] == pytest.approx(1 / np.log2(5))
+  assert shared['full']['ndcg@5'] == pytest.approx(1 / np.log2(6))
+  # Within missing_1 user 0 ranks items 1, 3: item 3 is 2nd; within full user 1 ranks
+  # items 4, 2, 0: item 0 is 3rd.
+  assert within['missing_1']['ndcg@5'] == pytest.approx(1 / np.log2(3))
+  assert within['full']['ndcg@5'] == pytest.approx(1 / np.log2(4))
+  assert within['missing_1']['num_users'] == 1 and within['full']['num_users'] == 1
+  assert within['missing_1']['recall@5'] == pytest.approx(1.0)
+
+
+def test_item_maps_rank_calibrated_scores():
+  users, items = _setup()
+  # Item 4's score for user 0 is 1; scale 10 and offset 0.5 make it 10.5, above item 0's 5.
+  scale = np.ones(5, np.float32)
+  offset = np.zeros(5, np.float32)
+  scale[4], offset[4] = 10.0, 0.5
+  pairs = np.array([[0, 4]])
+  plain = evaluate.rank_metrics(users, items, pairs, np.arange(5), (1,))
+  calibrated = evaluate.rank_metrics(users, items, pairs, np.arange(5), (1,),
+                                     item_maps=(scale, offset))
+  assert plain['hr@1'] == 0.0 and calibrated['hr@1'] == 1.0
+
+
+def test_identity_maps_give_the_uncalibrated_numbers_bit_for_bit():
+  rng = np.random.default_rng(1)
+  users = jnp.asarray(rng.normal(size=(30, 8)), jnp.float32)
+  items = jnp.asarray(rng.normal(size=(40, 8)), jnp.float32)
+  pairs = np.stack([rng.integers(0, 30, 200), rng.integers(10, 40, 200)], axis=1)
+  num_missing = rng.integers(0, 3, 40)
+  identity = (np.ones(40, np.float32), np.zeros(40, np.float32))
+  for grouped in (evaluate.rank_metrics_by_group, evaluate.rank_metrics_within_group):
+    plain = grouped(users, items, pairs, np.arange(10, 40), num_missing, (5, 20), 7)
+    mapped = grouped(users, items, pairs, np.arange(10, 40), num_missing, (5, 20), 7, identity)
+    assert plain == mapped

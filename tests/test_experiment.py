@@ -395,3 +395,35 @@ def test_grid_progress_gives_the_time_left(tmp_path, monkeypatch, caplog):
       '[3/4] ftmt/MILK/seed_0: finished earlier, best epoch 2, test.ndcg@20 0.5000; '
       'eta 20s for 1 more run',
       '[4/4] ftmt/MILK/seed_1: trained in 20.0s, best epoch 2, test.ndcg@20 0.5000']
+
+
+def test_within_group_metrics_get_their_own_columns_sections_and_figures(tmp_path):
+  exp = _grid(('ftmt',), ('groups',), 2)
+  exp.metrics = METRICS + ('test_within_group.*.ndcg@20',)
+  results = _results('ftmt', {'ERM': [(0.20, {'full': 0.40, 'missing_1': 0.10})] * 2,
+                              'MILK': [(0.25, {'full': 0.40, 'missing_1': 0.15})] * 2})
+  within = {'ERM': (0.50, 0.20), 'MILK': (0.45, 0.30)}  # full, missing_1 in their own rankings.
+  for (_, variant), by_seed in results.items():
+    for result in by_seed.values():
+      full, missing = within[variant]
+      result['test_within_group'] = {'full': {'ndcg@20': full}, 'missing_1': {'ndcg@20': missing}}
+  rows, metrics = _summary(results, exp)
+  assert metrics[-2:] == ['test_within_group.full.ndcg@20', 'test_within_group.missing_1.ndcg@20']
+  assert [experiment.metric_label(m) for m in metrics] == [
+      'ndcg@20', 'full.ndcg@20', 'missing_1.ndcg@20', 'within.full.ndcg@20',
+      'within.missing_1.ndcg@20']
+  assert experiment.metric_label('test_within_group_uncalibrated.full.ndcg@20') == (
+      'uncalibrated.within.full.ndcg@20')
+  table = '\n'.join(experiment.setting_tables(rows, exp, metrics, 'ftmt'))
+  assert '| within.full.ndcg@20 | within.missing_1.ndcg@20 |' in table
+  groups = experiment.group_metrics(metrics, exp.plot_metric, 'test_within_group')
+  assert groups == {'all': 'test.ndcg@20', 'full': 'test_within_group.full.ndcg@20',
+                    'missing_1': 'test_within_group.missing_1.ndcg@20'}
+  gains = experiment.relative_gains(rows, exp, groups)
+  np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, -10.0, 50.0], atol=1e-9)
+  sections = '\n'.join(experiment.extra_sections(results, rows, exp, metrics))
+  assert 'per group, within-group ranking (ndcg@20, FTMT)' in sections
+  assert '| MILK | +25.0% | -10.0% | +50.0% |' in sections
+  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
+  assert [os.path.basename(p) for p in paths] == [
+      'groups.png', 'group_gain.png', 'groups_within.png', 'group_gain_within.png']

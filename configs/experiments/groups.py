@@ -22,7 +22,7 @@ def get_config(dataset: str = 'synthetic_m3'):
   config = base.experiment_config(
       config, 'groups', ('groups',), variants,
       metrics=('test.recall@20', 'test.ndcg@20', 'test_by_group.*.recall@20',
-               'test_by_group.*.ndcg@20'),
+               'test_by_group.*.ndcg@20', 'test_within_group.*.ndcg@20'),
       methods=STRONGEST_BASELINES, plots=('groups',))
   num_modalities = len(config.data.modalities)
   if num_modalities >= 3:
