@@ -1,7 +1,9 @@
 """Heterogeneous environments by cyclic mixup (CEIM, Eqs. 9-12).
 
 An environment is a weight vector on the simplex over the M modalities; an
-item's representation in environment e is sum_m theta_e^m c^m (Eq. 12).
+item's representation in environment e is sum_m theta_e^m c^m (Eq. 12), or,
+under fusion='present', the same with the weights renormalised over the
+modalities the item has (`present_weights`).
 """
 
 import jax
@@ -58,3 +60,28 @@ def env_weights(key: jax.Array,
 def uniform_weights(num_modalities: int) -> jax.Array:
   """The single mean-fusion environment used by ERM and at inference (Eq. 18): (1, M)."""
   return jnp.full((1, num_modalities), 1.0 / num_modalities, jnp.float32)
+
+
+def present_weights(weights: jax.Array, availability: jax.Array) -> jax.Array:
+  """Each environment's weights renormalised over each item's present modalities.
+
+  w'_ebm = w_em a_bm / sum_m' w_em' a_bm'. When an environment puts all its
+  weight on modalities the item lacks (the sum is 0, e.g. a Dirichlet draw
+  that underflowed to one-hot on the missing modality), the item falls back
+  to the uniform mean over its present modalities: that environment then
+  shows the item as ERM's present-fused vector, neither inventing a weight
+  for a modality it favoured nor dropping the item from its loss.
+  An item with no modality (the data layer refuses those) gets all zeros.
+
+  Args:
+    weights: (E, M), rows on the simplex.
+    availability: (B, M) bool.
+  Returns:
+    (E, B, M).
+  """
+  mask = availability.astype(weights.dtype)
+  masked = weights[:, None, :] * mask[None]  # (E, B, M)
+  total = masked.sum(axis=-1, keepdims=True)
+  uniform = mask / jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0)  # (B, M)
+  renormalised = masked / jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, renormalised, uniform[None])

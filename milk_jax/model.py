@@ -3,12 +3,19 @@
 Parameters are a plain pytree:
   {'user_embedding': (num_users, d),
    'extractors': [{'kernel': (dim_m, d), 'bias': (d,)} for each modality m]}
+
+Fusion (config.model.fusion): 'mean' is Eq. 18, the mean over all M
+modalities, an item's missing ones imputed; 'present' averages only the
+modalities an item has (and renormalises an environment's weights over
+them). Complete items take the 'mean' arithmetic under both, bit for bit.
 """
 
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from milk_jax import environments
 
 Params = dict[str, Any]
 
@@ -63,8 +70,11 @@ def fuse(representations: jax.Array, weights: jax.Array) -> jax.Array:
   return jnp.einsum('em,...md->e...d', weights, representations)
 
 
+FUSIONS = ('mean', 'present')
+
+
 def env_scores(user_vectors: jax.Array, representations: jax.Array,
-               weights: jax.Array) -> jax.Array:
+               weights: jax.Array, availability: jax.Array | None = None) -> jax.Array:
   """Scores y^e = <u, z^e> for every environment (Eq. 13).
 
   Scores are linear in the weights, so the M per-modality scores are computed
@@ -74,13 +84,49 @@ def env_scores(user_vectors: jax.Array, representations: jax.Array,
     user_vectors: (B, d).
     representations: (B, M, d) of the items paired with those users.
     weights: (E, M).
+    availability: (B, M) bool of those items for fusion='present': an
+      incomplete item's weights are renormalised over its present modalities
+      (`environments.present_weights`); None = fusion='mean', all mixed by `weights`.
   Returns:
     (E, B).
   """
   per_modality = jnp.einsum('bd,bmd->bm', user_vectors, representations)
-  return weights @ per_modality.T
+  scores = weights @ per_modality.T
+  if availability is None:
+    return scores
+  # Complete items keep the matmul's floats exactly ('present' == 'mean' for them).
+  renormalised = jnp.einsum('ebm,bm->eb', environments.present_weights(weights, availability),
+                            per_modality)
+  return jnp.where(availability.all(axis=-1), scores, renormalised)
 
 
-def item_embeddings(params: Params, features: Sequence[jax.Array]) -> jax.Array:
-  """Inference-time item vectors: the mean over modalities (Eq. 18), (num_items, d)."""
-  return modality_representations(params['extractors'], features).mean(axis=-2)
+def present_mean(representations: jax.Array, availability: jax.Array) -> jax.Array:
+  """The mean over each item's present modalities, (..., d).
+
+  Args:
+    representations: (..., M, d).
+    availability: (..., M) bool; a complete item's row is exactly
+      representations.mean(axis=-2), one with no modality is zero.
+  """
+  mask = availability.astype(representations.dtype)
+  count = jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0)
+  present = jnp.einsum('...m,...md->...d', mask, representations) / count
+  return jnp.where(availability.all(axis=-1, keepdims=True),
+                   representations.mean(axis=-2), present)
+
+
+def fused_items(representations: jax.Array, availability: jax.Array | None) -> jax.Array:
+  """Item vectors (..., d): Eq. 18's mean (availability None) or `present_mean`."""
+  if availability is None:
+    return representations.mean(axis=-2)
+  return present_mean(representations, availability)
+
+
+def item_embeddings(params: Params, features: Sequence[jax.Array],
+                    availability: jax.Array | None = None) -> jax.Array:
+  """Inference-time item vectors, (num_items, d).
+
+  The mean over modalities (Eq. 18) when availability is None (fusion='mean');
+  else the mean over each item's present modalities (fusion='present').
+  """
+  return fused_items(modality_representations(params['extractors'], features), availability)

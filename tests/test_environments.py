@@ -61,3 +61,24 @@ def test_ablation_options():
   np.testing.assert_allclose(independent.sum(axis=1), 1.0, atol=1e-5)
   assert not np.allclose(independent[2], np.roll(independent[1], 1))
   np.testing.assert_allclose(environments.uniform_weights(4), [[0.25] * 4])
+
+
+def test_present_weights_renormalise_over_present_modalities_hand_example():
+  weights = jnp.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+  available = jnp.array([[True, True, False], [False, True, True]])
+  got = environments.present_weights(weights, available)
+  chex.assert_shape(got, (3, 2, 3))
+  np.testing.assert_allclose(got[:, 0], [[0.5, 0.5, 0], [0.625, 0.375, 0], [2 / 7, 5 / 7, 0]],
+                             rtol=1e-6)
+  np.testing.assert_allclose(got[:, 1], [[0, 0.5, 0.5], [0, 0.6, 0.4], [0, 0.625, 0.375]],
+                             rtol=1e-6)
+
+
+def test_present_weights_fall_back_to_the_uniform_present_mean():
+  # An environment on the missing modality only: uniform over the present ones.
+  weights = jnp.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+  available = jnp.array([[True, True, False], [False, False, False]])
+  got = environments.present_weights(weights, available)
+  chex.assert_tree_all_finite(got)
+  np.testing.assert_array_equal(got[0], [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
+  np.testing.assert_array_equal(got[1], [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])

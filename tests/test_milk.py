@@ -12,11 +12,22 @@ epoch 6 one float32 ulp away from the pinned value, with bit-identical
 parameters and metrics), so losses may differ by at most one ulp.
 """
 
+import json
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import milk_jax
+from configs import base
+from milk_jax import config as config_lib
+from milk_jax import data as data_lib
+from milk_jax import model
 from milk_jax import runfolder
 from milk_jax import train
+from milk_jax.errors import ConfigError
+from milk_jax.methods import milk
 from tests.helpers import tiny_config
 
 PINNED = {
@@ -67,3 +78,126 @@ def test_results_are_those_recorded_before_the_move(name, tmp_path):
   assert results['test']['ndcg@20'] == pinned['test_ndcg@20']
   assert results['test']['recall@20'] == pinned['test_recall@20']
   assert results['val']['ndcg@20'] == pinned['val_ndcg@20']
+
+
+# ------------------------------------------------------------------ fusion
+
+
+def _erm(config):
+  config.model.use_invariance = False
+  config.model.use_alignment = False
+  return config
+
+
+def test_fusion_defaults_to_the_mean_of_eq_18():
+  assert base.get_config().model.fusion == 'mean'
+  assert tiny_config().model.fusion == 'mean'  # What PINNED above was recorded with.
+  assert 'model.fusion' in milk.OWN_FIELDS
+  # A run saved before the field existed resumes: it ran with the mean.
+  saved = json.loads(tiny_config().to_json())  # As config.json holds it.
+  del saved['model']['fusion']
+  assert runfolder.changed_fields(saved, tiny_config()) == []
+
+
+def test_an_unknown_fusion_is_a_config_error():
+  config = tiny_config()
+  config.model.fusion = 'max'
+  with pytest.raises(ConfigError, match=r"config\.model\.fusion='max'.*'mean', 'present'"):
+    config_lib.check_config(config)
+
+
+def _batch_losses_and_grads(config, dataset, tables, item_batches):
+  """Loss, metrics and gradients of one batch per entry of `item_batches` (64 items each:
+  32 positives, then 32 negatives)."""
+  method = train.make_method(config, dataset)
+  params = method.init(jax.random.key(0))
+  weights = milk.step_weights(config, jax.random.key(1), len(dataset.modality_names))
+  grad_fn = jax.jit(jax.value_and_grad(method.loss, has_aux=True))
+  out = []
+  for items in item_batches:
+    batch = {'users': jnp.arange(32, dtype=jnp.int32),
+             'positives': jnp.asarray(items[:32], jnp.int32),
+             'negatives': jnp.asarray(items[32:64], jnp.int32)}
+    out.append(grad_fn(params, batch, weights, tables))
+  return out
+
+
+@pytest.mark.parametrize('erm', [False, True])
+def test_present_fusion_trains_complete_items_exactly_as_the_mean(erm):
+  config = tiny_config()
+  config.data.setting = 'mtmt'  # Some warm items miss a modality.
+  config = _erm(config) if erm else config
+  dataset = data_lib.load_dataset(config)
+  tables = train.tables_on_device(dataset)
+  complete = dataset.availability[dataset.warm_items].all(axis=1)
+  assert complete.sum() >= 64 and (~complete).sum() >= 16
+  present = config.copy_and_resolve_references()
+  present.model.fusion = 'present'
+  full_items = dataset.warm_items[complete][:64]
+  mixed = np.concatenate([dataset.warm_items[~complete][:16], full_items[:48]])
+  mean_full, mean_mixed = _batch_losses_and_grads(config, dataset, tables, [full_items, mixed])
+  present_full, present_mixed = _batch_losses_and_grads(present, dataset, tables,
+                                                        [full_items, mixed])
+  jax.tree.map(np.testing.assert_array_equal, mean_full, present_full)
+  # A batch with incomplete items trains differently.
+  assert mean_mixed[0][0] != present_mixed[0][0]
+
+
+def test_present_fusion_embeds_an_incomplete_item_by_its_present_modalities():
+  config = tiny_config()
+  config.model.fusion = 'present'
+  dataset = data_lib.load_dataset(config)  # ftmt: half the new items miss one modality.
+  tables = train.tables_on_device(dataset)
+  method = train.make_method(config, dataset)
+  params = method.init(jax.random.key(0))
+  _, items = method.embed(params, tables)
+  reps = np.asarray(model.modality_representations(params['extractors'], tables.features))
+  available = dataset.availability
+  expected = np.where(available.all(axis=1)[:, None], reps.mean(axis=1),
+                      (reps * available[..., None]).sum(axis=1) / available.sum(axis=1)[:, None])
+  assert (~available.all(axis=1)).sum() > 10
+  np.testing.assert_allclose(items, expected, rtol=1e-6, atol=1e-7)
+  mean_config = tiny_config()
+  _, mean_items = train.make_method(mean_config, dataset).embed(params, tables)
+  full = available.all(axis=1)
+  np.testing.assert_array_equal(np.asarray(items)[full], np.asarray(mean_items)[full])
+  assert not np.allclose(np.asarray(items)[~full], np.asarray(mean_items)[~full])
+
+
+@pytest.mark.slow  # Two short trainings.
+@pytest.mark.parametrize('erm', [False, True])
+def test_present_fusion_under_mtmt_beats_the_untrained_model(tmp_path, erm):
+  config = tiny_config(num_epochs=30, eval_every=5, patience=3)
+  config.data.synthetic.num_items = 500
+  config.data.synthetic.num_users = 300
+  config.data.setting = 'mtmt'
+  config.model.fusion = 'present'
+  config = _erm(config) if erm else config
+  dataset = data_lib.load_dataset(config)
+  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
+  before = program.evaluate(program.fresh_state().params, 'test')
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
+  assert results['best_epoch'] > 0
+
+
+@pytest.mark.slow  # One short training, then serving.
+def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tmp_path):
+  config = tiny_config(num_epochs=2)
+  config.model.fusion = 'present'
+  train.train_and_evaluate(config, str(tmp_path))
+  run = milk_jax.load(str(tmp_path))
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(3, 24)).astype(np.float32)
+  text = rng.normal(size=(3, 12)).astype(np.float32)
+  items = run.new_items({'image': image, 'text': text},
+                        np.array([[True, False], [False, True], [True, True]]))
+  vectors = run.embed(items)
+  raw, available = items.rows(0, 3)
+  prepared = run.serving.preprocessing.apply(raw, available)
+  reps = np.asarray(model.modality_representations(run.params['extractors'], prepared))
+  np.testing.assert_allclose(vectors[0], reps[0, 0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(vectors[1], reps[1, 1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(vectors[2], reps[2].mean(axis=0), rtol=1e-5, atol=1e-6)
+  # Eq. 18 would have averaged in the imputed modality.
+  assert not np.allclose(vectors[0], reps[0].mean(axis=0), atol=1e-4)

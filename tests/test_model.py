@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from milk_jax import environments
 from milk_jax import model
 
 
@@ -41,3 +42,67 @@ def test_inference_embedding_is_the_modality_mean():
   reps = model.modality_representations(params['extractors'], features)
   np.testing.assert_allclose(model.item_embeddings(params, features),
                              (reps[:, 0] + reps[:, 1]) / 2, rtol=1e-6)
+
+
+def test_present_mean_of_an_item_missing_a_modality_is_its_present_representation():
+  reps = jnp.array([[[1.0, 2.0], [3.0, 6.0]],   # complete: (2, 4)
+                    [[1.0, 2.0], [3.0, 6.0]],   # misses modality 1: (1, 2)
+                    [[1.0, 2.0], [3.0, 6.0]]])  # misses modality 0: (3, 6)
+  available = jnp.array([[True, True], [True, False], [False, True]])
+  np.testing.assert_array_equal(model.present_mean(reps, available),
+                                [[2.0, 4.0], [1.0, 2.0], [3.0, 6.0]])
+  # Three modalities, one missing: the mean of the other two; none: zero, not NaN.
+  reps3 = jnp.array([[[3.0], [5.0], [100.0]], [[3.0], [5.0], [100.0]]])
+  np.testing.assert_array_equal(
+      model.present_mean(reps3, jnp.array([[True, True, False], [False, False, False]])),
+      [[4.0], [0.0]])
+
+
+def test_present_mean_of_complete_items_is_the_mean_bit_for_bit():
+  reps = jax.random.normal(jax.random.key(4), (50, 3, 8))
+  available = jnp.ones((50, 3), bool)
+  np.testing.assert_array_equal(model.present_mean(reps, available), reps.mean(axis=-2))
+  np.testing.assert_array_equal(model.fused_items(reps, None), reps.mean(axis=-2))
+
+
+def test_env_scores_under_present_fusion():
+  key_u, key_r = jax.random.split(jax.random.key(5))
+  users = jax.random.normal(key_u, (6, 4))
+  reps = jax.random.normal(key_r, (6, 3, 4))
+  weights = jnp.array([[1 / 3] * 3, [0.7, 0.2, 0.1], [0.0, 0.0, 1.0]])
+  available = jnp.array([[True] * 3, [True, True, False], [False, True, False],
+                         [True] * 3, [True, False, True], [True] * 3])
+  mean_scores = model.env_scores(users, reps, weights)
+  present = model.env_scores(users, reps, weights, available)
+  complete = np.asarray(available.all(axis=1))
+  # Complete items: the 'mean' path's floats exactly.
+  np.testing.assert_array_equal(np.asarray(present)[:, complete],
+                                np.asarray(mean_scores)[:, complete])
+  # Item 1 (no modality 2) in environment 1: weights (0.7, 0.2) / 0.9; in the
+  # environment on modality 2 only: the uniform mean of modalities 0 and 1.
+  per_modality = np.einsum('bd,bmd->bm', users, reps)
+  np.testing.assert_allclose(present[1, 1], (0.7 * per_modality[1, 0]
+                                             + 0.2 * per_modality[1, 1]) / 0.9, rtol=1e-5)
+  np.testing.assert_allclose(present[2, 1], (per_modality[1, 0] + per_modality[1, 1]) / 2,
+                             rtol=1e-5)
+  # Item 2 has only modality 1: every environment scores it by that modality.
+  np.testing.assert_allclose(present[:, 2], [per_modality[2, 1]] * 3, rtol=1e-5)
+  # The scores are those of the fused vectors (Eq. 13 with per-item weights).
+  fused = jnp.einsum('ebm,bmd->ebd', environments.present_weights(weights, available), reps)
+  np.testing.assert_allclose(np.asarray(present)[:, ~complete],
+                             np.einsum('bd,ebd->eb', users, fused)[:, ~complete],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_item_embeddings_under_present_fusion():
+  params = model.init_params(jax.random.key(1), 3, (6, 2), 4)
+  features = [jnp.ones((5, 6)), jnp.arange(10.0).reshape(5, 2)]
+  reps = model.modality_representations(params['extractors'], features)
+  available = jnp.array([[True, True], [True, False], [False, True], [True, True],
+                         [True, False]])
+  got = np.asarray(model.item_embeddings(params, features, available))
+  reps = np.asarray(reps)
+  np.testing.assert_array_equal(got[[0, 3]],
+                                np.asarray(model.item_embeddings(params, features))[[0, 3]])
+  np.testing.assert_array_equal(got[[1, 4]], reps[[1, 4], 0])
+  np.testing.assert_array_equal(got[2], reps[2, 1])

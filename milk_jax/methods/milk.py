@@ -3,7 +3,9 @@
 Its hyper-parameters keep their historical places: `config.model.*` (the
 switches, alpha, embed_dim) and `config.train.beta`, `align_weight`,
 `reg_weight`, `reg_target`, `variance_ddof`, `task_loss`. ERM is MILK with
-`model.use_invariance=False` and `model.use_alignment=False`.
+`model.use_invariance=False` and `model.use_alignment=False`. `model.fusion`
+('mean', Eq. 18, or 'present') is how an item's modalities become its vector,
+for MILK and ERM alike (milk_jax/model.py).
 """
 
 from typing import Callable
@@ -24,10 +26,10 @@ from milk_jax.methods import step_keys
 BACKBONE = None
 DISPLAY_NAME = 'MILK'
 # Fields only MILK reads: other methods' run folders ignore them.
-OWN_FIELDS = ('model.user_init_std', 'model.use_alignment', 'model.use_invariance',
-              'model.use_uniform_env', 'model.cyclic_shift', 'model.resample_weights',
-              'model.alpha', 'train.beta', 'train.align_weight', 'train.reg_weight',
-              'train.reg_target', 'train.variance_ddof', 'train.task_loss')
+OWN_FIELDS = ('model.user_init_std', 'model.fusion', 'model.use_alignment',
+              'model.use_invariance', 'model.use_uniform_env', 'model.cyclic_shift',
+              'model.resample_weights', 'model.alpha', 'train.beta', 'train.align_weight',
+              'train.reg_weight', 'train.reg_target', 'train.variance_ddof', 'train.task_loss')
 # The stream of the one weight draw of a run with resample_weights=False.
 _FIXED_WEIGHTS_STREAM = 7
 
@@ -37,6 +39,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ConfigError(f'config.{field}={value!r}: {message}')
 
+  require(config.model.fusion in model.FUSIONS, 'model.fusion', config.model.fusion,
+          f'must be one of {model.FUSIONS}')
   require(config.model.alpha > 0, 'model.alpha', config.model.alpha,
           'the Dirichlet concentration must be positive')
   require(config.train.beta >= 0, 'train.beta', config.train.beta, 'must be non-negative')
@@ -73,6 +77,12 @@ def epoch_weights(config: ml_collections.ConfigDict, train_key: jax.Array,
   return jax.vmap(lambda key: step_weights(config, key, num_modalities))(keys)
 
 
+def fusion_availability(config: ml_collections.ConfigDict, tables: Tables,
+                        items: jax.Array) -> jax.Array | None:
+  """The (n, M) availability of `items` that fusion='present' fuses by; None for 'mean'."""
+  return tables.availability[items] if config.model.fusion == 'present' else None
+
+
 def objective(config: ml_collections.ConfigDict, params: model.Params, batch,
               user_vectors: jax.Array, pos_reps: jax.Array, neg_reps: jax.Array,
               pos_scores: jax.Array, neg_scores: jax.Array,
@@ -97,8 +107,11 @@ def objective(config: ml_collections.ConfigDict, params: model.Params, batch,
     alignment = jnp.zeros(())
 
   if train_config.reg_target == 'embeddings':
-    regulariser = losses.embedding_l2(user_vectors, pos_reps.mean(axis=1),
-                                      neg_reps.mean(axis=1))
+    # The batch's item vectors as inference fuses them (model.fusion).
+    regulariser = losses.embedding_l2(
+        user_vectors,
+        model.fused_items(pos_reps, fusion_availability(config, tables, positives)),
+        model.fused_items(neg_reps, fusion_availability(config, tables, batch['negatives'])))
   else:
     regulariser = losses.params_l2(params)
 
@@ -128,13 +141,17 @@ def make_loss_fn(config: ml_collections.ConfigDict) -> Callable:
 
   `weights` are the step's environment weights, (E, M) from `step_weights`.
   Scores are linear in the weights, so each environment's scores mix the M
-  per-modality scores instead of fusing E item vectors.
+  per-modality scores instead of fusing E item vectors. Under fusion='present'
+  an item missing a modality (warm ones under MTMT) mixes them by the weights
+  renormalised over its present modalities.
   """
   def loss_fn(params, batch, weights, tables):
     user_vectors, pos_reps, neg_reps = batch_representations(params, batch, tables)
+    pos_available = fusion_availability(config, tables, batch['positives'])
+    neg_available = fusion_availability(config, tables, batch['negatives'])
     return objective(config, params, batch, user_vectors, pos_reps, neg_reps,
-                     model.env_scores(user_vectors, pos_reps, weights),
-                     model.env_scores(user_vectors, neg_reps, weights), tables)
+                     model.env_scores(user_vectors, pos_reps, weights, pos_available),
+                     model.env_scores(user_vectors, neg_reps, weights, neg_available), tables)
 
   return loss_fn
 
@@ -147,7 +164,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
                              config.model.user_init_std)
 
   def embed(params, tables):
-    return params['user_embedding'], model.item_embeddings(params, tables.features)
+    available = tables.availability if config.model.fusion == 'present' else None
+    return params['user_embedding'], model.item_embeddings(params, tables.features, available)
 
   def step_inputs(train_key, first_step, num_steps):
     return epoch_weights(config, train_key, first_step, num_steps, num_modalities)
