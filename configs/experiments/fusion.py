@@ -1,0 +1,39 @@
+"""Incomplete items ranked on merit: fusion and calibration (issue 21's study).
+
+ERM and MILK with Eq. 18's mean over all modalities (the missing one imputed)
+and with the mean over the modalities an item has (`model.fusion=present`),
+each also with its scores calibrated per missing-modality pattern on
+validation (`eval.calibration=validation`); MILK also at the paper's beta;
+SiBraR, DUIF and CLCRec with and without calibration. Every variant is
+compared with today's ERM, paired by seed, overall, per missing group in one
+shared ranking, and within each group.
+
+  python main.py --config=configs/experiments/fusion.py:ml100k --workdir=runs/fusion_ml100k --mode=experiment
+"""
+
+from configs.experiments import base
+
+PRESENT = {'model.fusion': 'present'}
+CALIBRATED = {'eval.calibration': 'validation'}
+
+
+def get_config(dataset: str = 'ml100k'):
+  config = base.dataset_config(dataset)
+  variants = [
+      ('ERM', base.ERM),
+      ('ERM_cal', {**base.ERM, **CALIBRATED}),
+      ('ERM_present', {**base.ERM, **PRESENT}),
+      ('ERM_present_cal', {**base.ERM, **PRESENT, **CALIBRATED}),
+      ('MILK', base.MILK),
+      ('MILK_present', PRESENT),
+      ('MILK_present_cal', {**PRESENT, **CALIBRATED}),
+  ]
+  if config.train.beta != base.PAPER_BETA:
+    variants.append(('MILK_beta1000_present', {'train.beta': base.PAPER_BETA, **PRESENT}))
+  for name, display in (('sibrar', 'SiBraR'), ('duif', 'DUIF'), ('clcrec', 'CLCRec')):
+    variants.append((display, {'method': name}))
+    variants.append((f'{display}_cal', {'method': name, **CALIBRATED}))
+  return base.experiment_config(
+      config, 'fusion', ('ftmt',), variants,
+      metrics=base.METRICS + ('test_by_group.*.ndcg@20', 'test_within_group.*.ndcg@20'),
+      plots=('bars', 'groups'))
