@@ -4,6 +4,8 @@ ERM and MILK with Eq. 18's mean over all modalities (the missing one imputed)
 and with the mean over the modalities an item has (`model.fusion=present`),
 each also with its scores calibrated per missing-modality pattern on
 validation (`eval.calibration=validation`); MILK also at the paper's beta;
+ERM and MILK selected and tested on each split's own candidates
+(`eval.candidates=split`), to see what the all-new-items pool rewards;
 SiBraR, DUIF and CLCRec with and without calibration. Every variant is
 compared with today's ERM, paired by seed, overall, per missing group in one
 shared ranking, and within each group.
@@ -15,6 +17,7 @@ from configs.experiments import base
 
 PRESENT = {'model.fusion': 'present'}
 CALIBRATED = {'eval.calibration': 'validation'}
+SPLIT = {'eval.candidates': 'split'}
 
 
 def get_config(dataset: str = 'ml100k'):
@@ -30,6 +33,7 @@ def get_config(dataset: str = 'ml100k'):
   ]
   if config.train.beta != base.PAPER_BETA:
     variants.append(('MILK_beta1000_present', {'train.beta': base.PAPER_BETA, **PRESENT}))
+  variants += [('ERM_split', {**base.ERM, **SPLIT}), ('MILK_split', SPLIT)]
   for name, display in (('sibrar', 'SiBraR'), ('duif', 'DUIF'), ('clcrec', 'CLCRec')):
     variants.append((display, {'method': name}))
     variants.append((f'{display}_cal', {'method': name, **CALIBRATED}))
