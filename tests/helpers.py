@@ -70,3 +70,15 @@ def edit_npz(path, change):
     arrays = dict(saved)
   change(arrays)
   np.savez(path, **arrays)
+
+
+def assert_training_beats_untrained(config, workdir):
+  """Train `config` in `workdir`; its test NDCG@20 must at least double the untrained model's."""
+  from milk_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+  from milk_jax import train  # pylint: disable=import-outside-toplevel
+  dataset = data_lib.load_dataset(config)
+  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
+  before = program.evaluate(program.fresh_state().params, 'test')
+  results = train.train_and_evaluate(config, str(workdir))
+  assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
+  assert results['best_epoch'] > 0

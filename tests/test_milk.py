@@ -28,6 +28,7 @@ from milk_jax import runfolder
 from milk_jax import train
 from milk_jax.errors import ConfigError
 from milk_jax.methods import milk
+from tests import helpers
 from tests.helpers import tiny_config
 
 PINNED = {
@@ -173,12 +174,7 @@ def test_present_fusion_under_mtmt_beats_the_untrained_model(tmp_path, erm):
   config.data.setting = 'mtmt'
   config.model.fusion = 'present'
   config = _erm(config) if erm else config
-  dataset = data_lib.load_dataset(config)
-  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
-  before = program.evaluate(program.fresh_state().params, 'test')
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
-  assert results['best_epoch'] > 0
+  helpers.assert_training_beats_untrained(config, tmp_path)
 
 
 @pytest.mark.slow  # One short training, then serving.

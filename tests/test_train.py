@@ -23,6 +23,7 @@ from milk_jax.errors import DivergenceError
 from milk_jax.errors import Interrupted
 from milk_jax.errors import RunFolderError
 from milk_jax.data import device_sampling
+from tests import helpers
 from tests.helpers import tiny_config
 
 
@@ -152,12 +153,7 @@ def test_training_beats_the_untrained_model(tmp_path, sampler):
   config = tiny_config(num_epochs=30, eval_every=5, patience=3, sampler=sampler)
   config.data.synthetic.num_items = 500
   config.data.synthetic.num_users = 300
-  dataset = data_lib.load_dataset(config)
-  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
-  before = program.evaluate(program.fresh_state().params, 'test')
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
-  assert results['best_epoch'] > 0
+  helpers.assert_training_beats_untrained(config, tmp_path)
 
 
 def test_results_contract(tmp_path):
