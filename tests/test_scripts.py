@@ -128,3 +128,26 @@ def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked():
     assert convert['pos_user_nb'][u].tolist() == [0] + trained.tolist()
     assert convert['emb_user_nb'][u].tolist() == trained.tolist()
   np.testing.assert_array_equal(layout['train_map'][:, 1], dataset.train_pairs[:, 1] + 1)
+
+
+@pytest.mark.slow  # Two tiny trainings, then the script in a subprocess.
+def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path):
+  from milk_jax import train  # pylint: disable=import-outside-toplevel
+  found = {}
+  for pool in ('all_new', 'split'):
+    config = tiny_config(num_epochs=4, eval_every=2)
+    config.eval.candidates = pool
+    found[pool] = train.train_and_evaluate(config, str(tmp_path / pool / 'seed_0'))
+  done = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'candidate_pools.py'),
+                         str(tmp_path / 'all_new'), f'--split={tmp_path / "split"}'],
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  row = next(line for line in done.stdout.splitlines() if line.startswith('| seed_0 '))
+  cells = [cell.strip() for cell in row.strip('|').split('|')]
+  all_new, split = (float(x) for x in cells[2].split(' / '))
+  # The all_new pool is the run's own test protocol: the script gives back its number.
+  assert all_new == pytest.approx(found['all_new']['test']['ndcg@20'], abs=5e-5)
+  assert split > all_new  # Fewer candidates, the same positives.
+  assert int(cells[3]) == found['split']['best_epoch']
+  assert float(cells[4]) == pytest.approx(found['split']['test']['ndcg@20'], abs=5e-5)
