@@ -10,6 +10,8 @@ An experiment config is a dataset config (configs/ml100k.py, ...) with an
   runs_dir    folder of the run folders (None: the experiment's workdir); experiments
               that share it train a run they have in common once.
   baseline    the variant every other one is compared with, paired by seed.
+  only        names of the variants to run and summarise (empty: all of them); the
+              baseline is always kept, e.g. --config.experiment.only="('MILK_cal',)".
   metrics     results.json keys; '*' stands for every group, 'test_by_group.*.ndcg@20'
               (one shared ranking) or 'test_within_group.*.ndcg@20' (each group ranks
               its own items); a calibrated run also has test*_uncalibrated.
@@ -119,6 +121,23 @@ def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.Co
     config.experiment.variants = tuple(config.experiment.variants) + tuple(added)
     config.experiment.methods = ()
     config.experiment.own_cadence = ()
+  return config
+
+
+def only_variants(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy whose variants are those of experiment.only and the baseline (all when empty)."""
+  only = tuple(config.experiment.get('only', ()) or ())
+  if not only:
+    return config
+  names = [name for name, _ in config.experiment.variants]
+  unknown = [name for name in only if name not in names]
+  if unknown:
+    raise ConfigError(f'config.experiment.only: unknown variants {unknown}; the grid has '
+                      f'{names}')
+  keep = set(only) | {config.experiment.get('baseline')}
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.experiment.variants = tuple(v for v in config.experiment.variants if v[0] in keep)
   return config
 
 
@@ -619,7 +638,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
   Returns:
     The summary rows (the content of summary.csv).
   """
-  config = with_method_variants(config)
+  config = only_variants(with_method_variants(config))
   runs = plan_runs(config, workdir)
   check_existing(runs)
   exp = config.experiment

@@ -327,9 +327,8 @@ class Training:
               'stopped_early': bool(stopped_early),
               'train': {k: v for k, v in train.items() if k not in ('epoch', 'kind')},
               'train_seconds': loop['train_seconds'], 'compile_seconds': loop['compile_seconds']}
-    held_out = evaluate.held_out_metrics(
-        self.config.eval, *best_vectors, self.dataset,
-        None if calibration is None else calibration.item_maps(self.dataset.availability))
+    item_maps = None if calibration is None else calibration.item_maps(self.dataset.availability)
+    held_out = evaluate.held_out_metrics(self.config.eval, *best_vectors, self.dataset, item_maps)
     test = held_out['test']
     log.info('test at best epoch %d: %s%s', loop['best_epoch'],
              format_metrics(test, self.ks_shown),
@@ -343,6 +342,8 @@ class Training:
         'epochs_run': int(loop['epoch']),
         'stopped_early': bool(stopped_early),
         'val': loop['best_val'],
+        **({} if calibration is None else {'val_calibrated': evaluate.evaluate_split(
+            self.config.eval, *best_vectors, self.dataset, 'val', item_maps=item_maps)}),
         **held_out,
         **({} if calibration is None else {'calibration': calibration.report()}),
         'missing': self.dataset.missing_report(),

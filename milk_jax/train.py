@@ -425,11 +425,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       serving.write_run_files(workdir, dataset, program.extras, config)
     calibration = calibration_lib.fit_validation(config.eval, users, items, dataset, epoch)
     _write_vectors(workdir, program, (users, items), epoch, calibration)
+    item_maps = None if calibration is None else calibration.item_maps(dataset.availability)
     results = {'epoch': int(epoch),
                'val': evaluate.evaluate_split(config.eval, users, items, dataset, 'val'),
-               **evaluate.held_out_metrics(
-                   config.eval, users, items, dataset,
-                   None if calibration is None else calibration.item_maps(dataset.availability))}
+               **({} if calibration is None else {'val_calibrated': evaluate.evaluate_split(
+                   config.eval, users, items, dataset, 'val', item_maps=item_maps)}),
+               **evaluate.held_out_metrics(config.eval, users, items, dataset, item_maps)}
     if calibration is not None:
       results['calibration'] = calibration.report()
     path = os.path.join(workdir, 'eval.json')

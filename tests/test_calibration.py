@@ -163,13 +163,18 @@ def test_a_run_reports_saves_and_serves_its_calibration(calibrated_run, tmp_path
   assert patterns['text']['scale'] != 1.0
   for key in ('test', 'test_by_group', 'test_within_group'):
     assert set(results[f'{key}_uncalibrated']) == set(results[key])
+  # The best epoch's validation, ranked by the maps fitted on it (they read no label).
+  dataset = dataset_lib.load_dataset(config)
+  run_vectors = np.load(os.path.join(folder, 'vectors.npz'))
+  assert results['val_calibrated'] == evaluate.evaluate_split(
+      config.eval, run_vectors['users'], run_vectors['items'], dataset, 'val',
+      item_maps=calibration.read(folder, dataset.modality_names).item_maps(dataset.availability))
   with open(os.path.join(folder, 'results.json')) as f:
     assert json.load(f)['calibration'] == report
   with open(os.path.join(folder, calibration.CALIBRATION_FILE)) as f:
     assert json.load(f) == report
 
   # A text-only new item moves by the text pattern's map; a complete one keeps its score.
-  dataset = dataset_lib.load_dataset(config)
   items = [int(i) for i in dataset.test_items[:2]]
   ids = [str(dataset.item_ids[i]) for i in items]
   new = write_items_folder(str(tmp_path / 'new'), config, dataset, items,
@@ -201,7 +206,8 @@ def test_eval_refits_the_same_maps_and_serving_refuses_maps_of_another_epoch(cal
   shutil.copytree(folder, copied)
   evaluated = train.evaluate_checkpoint(config, copied)
   assert evaluated['calibration'] == results['calibration']
-  for key in ('test', 'test_by_group', 'test_within_group', 'test_uncalibrated'):
+  for key in ('test', 'test_by_group', 'test_within_group', 'test_uncalibrated',
+              'val_calibrated'):
     assert evaluated[key] == results[key]
   path = os.path.join(copied, calibration.CALIBRATION_FILE)
   with open(path) as f:

@@ -267,6 +267,32 @@ def test_own_cadence_adds_the_originals_validation_beside_the_shared_one():
   assert [v for v, _ in experiment.with_method_variants(config).experiment.variants] == ['MILK']
 
 
+def test_only_runs_the_named_variants_and_the_baseline():
+  config = tiny_experiment([('ERM', base.ERM), ('MILK', base.MILK), ('MILK_cal', {})],
+                           only=('MILK_cal',))
+  kept = experiment.only_variants(config).experiment.variants
+  assert [v for v, _ in kept] == ['ERM', 'MILK_cal']  # The baseline stays for the paired diffs.
+  assert [r.variant for r in experiment.plan_runs(experiment.only_variants(config), '/x')] == [
+      'ERM', 'ERM', 'MILK_cal', 'MILK_cal']
+  config.experiment.only = ('MILK_call',)
+  with pytest.raises(train.ConfigError, match=r"experiment.only: unknown variants \['MILK_call'\]"):
+    experiment.only_variants(config)
+
+
+def test_the_fusion_study_plans_its_settings_per_dataset():
+  from configs.experiments import fusion
+  ml100k = fusion.get_config('ml100k')
+  names = [v for v, _ in ml100k.experiment.variants]
+  assert ml100k.experiment.settings == ('ftmt', 'mtmt') and len(names) == 17
+  assert dict(ml100k.experiment.variants)['MILK_cal'] == {'eval.calibration': 'validation'}
+  assert len(experiment.plan_runs(ml100k, '/nonexistent')) == 2 * 17 * 5
+  m3 = fusion.get_config('synthetic_m3')
+  assert m3.experiment.settings == ('groups',)
+  assert tuple(m3.data.group_fractions) == (0.1, 0.45, 0.45)
+  assert 'MILK_beta1000_present' in [v for v, _ in m3.experiment.variants]  # beta 10 there
+  assert fusion.get_config('tiktok_mm').experiment.settings == ('ftmt',)
+
+
 def test_own_cadence_of_a_method_without_one_is_refused():
   config = tiny_experiment([('MILK', {})], methods=('duif',), own_cadence=('duif',))
   with pytest.raises(train.ConfigError, match='own_cadence.*duif.*ORIGINAL_CADENCE'):

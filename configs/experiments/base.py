@@ -90,6 +90,7 @@ def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tu
   # '<Name>_own_cadence' (milk_jax/methods/<name>.py ORIGINAL_CADENCE), e.g. ('gar',).
   exp.own_cadence = ()
   exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
+  exp.only = ()  # Names of the variants to run and summarise (the baseline is kept); () = all.
   exp.train_missing = True  # False: summarise the finished runs only, train nothing.
   exp.metrics = METRICS  # results.json keys to summarise; '*' = every group.
   exp.plots = ('bars',)  # Figures: bars | drop | groups | sweep.

@@ -11,10 +11,18 @@ compared with today's ERM, paired by seed, overall, per missing group in one
 shared ranking, and within each group.
 
   python main.py --config=configs/experiments/fusion.py:ml100k --workdir=runs/fusion_ml100k --mode=experiment
+
+ml100k runs FTMT and MTMT, synthetic_m3 the groups setting (items missing
+two), any other dataset FTMT; --config.experiment.only="('MILK_cal',)" runs
+some variants (and the baseline) only.
 """
 
 from configs.experiments import base
+from configs.experiments import groups
 
+# ml100k also with missing modalities in training; synthetic_m3 (M = 3) with the
+# paper's missing groups, 10% complete / 45% missing one / 45% missing two.
+SETTINGS = {'ml100k': ('ftmt', 'mtmt'), 'synthetic_m3': ('groups',)}
 PRESENT = {'model.fusion': 'present'}
 CALIBRATED = {'eval.calibration': 'validation'}
 SPLIT = {'eval.candidates': 'split'}
@@ -31,6 +39,7 @@ def get_config(dataset: str = 'ml100k'):
       ('ERM_cal', {**base.ERM, **CALIBRATED}),
       ('MILK', base.MILK),
       ('MILK_present_cal', {**PRESENT, **CALIBRATED}),
+      ('MILK_cal', CALIBRATED),
   ]
   if config.train.beta != base.PAPER_BETA:
     variants.append(('MILK_beta1000_present', {'train.beta': base.PAPER_BETA, **PRESENT}))
@@ -38,7 +47,11 @@ def get_config(dataset: str = 'ml100k'):
   for name, display in (('sibrar', 'SiBraR'), ('duif', 'DUIF'), ('clcrec', 'CLCRec')):
     variants.append((display, {'method': name}))
     variants.append((f'{display}_cal', {'method': name, **CALIBRATED}))
-  return base.experiment_config(
-      config, 'fusion', ('ftmt',), variants,
-      metrics=base.METRICS + ('test_by_group.*.ndcg@20', 'test_within_group.*.ndcg@20'),
+  config = base.experiment_config(
+      config, 'fusion', SETTINGS.get(dataset, ('ftmt',)), variants,
+      metrics=base.METRICS + ('test_by_group.*.ndcg@20', 'test_within_group.*.ndcg@20',
+                              'val.ndcg@20', 'val_calibrated.ndcg@20'),
       plots=('bars', 'groups'))
+  if 'groups' in config.experiment.settings:  # Figure 3's groups: some items miss two.
+    config.data.group_fractions = groups.PAPER_FRACTIONS
+  return config
