@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.reg_target = 'embeddings'  # embeddings (batch user/item vectors, as the authors) | params.
   train.variance_ddof = 0  # 0: population variance over environments; 1: unbiased (authors').
   train.task_loss = 'mean'  # mean of the environments' BPR losses (paper) | sum (authors' code).
+  # MILK/ERM: probability that a training item with 2+ modalities drops one (its imputed
+  # fill instead), so that training sees items as a new item missing one is seen. 0 = off.
+  train.modality_dropout = 0.0
   train.learning_rate = 1e-3  # Adam step size.
   train.batch_size = 2048  # Triples (user, positive, negative) per step.
   train.num_epochs = 1000  # Upper bound on epochs; early stopping usually ends sooner.

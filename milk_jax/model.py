@@ -8,6 +8,11 @@ Fusion (config.model.fusion): 'mean' is Eq. 18, the mean over all M
 modalities, an item's missing ones imputed; 'present' averages only the
 modalities an item has (and renormalises an environment's weights over
 them). Complete items take the 'mean' arithmetic under both, bit for bit.
+
+Modality dropout (config.train.modality_dropout): in training, an item with
+two or more modalities loses one of them at random, its representation
+replaced by that of the modality's imputed fill, as a new item missing it
+is embedded; under FTMT no warm item is ever seen that way otherwise.
 """
 
 from typing import Any, Sequence
@@ -130,3 +135,25 @@ def item_embeddings(params: Params, features: Sequence[jax.Array],
   else the mean over each item's present modalities (fusion='present').
   """
   return fused_items(modality_representations(params['extractors'], features), availability)
+
+
+def dropout_mask(key: jax.Array, availability: jax.Array, rate: float) -> jax.Array:
+  """(..., M) bool: the modality each item drops in this step, at most one.
+
+  With probability `rate` an item with two or more present modalities drops
+  one of them, drawn uniformly among the present ones; an item with one (or
+  none) keeps what it has.
+  """
+  drop_key, pick_key = jax.random.split(key)
+  drops = jax.random.uniform(drop_key, availability.shape[:-1]) < rate
+  drops &= availability.sum(axis=-1) >= 2
+  # Uniform among the present modalities: the largest of iid uniforms over them.
+  draws = jnp.where(availability, jax.random.uniform(pick_key, availability.shape), -1.0)
+  picked = jax.nn.one_hot(jnp.argmax(draws, axis=-1), availability.shape[-1], dtype=bool)
+  return picked & drops[..., None]
+
+
+def with_dropped(representations: jax.Array, fill_representations: jax.Array,
+                 dropped: jax.Array) -> jax.Array:
+  """(..., M, d): each dropped modality's representation replaced by its fill's, (M, d)."""
+  return jnp.where(dropped[..., None], fill_representations, representations)

@@ -197,3 +197,63 @@ def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tm
   np.testing.assert_allclose(vectors[2], reps[2].mean(axis=0), rtol=1e-5, atol=1e-6)
   # Eq. 18 would have averaged in the imputed modality.
   assert not np.allclose(vectors[0], reps[0].mean(axis=0), atol=1e-4)
+
+
+# ------------------------------------------------------------------ modality dropout
+
+
+def test_modality_dropout_is_off_by_default_and_checked():
+  assert tiny_config().train.modality_dropout == 0.0  # What PINNED above was recorded with.
+  assert 'train.modality_dropout' in milk.OWN_FIELDS
+  config = tiny_config()
+  config.train.modality_dropout = 1.5
+  with pytest.raises(ConfigError, match=r'config\.train\.modality_dropout=1\.5: must be in'):
+    config_lib.check_config(config)
+  config.train.modality_dropout = 0.5
+  config.data.imputation = 'learned'
+  with pytest.raises(ConfigError, match=r"modality_dropout=0\.5: .*'learned' has none"):
+    config_lib.check_config(config)
+
+
+def test_modality_dropout_scores_a_dropped_modality_by_its_imputed_fill():
+  config = _erm(tiny_config())
+  config.train.modality_dropout = 1.0
+  dataset = data_lib.load_dataset(config)
+  method = train.make_method(config, dataset)
+  program = train.EpochProgram(config, dataset, method)
+  tables = program.tables
+  # The fills are the rows a new item missing the modality has in the tables.
+  for m in range(2):
+    missing_m = np.flatnonzero(~dataset.availability[:, m])[0]
+    np.testing.assert_array_equal(tables.extras[f'modality_fill_{m}'],
+                                  np.asarray(tables.features[m][missing_m]))
+  params = method.init(jax.random.key(0))
+  warm = dataset.warm_items[dataset.availability[dataset.warm_items].all(axis=1)]
+  batch = {'users': jnp.arange(16, dtype=jnp.int32), 'positives': jnp.asarray(warm[:16]),
+           'negatives': jnp.asarray(warm[16:32])}
+  weights, keys = method.step_inputs(jax.random.key(3), jnp.zeros((), jnp.int32), 1)
+  loss, _ = method.loss(params, batch, (weights[0], keys[0]), tables)
+  # By hand: every complete item keeps one modality and takes the other's fill.
+  pos_key, neg_key = jax.random.split(keys[0])
+  def vectors(key, items):
+    dropped = np.asarray(model.dropout_mask(key, tables.availability[items], 1.0))
+    assert (dropped.sum(axis=1) == 1).all()
+    feats = [np.where(dropped[:, m:m + 1], tables.extras[f'modality_fill_{m}'],
+                      np.asarray(tables.features[m][items])) for m in range(2)]
+    return np.asarray(model.modality_representations(params['extractors'], feats)).mean(axis=1)
+  users = np.asarray(params['user_embedding'][:16])
+  diff = (users * vectors(pos_key, batch['positives'])).sum(1) - (
+      users * vectors(neg_key, batch['negatives'])).sum(1)
+  bpr = np.mean(np.logaddexp(0, -diff))
+  regulariser = (np.square(users).sum() + np.square(vectors(pos_key, batch['positives'])).sum()
+                 + np.square(vectors(neg_key, batch['negatives'])).sum()) / 16
+  np.testing.assert_allclose(loss, bpr + config.train.reg_weight * regulariser, rtol=2e-5)
+
+
+@pytest.mark.slow  # One short training.
+def test_modality_dropout_training_beats_the_untrained_model(tmp_path):
+  config = tiny_config(num_epochs=30, eval_every=5, patience=3)
+  config.data.synthetic.num_items = 500
+  config.data.synthetic.num_users = 300
+  config.train.modality_dropout = 0.5
+  helpers.assert_training_beats_untrained(config, tmp_path)

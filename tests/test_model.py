@@ -106,3 +106,29 @@ def test_item_embeddings_under_present_fusion():
                                 np.asarray(model.item_embeddings(params, features))[[0, 3]])
   np.testing.assert_array_equal(got[[1, 4]], reps[[1, 4], 0])
   np.testing.assert_array_equal(got[2], reps[2, 1])
+
+
+def test_dropout_mask_drops_one_present_modality_at_the_rate():
+  rows = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0], [0, 0, 0]], bool)
+  available = jnp.asarray(np.tile(rows, (3000, 1)))
+  always = np.asarray(model.dropout_mask(jax.random.key(0), available, 1.0))
+  chex.assert_shape(always, available.shape)
+  assert not (always & ~np.asarray(available)).any()  # Only present modalities drop.
+  counts = always.reshape(3000, 4, 3).sum(axis=-1)
+  np.testing.assert_array_equal(counts, np.tile([1, 1, 0, 0], (3000, 1)))  # 2+ present: one.
+  # Uniform among the present ones: 1/3 each of three, 1/2 each of two.
+  np.testing.assert_allclose(always.reshape(3000, 4, 3)[:, 0].mean(axis=0), [1 / 3] * 3,
+                             atol=0.04)
+  np.testing.assert_allclose(always.reshape(3000, 4, 3)[:, 1].mean(axis=0), [0.5, 0, 0.5],
+                             atol=0.04)
+  assert not np.asarray(model.dropout_mask(jax.random.key(0), available, 0.0)).any()
+  sometimes = np.asarray(model.dropout_mask(jax.random.key(1), available, 0.3))
+  assert abs(sometimes.reshape(3000, 4, 3)[:, :2].any(axis=-1).mean() - 0.3) < 0.03
+
+
+def test_with_dropped_replaces_the_dropped_modalities_by_their_fill():
+  reps = jnp.arange(12, dtype=jnp.float32).reshape(2, 3, 2)  # (B=2, M=3, d=2)
+  fills = -jnp.ones((3, 2)) * jnp.array([[1.0], [2.0], [3.0]])
+  dropped = jnp.array([[False, True, False], [False, False, False]])
+  out = np.asarray(model.with_dropped(reps, fills, dropped))
+  np.testing.assert_array_equal(out, [[[0, 1], [-2, -2], [4, 5]], [[6, 7], [8, 9], [10, 11]]])

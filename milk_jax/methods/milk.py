@@ -5,7 +5,8 @@ switches, alpha, embed_dim) and `config.train.beta`, `align_weight`,
 `reg_weight`, `reg_target`, `variance_ddof`, `task_loss`. ERM is MILK with
 `model.use_invariance=False` and `model.use_alignment=False`. `model.fusion`
 ('mean', Eq. 18, or 'present') is how an item's modalities become its vector,
-for MILK and ERM alike (milk_jax/model.py).
+for MILK and ERM alike (milk_jax/model.py). `train.modality_dropout` drops
+one modality of a training item at random, its imputed fill in its place.
 """
 
 from typing import Callable
@@ -13,10 +14,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from milk_jax import environments
 from milk_jax import losses
 from milk_jax import model
+from milk_jax.data import missing
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
@@ -29,9 +32,14 @@ DISPLAY_NAME = 'MILK'
 OWN_FIELDS = ('model.user_init_std', 'model.fusion', 'model.use_alignment',
               'model.use_invariance', 'model.use_uniform_env', 'model.cyclic_shift',
               'model.resample_weights', 'model.alpha', 'train.beta', 'train.align_weight',
-              'train.reg_weight', 'train.reg_target', 'train.variance_ddof', 'train.task_loss')
+              'train.reg_weight', 'train.reg_target', 'train.variance_ddof', 'train.task_loss',
+              'train.modality_dropout')
 # The stream of the one weight draw of a run with resample_weights=False.
 _FIXED_WEIGHTS_STREAM = 7
+# The stream of a step's modality-dropout draws (its weights use the step key itself).
+_DROPOUT_STREAM = 11
+# Tables.extras keys of the modalities' imputed fills, one (dim_m,) row each.
+_FILL_KEY = 'modality_fill_{}'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -50,6 +58,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           config.train.variance_ddof, 'must be 0 or 1')
   require(config.train.task_loss in losses.TASK_REDUCTIONS, 'train.task_loss',
           config.train.task_loss, f'must be one of {losses.TASK_REDUCTIONS}')
+  rate = config.train.get('modality_dropout', 0.0)
+  require(0.0 <= rate <= 1.0, 'train.modality_dropout', rate, 'must be in [0, 1]')
+  require(rate == 0.0 or config.data.imputation != 'learned', 'train.modality_dropout', rate,
+          "replaces a modality by its one imputed fill; data.imputation='learned' has "
+          "none (use 'mean' or 'zero')")
 
 
 def step_weights(config: ml_collections.ConfigDict, key: jax.Array,
@@ -86,12 +99,15 @@ def fusion_availability(config: ml_collections.ConfigDict, tables: Tables,
 def objective(config: ml_collections.ConfigDict, params: model.Params, batch,
               user_vectors: jax.Array, pos_reps: jax.Array, neg_reps: jax.Array,
               pos_scores: jax.Array, neg_scores: jax.Array,
-              tables: Tables) -> tuple[jax.Array, dict[str, jax.Array]]:
+              tables: Tables, scored=None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """MILK's loss (Eq. 16) from a batch's representations and per-environment scores.
 
   Args:
     user_vectors: (B, d); pos_reps, neg_reps: (B, M, d) modality outputs.
     pos_scores, neg_scores: (E, B) scores in each environment (Eq. 13).
+    scored: None, or with modality dropout the (pos_reps, neg_reps, pos_available,
+      neg_available) that were scored, which the regulariser then reads; the
+      alignment always reads the items' own representations.
   Returns:
     (loss, metrics).
   """
@@ -108,10 +124,11 @@ def objective(config: ml_collections.ConfigDict, params: model.Params, batch,
 
   if train_config.reg_target == 'embeddings':
     # The batch's item vectors as inference fuses them (model.fusion).
-    regulariser = losses.embedding_l2(
-        user_vectors,
-        model.fused_items(pos_reps, fusion_availability(config, tables, positives)),
-        model.fused_items(neg_reps, fusion_availability(config, tables, batch['negatives'])))
+    if scored is None:
+      scored = (pos_reps, neg_reps, fusion_availability(config, tables, positives),
+                fusion_availability(config, tables, batch['negatives']))
+    regulariser = losses.embedding_l2(user_vectors, model.fused_items(scored[0], scored[2]),
+                                      model.fused_items(scored[1], scored[3]))
   else:
     regulariser = losses.params_l2(params)
 
@@ -145,15 +162,49 @@ def make_loss_fn(config: ml_collections.ConfigDict) -> Callable:
   an item missing a modality (warm ones under MTMT) mixes them by the weights
   renormalised over its present modalities.
   """
-  def loss_fn(params, batch, weights, tables):
+  rate = config.train.get('modality_dropout', 0.0)
+
+  def loss_fn(params, batch, step_input, tables):
+    weights, dropout_key = step_input if rate > 0 else (step_input, None)
     user_vectors, pos_reps, neg_reps = batch_representations(params, batch, tables)
     pos_available = fusion_availability(config, tables, batch['positives'])
     neg_available = fusion_availability(config, tables, batch['negatives'])
+    if rate == 0:
+      return objective(config, params, batch, user_vectors, pos_reps, neg_reps,
+                       model.env_scores(user_vectors, pos_reps, weights, pos_available),
+                       model.env_scores(user_vectors, neg_reps, weights, neg_available), tables)
+    fills = fill_representations(params, tables)
+    scored = []
+    for key, items, reps, available in zip(
+        jax.random.split(dropout_key), (batch['positives'], batch['negatives']),
+        (pos_reps, neg_reps), (pos_available, neg_available)):
+      dropped = model.dropout_mask(key, tables.availability[items], rate)
+      scored.append((model.with_dropped(reps, fills, dropped),
+                     None if available is None else available & ~dropped))
+    (pos_scored, pos_kept), (neg_scored, neg_kept) = scored
     return objective(config, params, batch, user_vectors, pos_reps, neg_reps,
-                     model.env_scores(user_vectors, pos_reps, weights, pos_available),
-                     model.env_scores(user_vectors, neg_reps, weights, neg_available), tables)
+                     model.env_scores(user_vectors, pos_scored, weights, pos_kept),
+                     model.env_scores(user_vectors, neg_scored, weights, neg_kept), tables,
+                     scored=(pos_scored, neg_scored, pos_kept, neg_kept))
 
   return loss_fn
+
+
+def fill_representations(params: model.Params, tables: Tables) -> jax.Array:
+  """(M, d): each modality's extractor applied to its imputed fill (Tables.extras)."""
+  fills = [tables.extras[_FILL_KEY.format(m)].astype(x.dtype)  # As feature_dtype holds rows.
+           for m, x in enumerate(tables.features)]
+  return model.modality_representations(params['extractors'], fills)
+
+
+def imputed_fills(config: ml_collections.ConfigDict, dataset) -> dict[str, np.ndarray]:
+  """{extras key: fill}: each modality's imputed row as the tables hold it (normalised
+  when data.normalize, as the features are)."""
+  fills = {}
+  for m, fill in enumerate(dataset.imputation.fills):
+    row = np.asarray(fill, np.float32)[None]
+    fills[_FILL_KEY.format(m)] = (missing.l2_normalize(row) if config.data.normalize else row)[0]
+  return fills
 
 
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
@@ -167,8 +218,17 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     available = tables.availability if config.model.fusion == 'present' else None
     return params['user_embedding'], model.item_embeddings(params, tables.features, available)
 
+  rate = config.train.get('modality_dropout', 0.0)
+
   def step_inputs(train_key, first_step, num_steps):
-    return epoch_weights(config, train_key, first_step, num_steps, num_modalities)
+    weights = epoch_weights(config, train_key, first_step, num_steps, num_modalities)
+    if rate == 0:
+      return weights
+    return weights, step_keys(jax.random.fold_in(train_key, _DROPOUT_STREAM), first_step,
+                              num_steps)
+
+  def prepare(dataset, extras):
+    return {**extras, **(imputed_fills(config, dataset) if rate > 0 else {})}
 
   return Method(init=init, loss=make_loss_fn(config), embed=embed, step_inputs=step_inputs,
-                log_keys=('bpr', 'env_variance', 'alignment', 'regulariser'))
+                prepare=prepare, log_keys=('bpr', 'env_variance', 'alignment', 'regulariser'))
