@@ -126,7 +126,7 @@ def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.Co
 
 def only_variants(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy whose variants are those of experiment.only and the baseline (all when empty)."""
-  only = tuple(config.experiment.get('only', ()) or ())
+  only = tuple(config.experiment.get('only', ()) or ()) if 'experiment' in config else ()
   if not only:
     return config
   names = [name for name, _ in config.experiment.variants]

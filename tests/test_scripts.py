@@ -2,6 +2,7 @@
 
 import copy
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -151,3 +152,49 @@ def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path):
   assert split > all_new  # Fewer candidates, the same positives.
   assert int(cells[3]) == found['split']['best_epoch']
   assert float(cells[4]) == pytest.approx(found['split']['test']['ndcg@20'], abs=5e-5)
+
+
+def _write_results(folder, results, name='results.json'):
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, name), 'w') as f:
+    json.dump(results, f)
+
+
+def _fake_results(test, val, epoch=5, calibrated=None):
+  groups = {'full': {'ndcg@20': test + 0.1}, 'missing_1': {'ndcg@20': test - 0.1}}
+  results = {'best_epoch': epoch, 'val': {'ndcg@20': val}, 'test': {'ndcg@20': test},
+             'test_by_group': groups, 'test_within_group': groups}
+  if calibrated is not None:  # (test, val) of the calibrated scores.
+    results = {**results, 'val_calibrated': {'ndcg@20': calibrated[1]},
+               'test_uncalibrated': results['test'], 'test': {'ndcg@20': calibrated[0]},
+               'test_by_group_uncalibrated': groups, 'test_within_group_uncalibrated': groups}
+  return results
+
+
+def test_study_table_pairs_by_seed_and_twins_a_calibrated_run(tmp_path):
+  runs = tmp_path / 'ftmt'
+  for seed, (erm, cal) in enumerate([(0.20, 0.23), (0.30, 0.31), (0.25, 0.27)]):
+    _write_results(str(runs / 'ERM' / f'seed_{seed}'), _fake_results(erm, 0.2))
+    _write_results(str(runs / 'X_cal' / f'seed_{seed}'),
+                   _fake_results(erm + 0.01, 0.1, calibrated=(cal, 0.15)))
+  # A calibrated run that predates val_calibrated takes it from eval.json of the same epoch.
+  old = _fake_results(0.2, 0.2, calibrated=(0.2, 0.2))
+  del old['val_calibrated']
+  _write_results(str(runs / 'Y_cal' / 'seed_0'), old)
+  _write_results(str(runs / 'Y_cal' / 'seed_0'), {'epoch': 5, 'val_calibrated': {'ndcg@20': 0.4}},
+                 'eval.json')
+  done = subprocess.run([sys.executable, 'scripts/study_table.py', str(runs), '--order=X_cal'],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  rows = {line.split(' | ')[0][2:]: line.split(' | ') for line in done.stdout.splitlines()[2:]}
+  assert list(rows) == ['X_cal', 'ERM', 'X', 'Y', 'Y_cal']
+  # X_cal: validation is val_calibrated (0.15); test 0.27 +- 0.04; minus ERM 0.02 on each seed.
+  assert rows['X_cal'][2:4] == ['0.1500', '0.2700 +- 0.0400']
+  assert rows['X_cal'][6].startswith('+0.0200 (+8.0%, p')
+  # Its twin X: the plain scores, 0.01 above ERM on every seed (no spread: no p-value).
+  assert rows['X'][2:4] == ['0.1000', '0.2600 +- 0.0500'] and rows['X'][6] == '+0.0100 (+4.0%, p nan)'
+  assert rows['Y_cal'][2] == '0.4000' and rows['Y_cal'][6] == '+0.0000 (one seed)'
+  assert rows['ERM'][4] == '0.3500 / 0.1500'  # Shared ranking: full / missing_1.
+  missing = subprocess.run([sys.executable, 'scripts/study_table.py', str(tmp_path / 'none')],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert missing.returncode == 1 and missing.stderr.startswith('error: ')
