@@ -237,7 +237,8 @@ ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.task_loss': 'mean', 'data.ids': 'dense',
                 'data.item_ids_file': 'item_ids.txt', 'data.min_rating': None,
                 'data.split': 'random', 'method': 'milk', 'eval.calibration': 'none',
-                'eval.calibration_shrinkage': 50.0, 'model.fusion': 'mean'}
+                'eval.calibration_shrinkage': 50.0, 'model.fusion': 'mean',
+                'train.modality_dropout': 0.0}
 
 
 def _unread_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -205,6 +205,10 @@ def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tm
 def test_modality_dropout_is_off_by_default_and_checked():
   assert tiny_config().train.modality_dropout == 0.0  # What PINNED above was recorded with.
   assert 'train.modality_dropout' in milk.OWN_FIELDS
+  # A run saved before the field existed resumes: it ran without dropout.
+  saved = json.loads(tiny_config().to_json())
+  del saved['train']['modality_dropout']
+  assert runfolder.changed_fields(saved, tiny_config()) == []
   config = tiny_config()
   config.train.modality_dropout = 1.5
   with pytest.raises(ConfigError, match=r'config\.train\.modality_dropout=1\.5: must be in'):
