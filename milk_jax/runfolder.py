@@ -280,6 +280,7 @@ def changed_fields(saved: dict[str, Any], config: ml_collections.ConfigDict) -> 
   current = _flatten(json.loads(config.to_json()))
   for key, value in ADDED_FIELDS.items():  # Saved by an older version: it ran with `value`.
     previous.setdefault(key, value)
+    current.setdefault(key, value)  # An older run's own config, read back (`--mode=eval`).
   ignored = IGNORED_SECTIONS + _unread_fields(config)
   return sorted(k for k in previous.keys() | current.keys()
                 if k not in RESUMABLE_CHANGES and not k.startswith(ignored)

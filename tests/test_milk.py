@@ -16,6 +16,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -209,6 +210,8 @@ def test_modality_dropout_is_off_by_default_and_checked():
   saved = json.loads(tiny_config().to_json())
   del saved['train']['modality_dropout']
   assert runfolder.changed_fields(saved, tiny_config()) == []
+  # ... and so does its own config read back, as --mode=eval reads it.
+  assert runfolder.changed_fields(saved, ml_collections.ConfigDict(saved)) == []
   config = tiny_config()
   config.train.modality_dropout = 1.5
   with pytest.raises(ConfigError, match=r'config\.train\.modality_dropout=1\.5: must be in'):
