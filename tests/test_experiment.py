@@ -283,11 +283,11 @@ def test_the_fusion_study_plans_its_settings_per_dataset():
   from configs.experiments import fusion
   ml100k = fusion.get_config('ml100k')
   names = [v for v, _ in ml100k.experiment.variants]
-  assert ml100k.experiment.settings == ('ftmt', 'mtmt') and len(names) == 20
+  assert ml100k.experiment.settings == ('ftmt', 'mtmt') and len(names) == 22
   assert dict(ml100k.experiment.variants)['MILK_cal'] == {'eval.calibration': 'validation'}
   assert dict(ml100k.experiment.variants)['MILK_drop_cal'] == {
       'train.modality_dropout': 0.5, 'eval.calibration': 'validation'}
-  assert len(experiment.plan_runs(ml100k, '/nonexistent')) == 2 * 20 * 5
+  assert len(experiment.plan_runs(ml100k, '/nonexistent')) == 2 * 22 * 5
   m3 = fusion.get_config('synthetic_m3')
   assert m3.experiment.settings == ('groups',)
   assert tuple(m3.data.group_fractions) == (0.1, 0.45, 0.45)

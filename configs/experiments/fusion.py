@@ -49,6 +49,8 @@ def get_config(dataset: str = 'ml100k'):
       ('ERM_drop_cal', {**base.ERM, **DROP}),
       ('ERM_drop25_cal', {**base.ERM, **DROP, 'train.modality_dropout': 0.25}),
       ('MILK_drop_cal', DROP),
+      ('ERM_present_drop_cal', {**base.ERM, **PRESENT, **DROP}),
+      ('MILK_present_drop_cal', {**PRESENT, **DROP}),
   ]
   if config.train.beta != base.PAPER_BETA:
     variants.append(('MILK_beta1000_present', {'train.beta': base.PAPER_BETA, **PRESENT}))
