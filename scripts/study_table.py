@@ -11,6 +11,7 @@ its own items); the last columns are the paired difference to the baseline
 on the seeds both have, with a two-sided paired t-test (milk_jax/report.py).
 
   .venv/bin/python scripts/study_table.py runs/fusion_ml100k/ftmt --baseline=ERM
+  .venv/bin/python scripts/study_table.py runs/fusion_ml100k/ftmt --baseline=MILK --validation
 """
 
 import argparse
@@ -131,11 +132,35 @@ def table(variants: dict[str, dict[int, dict]], baseline: str, order: list[str])
   return lines
 
 
+def validation_table(variants: dict[str, dict[int, dict]], baseline: str,
+                     order: list[str]) -> list[str]:
+  """The selection view: each variant's validation NDCG@20 against the baseline's, paired by
+  seed, with the standard error of the mean difference (the one-standard-error rule)."""
+  lines = [f'| variant | seeds | val NDCG@20 | minus {baseline}, paired (standard error) |',
+           '|---|---|---|---|']
+  base = {s: selection_value(baseline, r) for s, r in variants.get(baseline, {}).items()}
+  names = [n for n in order if n in variants] if order else list(variants)
+  for name in names:
+    values = {s: selection_value(name, r) for s, r in variants[name].items()}
+    values = {s: v for s, v in values.items() if not math.isnan(v)}
+    if not values:
+      continue
+    diff = report.paired_difference(values, base)
+    gap = ('-' if name == baseline or diff['n'] < 2 else
+           f'{diff["mean"]:+.4f} ({diff["std"] / math.sqrt(diff["n"]):.4f})')
+    lines.append(f'| {name} | {",".join(map(str, sorted(values)))} | '
+                 f'{np.mean(list(values.values())):.4f} | {gap} |')
+  return lines
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('runs', help='a setting folder of an experiment: <runs>/<setting>')
   parser.add_argument('--baseline', default='ERM')
   parser.add_argument('--order', default='', help='comma-separated variants to list first')
+  parser.add_argument('--validation', action='store_true',
+                      help='the selection view only: validation against the baseline, with '
+                      'the standard error; --order then lists the variants shown')
   args = parser.parse_args()
   if not os.path.isdir(args.runs):
     print(f'error: {args.runs}: no such folder', file=sys.stderr)
@@ -145,7 +170,8 @@ def main() -> int:
     print(f'error: {args.runs}: no finished run (no <variant>/seed_*/results.json)',
           file=sys.stderr)
     return 1
-  print('\n'.join(table(variants, args.baseline, [o for o in args.order.split(',') if o])))
+  order = [o for o in args.order.split(',') if o]
+  print('\n'.join((validation_table if args.validation else table)(variants, args.baseline, order)))
   return 0
 
 

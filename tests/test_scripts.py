@@ -195,6 +195,13 @@ def test_study_table_pairs_by_seed_and_twins_a_calibrated_run(tmp_path):
   assert rows['X'][2:4] == ['0.1000', '0.2600 +- 0.0500'] and rows['X'][6] == '+0.0100 (+4.0%, p nan)'
   assert rows['Y_cal'][2] == '0.4000' and rows['Y_cal'][6] == '+0.0000 (one seed)'
   assert rows['ERM'][4] == '0.3500 / 0.1500'  # Shared ranking: full / missing_1.
+  # The selection view: validation minus ERM's, paired, with the standard error of the mean.
+  done = subprocess.run([sys.executable, 'scripts/study_table.py', str(runs), '--validation',
+                         '--order=ERM,X_cal,X'], cwd=REPO, capture_output=True, text=True,
+                        timeout=120)
+  assert done.stdout.splitlines()[2:] == ['| ERM | 0,1,2 | 0.2000 | - |',
+                                          '| X_cal | 0,1,2 | 0.1500 | -0.0500 (0.0000) |',
+                                          '| X | 0,1,2 | 0.1000 | -0.1000 (0.0000) |']
   missing = subprocess.run([sys.executable, 'scripts/study_table.py', str(tmp_path / 'none')],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
   assert missing.returncode == 1 and missing.stderr.startswith('error: ')
