@@ -274,3 +274,13 @@ def test_modality_dropout_training_beats_the_untrained_model(tmp_path):
   config.data.synthetic.num_users = 300
   config.train.modality_dropout = 0.5
   helpers.assert_training_beats_untrained(config, tmp_path)
+  # Inference is untouched: a served new item gets Eq. 18's vector from the trained weights.
+  run = milk_jax.load(str(tmp_path))
+  rng = np.random.default_rng(0)
+  items = run.new_items({'image': rng.normal(size=(2, 24)).astype(np.float32),
+                         'text': rng.normal(size=(2, 12)).astype(np.float32)},
+                        np.array([[True, False], [True, True]]))
+  raw, available = items.rows(0, 2)
+  reps = np.asarray(model.modality_representations(
+      run.params['extractors'], run.serving.preprocessing.apply(raw, available)))
+  np.testing.assert_allclose(run.embed(items), reps.mean(axis=1), rtol=1e-5, atol=1e-6)
