@@ -3,7 +3,7 @@
 Reads RUNS/<variant>/seed_*/results.json (and eval.json, written by
 `--mode=eval`, where results.json predates a key). A calibrated variant
 ('X_cal') also yields its uncalibrated twin ('X'), from the plain scores it
-reports (val, test*_uncalibrated), when no run of 'X' exists. The
+reports (val, test*_uncalibrated), for the seeds that 'X' has no run of. The
 validation column is what selection sees: val NDCG@20, or val_calibrated
 for a calibrated variant (its maps read no label). Groups are those of
 test_by_group (one shared ranking) and test_within_group (each group ranks
@@ -70,11 +70,15 @@ def read_variants(runs: str) -> dict[str, dict[int, dict]]:
   with_twins = {}
   for name, seeds in variants.items():
     twin = name[:-len('_cal')]
-    if name.endswith('_cal') and twin not in variants:
+    if name.endswith('_cal'):
+      # Calibration never changes training, so the plain scores are those of the twin's run
+      # (bit for bit); the twin's own runs are kept, its missing seeds filled.
       plain = {s: uncalibrated(r) for s, r in seeds.items() if 'test_uncalibrated' in r}
+      plain.update(variants.get(twin, {}))
       if plain:
-        with_twins[twin] = plain  # Just before its calibrated variant.
-    with_twins[name] = seeds
+        with_twins[twin] = dict(sorted(plain.items()))  # Just before its calibrated variant.
+    if name not in with_twins:
+      with_twins[name] = seeds
   return with_twins
 
 

@@ -183,11 +183,17 @@ def test_study_table_pairs_by_seed_and_twins_a_calibrated_run(tmp_path):
   _write_results(str(runs / 'Y_cal' / 'seed_0'), old)
   _write_results(str(runs / 'Y_cal' / 'seed_0'), {'epoch': 5, 'val_calibrated': {'ndcg@20': 0.4}},
                  'eval.json')
+  # Z has one run of its own; its calibrated twin's plain scores fill the other seeds.
+  _write_results(str(runs / 'Z' / 'seed_0'), _fake_results(0.5, 0.2))
+  for seed in range(3):
+    _write_results(str(runs / 'Z_cal' / f'seed_{seed}'),
+                   _fake_results(0.3, 0.2, calibrated=(0.3, 0.2)))
   done = subprocess.run([sys.executable, 'scripts/study_table.py', str(runs), '--order=X_cal'],
                         cwd=REPO, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   rows = {line.split(' | ')[0][2:]: line.split(' | ') for line in done.stdout.splitlines()[2:]}
-  assert list(rows) == ['X_cal', 'ERM', 'X', 'Y', 'Y_cal']
+  assert list(rows) == ['X_cal', 'ERM', 'X', 'Y', 'Y_cal', 'Z', 'Z_cal']
+  assert rows['Z'][1:4] == ['0,1,2', '0.2000', '0.3667 +- 0.1155']  # (0.5 + 0.3 + 0.3) / 3
   # X_cal: validation is val_calibrated (0.15); test 0.27 +- 0.04; minus ERM 0.02 on each seed.
   assert rows['X_cal'][2:4] == ['0.1500', '0.2700 +- 0.0400']
   assert rows['X_cal'][6].startswith('+0.0200 (+8.0%, p')
