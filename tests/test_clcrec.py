@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from configs import base
+from milk_jax import train
 from milk_jax.data.dataset import Dataset
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
-from milk_jax.methods import Tables
 from milk_jax.methods import clcrec
 
 NUM_USERS, NUM_ITEMS, DIM = 3, 6, 2
@@ -39,13 +39,8 @@ def make_method(batch_size=2, **fields):
   spec = DataSpec(num_users=NUM_USERS, num_items=NUM_ITEMS, feature_dims=(2, 1),
                   num_warm_items=WARM.size)
   method = clcrec.make(config, spec)
-  is_new = np.zeros(NUM_ITEMS, bool)
-  is_new[NEW] = True
-  extras = method.prepare(tiny_dataset(), {})
-  tables = Tables(features=tuple(jnp.asarray(f) for f in FEATURES),
-                  availability=jnp.ones((NUM_ITEMS, 2), bool),
-                  warm_items=jnp.asarray(WARM, jnp.int32), is_new=jnp.asarray(is_new),
-                  extras={k: jnp.asarray(v) for k, v in extras.items()})
+  dataset = tiny_dataset()
+  tables = train.tables_on_device(dataset, extras=method.prepare(dataset, {}))
   return method, tables
 
 

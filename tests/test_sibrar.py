@@ -12,7 +12,6 @@ from milk_jax.data import dataset as dataset_lib
 from milk_jax.data.dataset import Dataset
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
-from milk_jax.methods import Tables
 from milk_jax.methods import sibrar
 from tests.helpers import tiny_config
 
@@ -47,13 +46,8 @@ def make_method(**fields):
   spec = DataSpec(num_users=NUM_USERS, num_items=NUM_ITEMS, feature_dims=(2, 1),
                   num_warm_items=WARM.size)
   method = sibrar.make(config, spec)
-  is_new = np.zeros(NUM_ITEMS, bool)
-  is_new[NEW] = True
-  extras = method.prepare(tiny_dataset(), {})
-  tables = Tables(features=tuple(jnp.asarray(f) for f in FEATURES),
-                  availability=jnp.asarray(AVAILABLE), warm_items=jnp.asarray(WARM, jnp.int32),
-                  is_new=jnp.asarray(is_new),
-                  extras={k: jnp.asarray(v) for k, v in extras.items()})
+  dataset = tiny_dataset()
+  tables = train.tables_on_device(dataset, extras=method.prepare(dataset, {}))
   return method, tables
 
 
