@@ -216,7 +216,7 @@ class Run:
                       ) -> np.ndarray:
     """(n, d) vectors of prepared (imputed, normalised) rows, a catalogue-sized call at a time."""
     if self.method.serve_extras is None:
-      reason = getattr(methods.get(self.config.method), 'NO_SERVING_REASON', '')
+      reason = methods.info(self.config.method).no_serving_reason or ''
       raise ConfigError(f'config.method={self.config.method!r} cannot embed items that arrive '
                         f'after training ({reason}); serve a run of another method')
     out, size = [], self.serving.num_items

@@ -1,6 +1,6 @@
 """The warm backbone: pre-trained CF vectors for the methods that read them.
 
-A method with `BACKBONE = 'bprmf'` (DropoutNet, Heater, ...) gets the best
+A method whose `INFO.backbone` is 'bprmf' (DropoutNet, Heater, ...) gets the best
 user and item vectors of a BPR-MF run as `tables.extras['cf_users']` (U, d)
 and `['cf_items']` (I, d), new items' rows zero. That run is trained once per
 (dataset, split, setting, seed) in `config.backbone.run_dir` (default

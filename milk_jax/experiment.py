@@ -99,7 +99,7 @@ def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.Co
 
   A name also in experiment.own_cadence adds a second variant right after it,
   '<Display>_own_cadence': the same method validated as its original code does
-  (its module's ORIGINAL_CADENCE, train overrides), the shared protocol left alone.
+  (its INFO.original_cadence, train overrides), the shared protocol left alone.
   """
   names = tuple(config.experiment.get('methods', ())) if 'experiment' in config else ()
   if not names:
@@ -108,14 +108,13 @@ def with_method_variants(config: ml_collections.ConfigDict) -> ml_collections.Co
   config = copy.deepcopy(config)
   added = []
   for name in names:
-    module = methods.get(name)
-    display = getattr(module, 'DISPLAY_NAME', name)
+    display = methods.info(name).display_name
     added.append((display, {'method': name}))
     if name in own_cadence:
-      cadence = getattr(module, 'ORIGINAL_CADENCE', None)
+      cadence = methods.info(name).original_cadence
       if not cadence:
-        raise ConfigError(f'config.experiment.own_cadence: {name!r} has no ORIGINAL_CADENCE '
-                          f'in milk_jax/methods/{name}.py')
+        raise ConfigError(f'config.experiment.own_cadence: {name!r} declares no original '
+                          f'cadence (INFO.original_cadence in milk_jax/methods/{name}.py)')
       added.append((f'{display}_own_cadence', {'method': name, **cadence}))
   with config.unlocked():
     config.experiment.variants = tuple(config.experiment.variants) + tuple(added)

@@ -18,6 +18,7 @@ from milk_jax import checkpoint
 from milk_jax import evaluate
 from milk_jax import faults
 from milk_jax import interrupt
+from milk_jax import methods
 from milk_jax import runfolder
 from milk_jax.errors import DivergenceError
 from milk_jax.errors import Interrupted
@@ -73,8 +74,9 @@ def check_divergence(config: ml_collections.ConfigDict, loop: dict[str, Any], ep
   """
   train_config = config.train
   knobs = f'config.train.learning_rate (now {train_config.learning_rate:g})'
-  if config.method == 'milk':
-    knobs += f' or config.train.beta (now {train_config.beta:g})'
+  for field in methods.info(config.method).divergence_fields:
+    section, name = field.split('.')
+    knobs += f' or config.{field} (now {config[section][name]:g})'
   advice = (f"lower {knobs}; the best checkpoint (epoch {loop['best_epoch']}) is kept in "
             f'{best_path}')
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 import ml_collections
 
 from milk_jax import faults
+from milk_jax import methods
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
 
@@ -242,20 +243,19 @@ ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
 
 
 def _unread_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Prefixes of the fields that `config.method` never reads: other methods' sections,
-  MILK's fields for a baseline, the backbone section for a method without one, and
-  where the backbone lives (its own folder checks its settings)."""
-  from milk_jax import methods  # Imported late: methods import the model code.
-  from milk_jax.methods import milk
-
+  """Prefixes of the fields that `config.method` never reads: the fields other methods
+  declare (MethodInfo.fields) and any other method section, the backbone section for a
+  method without one, and where the backbone lives (its own folder checks its settings)."""
   name = config.get('method', 'milk')
+  known = methods.names()
   unread = [f'methods.{other}.' for other in config.get('methods', {}) if other != name]
+  for other in known:
+    if other != name:
+      unread.extend(methods.info(other).fields)
   unread.append('backbone.run_dir')
-  if name != 'milk':
-    unread.extend(milk.OWN_FIELDS)
-  if name not in methods.names() or methods.backbone_of(config) is None:
+  if name not in known or methods.info(name).backbone is None:
     unread.append('backbone.')
-  return tuple(unread)
+  return tuple(dict.fromkeys(unread))
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:

@@ -41,10 +41,10 @@ names = sys.argv[1:]
 unknown = [n for n in names if n not in methods.names()]
 if unknown:
   sys.exit(f'error: METHODS names unknown methods {unknown}; known: {list(methods.names())}')
-readers = [n for n in names if methods.get(n).BACKBONE is not None]
+readers = [n for n in names if methods.info(n).backbone is not None]
 print('gorec' if 'gorec' in readers else (readers[0] if readers else '-'))
 for n in names:
-  print(n, methods.get(n).DISPLAY_NAME)" $baselines)
+  print(n, methods.info(n).display_name)" $baselines)
 first=$(sed -n 1p <<< "$plan")
 [ "$first" = - ] && first=
 declare -A display

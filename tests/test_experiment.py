@@ -297,7 +297,7 @@ def test_the_fusion_study_plans_its_settings_per_dataset():
 
 def test_own_cadence_of_a_method_without_one_is_refused():
   config = tiny_experiment([('MILK', {})], methods=('duif',), own_cadence=('duif',))
-  with pytest.raises(train.ConfigError, match='own_cadence.*duif.*ORIGINAL_CADENCE'):
+  with pytest.raises(train.ConfigError, match='own_cadence.*duif.*original cadence'):
     experiment.with_method_variants(config)
 
 

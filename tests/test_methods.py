@@ -109,7 +109,7 @@ def test_new_items_do_not_read_any_cf_row(name, backbone_dir):
   new = np.union1d(dataset.val_items, dataset.test_items)
   # MICRO's new items aggregate warm items' id rows over content graphs, by design:
   # only the new items' own rows must not matter there.
-  only_new_rows = getattr(methods.get(name), 'NEW_ITEMS_READ_WARM_ROWS', False)
+  only_new_rows = methods.info(name).new_items_read_warm_rows
   def scramble(path, x):
     if 'item_embedding' not in jax.tree_util.keystr(path):
       return x
@@ -126,7 +126,7 @@ def test_new_items_embed_alone_as_in_the_catalogue(name, backbone_dir):
   they had in the catalogue: what --mode=recommend relies on."""
   config, dataset, program = _program(name, backbone_dir)
   if program.method.serve_extras is None:  # Said plainly by api.Run (test_api.py).
-    assert getattr(methods.get(name), 'NO_SERVING_REASON', None), name
+    assert methods.info(name).no_serving_reason, name
     return
   params = program.fresh_state().params
   _, items = program.vectors(params)

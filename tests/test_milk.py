@@ -94,7 +94,7 @@ def _erm(config):
 def test_fusion_defaults_to_the_mean_of_eq_18():
   assert base.get_config().model.fusion == 'mean'
   assert tiny_config().model.fusion == 'mean'  # What PINNED above was recorded with.
-  assert 'model.fusion' in milk.OWN_FIELDS
+  assert 'model.fusion' in milk.INFO.fields
   # A run saved before the field existed resumes: it ran with the mean.
   saved = json.loads(tiny_config().to_json())  # As config.json holds it.
   del saved['model']['fusion']
@@ -215,7 +215,7 @@ def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tm
 
 def test_modality_dropout_is_off_by_default_and_checked():
   assert tiny_config().train.modality_dropout == 0.0  # What PINNED above was recorded with.
-  assert 'train.modality_dropout' in milk.OWN_FIELDS
+  assert 'train.modality_dropout' in milk.INFO.fields
   # A run saved before the field existed resumes: it ran without dropout.
   saved = json.loads(tiny_config().to_json())
   del saved['train']['modality_dropout']

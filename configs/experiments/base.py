@@ -87,7 +87,7 @@ def experiment_config(config: ml_collections.ConfigDict, name: str, settings: tu
   # dataset config's hyper-parameters, e.g. ('duif', 'heater').
   exp.methods = ()
   # Methods of `methods` that also run at their original's validation cadence, as
-  # '<Name>_own_cadence' (milk_jax/methods/<name>.py ORIGINAL_CADENCE), e.g. ('gar',).
+  # '<Name>_own_cadence' (INFO.original_cadence of milk_jax/methods/<name>.py), e.g. ('gar',).
   exp.own_cadence = ()
   exp.baseline = 'ERM'  # Variant the others are compared with, paired by seed.
   exp.only = ()  # Names of the variants to run and summarise (the baseline is kept); () = all.

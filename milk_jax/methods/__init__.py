@@ -6,8 +6,8 @@ A method is one module, `milk_jax/methods/<name>.py`, chosen with
   make(config, spec: DataSpec) -> Method   reads its hyper-parameters once, as Python
                                            numbers, and returns pure functions;
   check_config(config) -> None             ConfigError on values it cannot honour;
-  BACKBONE: str | None                     the warm CF method whose vectors it reads
-                                           (tables.extras['cf_users'|'cf_items']), or None;
+  INFO: MethodInfo                         its name, backbone, the config fields only it
+                                           reads, cadence and serving facts (typed below);
 
 and its hyper-parameters live in `configs/methods/<name>.py` (get_config(), one
 comment per field), which configs/base.py mounts at `config.methods.<name>`.
@@ -77,6 +77,30 @@ def same_extras(extras: Mapping[str, np.ndarray], features: tuple[np.ndarray, ..
   return dict(extras)
 
 
+class MethodInfo(NamedTuple):
+  """What shared code knows of a method besides its functions: each module's `INFO`.
+
+  Read through `info(name)`; no shared module names a method.
+  """
+  display_name: str  # In tables, figures and log lines: 'MILK', 'BPR-MF'.
+  # The warm CF method whose best vectors it reads (tables.extras['cf_users'|'cf_items']).
+  backbone: str | None = None
+  # Prefixes of the config fields that only this method reads: its `methods.<name>.` section,
+  # and for MILK its historical fields (`model.alpha`, `train.beta`, ...). A run of another
+  # method ignores them when a run folder's config is compared with the current one.
+  fields: tuple[str, ...] = ()
+  # Fields besides train.learning_rate that a divergence error advises lowering.
+  divergence_fields: tuple[str, ...] = ()
+  # The original code's validation cadence, {'train.eval_every': 1, ...}, for
+  # `experiment.own_cadence`; None: the original's is the protocol's.
+  original_cadence: Mapping[str, Any] | None = None
+  # Why items that arrive after training cannot be embedded; None: they can.
+  no_serving_reason: str | None = None
+  # True when a new item's vector reads warm id rows (MICRO's graphs): the contract test
+  # then checks only that new items' rows stay finite, not that they ignore warm rows.
+  new_items_read_warm_rows: bool = False
+
+
 class Method(NamedTuple):
   """A method as pure functions (optax-style); the loop jits closures over them."""
   init: Callable[[jax.Array], Params]  # key -> params.
@@ -115,8 +139,13 @@ def get(name: str) -> types.ModuleType:
   return importlib.import_module(f'milk_jax.methods.{name}')
 
 
+def info(name: str) -> MethodInfo:
+  """The `INFO` of method `name`; ConfigError names the choices."""
+  return get(name).INFO
+
+
 def backbone_of(config) -> str | None:
-  return get(config.method).BACKBONE
+  return info(config.method).backbone
 
 
 def optimizer(method: Method, config) -> optax.GradientTransformation:

@@ -16,14 +16,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from milk_jax import methods
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import bpr
 from milk_jax.methods import xavier_uniform
 
-BACKBONE = None
-DISPLAY_NAME = 'BPR-MF'
+INFO = methods.MethodInfo(
+    display_name='BPR-MF',
+    fields=('methods.bprmf.',),
+    no_serving_reason='a warm backbone has no content path: new items get zero vectors')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -38,7 +41,6 @@ def batch_l2(*rows: jax.Array) -> jax.Array:
 
 
 # api.Run refuses to serve items that arrive after training, with this reason.
-NO_SERVING_REASON = 'a warm backbone has no content path: new items get zero vectors'
 
 
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:

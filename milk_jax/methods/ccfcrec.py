@@ -47,7 +47,7 @@ Departures from the original:
   warm-only (I_w, d) table; new items' rows never score (and are negatives
   only with config.data.negatives='all'), so weight decay just shrinks them.
 - Pre-trained CF initialisation (the original's `pretrain`, off by default,
-  as in ColdRec) is not offered: BACKBONE is None, and `init` sees no extras.
+  as in ColdRec) is not offered: it reads no backbone, and `init` sees no extras.
 - Cosines floor each norm at 1e-12 (the original divides by the raw norms).
 - The learning rate is the protocol's config.train.learning_rate (Adam 1e-3;
   the original uses 1e-4).
@@ -74,8 +74,9 @@ from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
 
-BACKBONE = None
-DISPLAY_NAME = 'CCFCRec'
+INFO = methods.MethodInfo(
+    display_name='CCFCRec',
+    fields=('methods.ccfcrec.',))
 FUSIONS = ('concat', 'masked_attention')
 LEAKY_SLOPE = 0.01  # torch nn.LeakyReLU's default, which the original uses.
 _PREFIX = 'ccfcrec_'

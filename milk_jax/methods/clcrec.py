@@ -54,8 +54,9 @@ from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import content
 
-BACKBONE = None
-DISPLAY_NAME = 'CLCRec'
+INFO = methods.MethodInfo(
+    display_name='CLCRec',
+    fields=('methods.clcrec.',))
 HIDDEN = 256  # Width of the encoder's hidden layer (the original's).
 LEAKY_SLOPE = 0.01  # torch's F.leaky_relu default, which the original uses.
 # The device sampler's tables travel in Tables.extras under these names.

@@ -33,8 +33,10 @@ from milk_jax.methods import Tables
 from milk_jax.methods import content
 from milk_jax.methods import layers
 
-BACKBONE = 'bprmf'
-DISPLAY_NAME = 'DropoutNet'
+INFO = methods.MethodInfo(
+    display_name='DropoutNet',
+    backbone='bprmf',
+    fields=('methods.dropoutnet.',))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from milk_jax import methods
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
@@ -22,8 +23,9 @@ from milk_jax.methods import content
 from milk_jax.methods import xavier_uniform
 from milk_jax.methods.bprmf import batch_l2
 
-BACKBONE = None
-DISPLAY_NAME = 'DUIF'
+INFO = methods.MethodInfo(
+    display_name='DUIF',
+    fields=('methods.duif.',))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

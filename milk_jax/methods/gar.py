@@ -54,7 +54,7 @@ Departures from the original, and why:
   on one repeated batch, tests/test_methods.py) assumes the batch is used.
   B is the protocol's 2048 (the original's 1024); early stopping follows
   config.train (the original validates every epoch, patience 10; an experiment's
-  `own_cadence` adds a GAR run at that cadence, ORIGINAL_CADENCE).
+  `own_cadence` adds a GAR run at that cadence, INFO.original_cadence).
 - Only the tanh activation (the original's default for both players).
 - The backbone is the library's BPR-MF (the original loads pre-trained
   vectors from a file; which backbone MILK fed GAR is unverified).
@@ -77,10 +77,12 @@ from milk_jax.methods import content
 from milk_jax.methods import layers
 from milk_jax.methods import xavier_uniform
 
-BACKBONE = 'bprmf'
-DISPLAY_NAME = 'GAR'
-# The original's validation: cold-validation NDCG@20 every epoch, patience 10.
-ORIGINAL_CADENCE = {'train.eval_every': 1, 'train.patience': 10}
+INFO = methods.MethodInfo(
+    display_name='GAR',
+    backbone='bprmf',
+    fields=('methods.gar.',),
+    # The original's validation: cold-validation NDCG@20 every epoch, patience 10.
+    original_cadence={'train.eval_every': 1, 'train.patience': 10})
 GENERATOR, RECOMMENDER = 'generator', 'recommender'
 PLAYERS = (GENERATOR, RECOMMENDER)
 STATS = layers.STATS

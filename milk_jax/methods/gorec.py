@@ -72,8 +72,10 @@ from milk_jax.methods import Tables
 from milk_jax.methods import content
 from milk_jax.methods import layers
 
-BACKBONE = 'bprmf'
-DISPLAY_NAME = 'GoRec'
+INFO = methods.MethodInfo(
+    display_name='GoRec',
+    backbone='bprmf',
+    fields=('methods.gorec.',))
 KL_FORMS = ('softmax', 'gaussian')
 CLUSTER_FITS = ('warm', 'all')
 PRIOR = 'gorec_cluster_means'  # extras: (I, d) the mean warm CF vector of each item's cluster.

@@ -43,8 +43,10 @@ from milk_jax.methods import Tables
 from milk_jax.methods import content
 from milk_jax.methods import layers
 
-BACKBONE = 'bprmf'
-DISPLAY_NAME = 'Heater'
+INFO = methods.MethodInfo(
+    display_name='Heater',
+    backbone='bprmf',
+    fields=('methods.heater.',))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

@@ -46,7 +46,7 @@ Departures from the original:
   sampled negative (the shared sampler draws warm negatives by default) and
   as a neighbour; the contract of this library forbids a new item's own CF
   row. Warm items then get nothing from new neighbours either. New items
-  still read WARM id rows (NEW_ITEMS_READ_WARM_ROWS), which the shared
+  still read WARM id rows (INFO.new_items_read_warm_rows), which the shared
   contract test, scrambling every item-id row, does not allow for.
 - The kNN slot of the item itself is forced (ties at cosine 1, e.g. equal
   genre vectors, could otherwise push it out of torch.topk's k), with cosine
@@ -83,15 +83,17 @@ from milk_jax.methods import Tables
 from milk_jax.methods import bpr
 from milk_jax.methods import xavier_uniform
 
-BACKBONE = None
-DISPLAY_NAME = 'MICRO'
+INFO = methods.MethodInfo(
+    display_name='MICRO',
+    fields=('methods.micro.',),
+    # api.Run refuses to serve items that arrive after training, with this reason.
+    no_serving_reason=('a new item is a node of the kNN graphs built over the training '
+                       'catalogue; placing items that arrive later in those graphs is not '
+                       'implemented'),
+    # New items' vectors aggregate WARM items' id rows over the content kNN graphs (by
+    # design); they never read their own id row or another new item's.
+    new_items_read_warm_rows=True)
 GRAPH = 'graph'  # The params entry holding the epoch's learned graphs (not trained).
-# New items' vectors aggregate WARM items' id rows over the content kNN graphs (by design);
-# they never read their own id row or another new item's.
-NEW_ITEMS_READ_WARM_ROWS = True
-# api.Run refuses to serve items that arrive after training, with this reason.
-NO_SERVING_REASON = ('a new item is a node of the kNN graphs built over the training catalogue; '
-                     'placing items that arrive later in those graphs is not implemented')
 # Tables.extras entries made by `prepare`.
 FIXED_INDICES = 'micro_fixed_indices'  # (M, I, k) int32.
 FIXED_WEIGHTS = 'micro_fixed_weights'  # (M, I, k) float32, normalised.

@@ -18,6 +18,7 @@ import numpy as np
 
 from milk_jax import environments
 from milk_jax import losses
+from milk_jax import methods
 from milk_jax import model
 from milk_jax.data import missing
 from milk_jax.errors import ConfigError
@@ -26,14 +27,14 @@ from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import step_keys
 
-BACKBONE = None
-DISPLAY_NAME = 'MILK'
-# Fields only MILK reads: other methods' run folders ignore them.
-OWN_FIELDS = ('model.user_init_std', 'model.fusion', 'model.use_alignment',
-              'model.use_invariance', 'model.use_uniform_env', 'model.cyclic_shift',
-              'model.resample_weights', 'model.alpha', 'train.beta', 'train.align_weight',
-              'train.reg_weight', 'train.reg_target', 'train.variance_ddof', 'train.task_loss',
-              'train.modality_dropout')
+INFO = methods.MethodInfo(
+    display_name='MILK',
+    fields=('model.user_init_std', 'model.fusion', 'model.use_alignment',
+            'model.use_invariance', 'model.use_uniform_env', 'model.cyclic_shift',
+            'model.resample_weights', 'model.alpha', 'train.beta', 'train.align_weight',
+            'train.reg_weight', 'train.reg_target', 'train.variance_ddof', 'train.task_loss',
+            'train.modality_dropout'),
+    divergence_fields=('train.beta',))
 # The stream of the one weight draw of a run with resample_weights=False.
 _FIXED_WEIGHTS_STREAM = 7
 # The stream of a step's modality-dropout draws (its weights use the step key itself).

@@ -29,8 +29,9 @@ from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import content
 
-BACKBONE = None
-DISPLAY_NAME = 'MTPR'
+INFO = methods.MethodInfo(
+    display_name='MTPR',
+    fields=('methods.mtpr.',))
 REDUCTIONS = ('sum', 'mean')
 OPTIMIZERS = ('adam', 'original')
 # The parameter groups of the original's three optimisers (and weight decays).

@@ -66,8 +66,9 @@ from milk_jax.methods import Tables
 from milk_jax.methods import bpr
 from milk_jax.methods import layers
 
-BACKBONE = None
-DISPLAY_NAME = 'SiBraR'
+INFO = methods.MethodInfo(
+    display_name='SiBraR',
+    fields=('methods.sibrar.',))
 REGULARIZERS = ('none', 'pairwise')  # The original's no_regularization, pairwise_single.
 # Tables.extras entries: the negative sampler's tables and the training pairs.
 _EXTRAS_PREFIX = 'sibrar_'
