@@ -43,8 +43,8 @@ _MODE = flags.DEFINE_enum(
     'experiment: run the grid of a configs/experiments/ config; '
     'fields: print every field of the config, its value and its comment.')
 # Each mode's (config, workdir) entry, imported on use: --help and a bad flag answer at once.
-_RUNS = {'train': 'milk_jax.train:train_and_evaluate',
-         'eval': 'milk_jax.train:evaluate_checkpoint',
+_RUNS = {'train': 'milk_jax.run:train_and_evaluate',
+         'eval': 'milk_jax.run:evaluate_checkpoint',
          'recommend': 'milk_jax.recommend:recommend',
          'export': 'milk_jax.recommend:export',
          'benchmark': 'milk_jax.benchmark:benchmark',

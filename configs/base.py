@@ -13,7 +13,7 @@ from configs import methods
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds the split, the missing masks, the init and every draw.
-  config.method = 'milk'  # milk_jax/methods/<name>.py: milk | bprmf | duif | ... (README).
+  config.method = 'milk'  # milk_jax/methods/<name>.py: milk | bprmf | duif | ... (docs/methods.md).
 
   # ---------------------------------------------------------------- data
   data = config.data = ml_collections.ConfigDict()
@@ -93,7 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.methods = methods.all_sections()
 
   # ------------------------------------------------------------ backbone
-  # The warm BPR-MF run whose vectors DropoutNet, Heater, ... read (milk_jax/backbone.py).
+  # The warm BPR-MF run whose vectors DropoutNet, Heater, ... read (milk_jax/training/backbone.py).
   bb = config.backbone = ml_collections.ConfigDict()
   bb.run_dir = config_dict.placeholder(str)  # Its run folder; None = <workdir>/backbone.
   bb.num_epochs = 100  # Epochs of BPR-MF (no early stopping: it cannot score new items).

@@ -2,13 +2,13 @@
 
 beta, lambda and alpha were chosen on validation NDCG@20 only (seeds 0-2,
 one at a time: beta in {0, 1, 10, 100, 1000}, then lambda in {0, 0.05, 0.5, 2},
-then alpha in {0.01, 0.1, 1, 10}); the README gives the search and the results.
+then alpha in {0.01, 0.1, 1, 10}); docs/results/ml100k.md gives the search and the results.
 
 The baselines' fields below were chosen the same way, on validation NDCG@20
 (FTMT, seeds 0-2, each method's SEARCH one field at a time) by
   python main.py --mode=experiment --config=configs/experiments/tune.py:ml100k --workdir=W
   python scripts/choose_hparams.py W/summary.csv
-(docs/results.md, "Table 2 on ml100k", gives the search and its cost).
+(docs/results/table2_ml100k.md gives the search and its cost).
 """
 
 from configs import base
@@ -33,7 +33,7 @@ def get_config():
   config.methods.ccfcrec.lambda1 = 0.5
   config.methods.dropoutnet.dropout = 0.3
   # GAR's were searched at its original's cadence (tune.py with --config.train.eval_every=1
-  # --config.train.patience=10), where its runs peak; see docs/results.md.
+  # --config.train.patience=10), where its runs peak; see docs/results/table2_ml100k.md.
   config.methods.gar.alpha = 0.2
   config.methods.gar.beta = 0.3
   config.methods.micro.lambda_coeff = 0.7

@@ -8,7 +8,7 @@ The baselines' fields below were chosen on validation NDCG@20 (FTMT, seeds
 fits on a 2-core CPU (DUIF, DropoutNet, GoRec, MTPR) by
   python main.py --mode=experiment --config=configs/experiments/tune.py:tiktok_mm,duif,dropoutnet,gorec,mtpr --workdir=W
   python scripts/choose_hparams.py W/summary.csv
-The others keep their originals' defaults (docs/results.md, "Table 2 on tiktok_mm").
+The others keep their originals' defaults (docs/results/table2_tiktok_mm.md).
 """
 
 from configs import base

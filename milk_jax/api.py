@@ -36,17 +36,18 @@ import ml_collections
 import numpy as np
 
 from milk_jax import calibration as calibration_lib
+from milk_jax import checkpoint
 from milk_jax import methods
 from milk_jax import new_items as new_items_lib
 from milk_jax import runfolder
 from milk_jax import serving as serving_lib
 from milk_jax import topk
 from milk_jax.config import FEATURE_DTYPES
-from milk_jax.data import ids as id_maps
 from milk_jax.data.errors import DataError
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
 from milk_jax.methods import Tables
+from milk_jax.training import state as state_lib
 
 log = logging.getLogger('milk_jax')
 
@@ -116,8 +117,8 @@ class Run:
     if not os.path.isdir(os.path.join(folder, 'checkpoints')):
       raise RunFolderError(f'no checkpoints under {folder}: train the run first')
     self.serving = serving_lib.read_serving(folder)
-    self.user_ids = id_maps.read_id_map(folder, 'users.tsv')
-    self.catalogue_ids = id_maps.read_id_map(folder, 'items.tsv')
+    self.user_ids = serving_lib.read_id_map(folder, 'users.tsv')
+    self.catalogue_ids = serving_lib.read_id_map(folder, 'items.tsv')
     for name, ids, count in (('users.tsv', self.user_ids, self.serving.num_users),
                              ('items.tsv', self.catalogue_ids, self.serving.num_items)):
       if len(ids) != count:
@@ -153,10 +154,9 @@ class Run:
     return self.epoch
 
   def _restore(self) -> tuple[int, object]:
-    from milk_jax import train  # Imported late: training code is only needed here.
-    key = jax.random.fold_in(jax.random.key(self.config.seed), train.INIT_STREAM)
-    state = train.create_train_state(self.config, self.method, key, self.serving.num_users)
-    return train.restore_best_params(self.folder, state)
+    key = jax.random.fold_in(jax.random.key(self.config.seed), state_lib.INIT_STREAM)
+    state = state_lib.create_train_state(self.config, self.method, key, self.serving.num_users)
+    return checkpoint.restore_best_params(self.folder, state)
 
   def _epochs_differ(self, best_epoch: int) -> str:
     return (f'{os.path.join(self.folder, serving_lib.VECTORS_FILE)} holds epoch '

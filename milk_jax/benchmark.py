@@ -5,13 +5,15 @@
 Compiles once (timed apart), warms up, then times single steps (each waits
 for the device with `block_until_ready`) and whole epochs with either
 sampler, side by side in one process. `step_ms` is the step as the epoch
-runs it: one update whose environment weights were drawn, with the rest of
-the epoch's, in one vectorised call (`weights_draw_ms_per_epoch`);
-`simple_step_ms` is the plain step that draws its own weights. A reference step that computes the
-same loss the way the authors' code does (every item through every
-extractor once per environment) is timed on the same inputs, so the speed-up
-is a ratio measured on one machine. Writes `benchmark.json`; with
-`config.benchmark.sweep` also `sweep.csv` and `sweep.png`.
+runs it: one update whose inputs (`Method.step_inputs`: MILK's environment
+weights, one key per step for most methods) were drawn, with the rest of the
+epoch's, in one vectorised call (`step_inputs_ms_per_epoch`);
+`simple_step_ms` is the plain step that draws its own. A method with a
+reference loss (`Method.reference_loss`: MILK's computes the same loss the
+way the authors' code does, every item through every extractor once per
+environment) has its reference step timed on the same inputs, so the
+speed-up is a ratio measured on one machine. Writes `benchmark.json`; with
+`config.benchmark.sweep` also `sweep.csv` and `sweep.png` (plots.plot_sweep).
 """
 
 import copy
@@ -33,11 +35,15 @@ from milk_jax import data as data_lib
 from milk_jax import methods
 from milk_jax import plots
 from milk_jax import runfolder
-from milk_jax import train
+from milk_jax.data import sampling
 from milk_jax.errors import ConfigError
-from milk_jax.methods import milk
+from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 
 log = logging.getLogger('milk_jax')
+# benchmark.json's `reference_skipped` for a method whose Method has no reference_loss.
+NO_REFERENCE = ('config.method={method!r} has no reference loss (Method.reference_loss): '
+                'no reference step timed')
 
 
 def _block(tree: Any) -> Any:
@@ -58,36 +64,6 @@ def _percentile_ms(seconds: list[float], q: float) -> float:
   return float(np.percentile(np.asarray(seconds) * 1e3, q))
 
 
-def make_reference_loss_fn(config: ml_collections.ConfigDict) -> Callable:
-  """The loss of `milk.make_loss_fn`, with scores computed in the authors' order.
-
-  Every item goes through every extractor once per environment (the weight
-  is folded into the kernel, so XLA cannot merge the E projections), and the
-  batch's rows are gathered afterwards. Same value, E * M full projections.
-  """
-  def loss_fn(params, batch, weights, tables):
-    extractors = params['extractors']
-    env_items = jnp.stack([
-        sum(jnp.dot(x, weights[e, m] * p['kernel'].astype(x.dtype),
-                    preferred_element_type=jnp.float32) + weights[e, m] * p['bias']
-            for m, (p, x) in enumerate(zip(extractors, tables.features)))
-        for e in range(weights.shape[0])])  # (E, num_items, d)
-    # The batch's modality outputs still feed the alignment and the regulariser.
-    user_vectors, pos_reps, neg_reps = milk.batch_representations(params, batch, tables)
-    pos_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, batch['positives']])
-    neg_scores = jnp.einsum('bd,ebd->eb', user_vectors, env_items[:, batch['negatives']])
-    return milk.objective(config, params, batch, user_vectors, pos_reps, neg_reps,
-                          pos_scores, neg_scores, tables)
-
-  return loss_fn
-
-
-def make_reference_update(config: ml_collections.ConfigDict,
-                          method: methods.Method) -> Callable:
-  """update(state, batch, weights, tables) with MILK's reference loss; pure."""
-  return train.make_update(config, method, make_reference_loss_fn(config))
-
-
 def _cost(compiled) -> dict[str, float]:
   """XLA's own estimate of a compiled step's FLOPs and bytes moved (when it gives one)."""
   try:
@@ -100,9 +76,9 @@ def _cost(compiled) -> dict[str, float]:
     return {}
 
 
-def time_steps(step_fn: Callable, state: train.TrainState, batches: list[dict[str, jax.Array]],
+def time_steps(step_fn: Callable, state: state_lib.TrainState, batches: list[dict[str, jax.Array]],
                step_inputs: list[Any], tables: methods.Tables, warmup: int,
-               count: int) -> tuple[dict[str, float], train.TrainState]:
+               count: int) -> tuple[dict[str, float], state_lib.TrainState]:
   """Compile step_fn(state, batch, step_input, tables) once, warm up, then time it.
 
   Steps cycle through `batches` and the matching `step_inputs` (weights or keys).
@@ -125,7 +101,7 @@ def time_steps(step_fn: Callable, state: train.TrainState, batches: list[dict[st
   return figures, holder[0]
 
 
-def _host_batches(program: train.EpochProgram, count: int) -> list[dict[str, jax.Array]]:
+def _host_batches(program: step_lib.EpochProgram, count: int) -> list[dict[str, jax.Array]]:
   """Up to `count` real batches of epoch 1, on the device (transfers are not timed)."""
   triples = program.triples(1)
   steps = min(count, triples['users'].shape[0])
@@ -157,25 +133,15 @@ def time_epochs(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
           f'epoch_first_seconds_{sampler}': first}
 
 
-def step_weight_draws(config: ml_collections.ConfigDict, num_steps: int,
-                      num_modalities: int) -> jax.Array:
-  """(num_steps, E, M): the environment weights of steps 0 .. num_steps - 1."""
-  train_key = jax.random.fold_in(jax.random.key(config.seed), train.TRAIN_STREAM)
-  return milk.epoch_weights(config, train_key, jnp.zeros((), jnp.int32), num_steps,
-                            num_modalities)
-
-
-def time_weight_draw(config: ml_collections.ConfigDict, num_steps: int,
-                     num_modalities: int) -> float:
-  """Milliseconds of one epoch's vectorised weight draw (median of 20, after compiling)."""
-  draw = jax.jit(lambda step: milk.epoch_weights(
-      config, jax.random.key(config.seed), step, num_steps, num_modalities))
+def time_step_inputs(method: methods.Method, seed: int, num_steps: int) -> float:
+  """Milliseconds of one epoch's `method.step_inputs` draw (median of 20, after compiling)."""
+  draw = jax.jit(lambda step: method.step_inputs(jax.random.key(seed), step, num_steps))
   _block(draw(jnp.zeros((), jnp.int32)))
   seconds = _timed_calls(lambda i: draw(jnp.asarray(i, jnp.int32)), 20)
   return _percentile_ms(seconds, 50)
 
 
-def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> train.EpochProgram:
+def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> step_lib.EpochProgram:
   """The run's epoch program; a method that reads a backbone gets random CF vectors of the
   backbone's shapes (the cost does not depend on their values, and nothing is trained first)."""
   extras = {}
@@ -186,7 +152,7 @@ def _program(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> tr
     items[dataset.val_items] = items[dataset.test_items] = 0.0
     extras = {'cf_users': rng.normal(size=(dataset.num_users, d)).astype(np.float32),
               'cf_items': items}
-  return train.EpochProgram(config, dataset, train.make_method(config, dataset), extras)
+  return step_lib.EpochProgram(config, dataset, state_lib.make_method(config, dataset), extras)
 
 
 def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dict[str, Any]:
@@ -195,18 +161,18 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
   num_modalities = len(dataset.features)
   program = _program(config, dataset)
   method = program.method
-  steps_per_epoch = -(-len(dataset.train_pairs) // config.train.batch_size)
+  steps_per_epoch = sampling.steps_per_epoch(len(dataset.train_pairs), config.train.batch_size)
   batches = _host_batches(program, min(steps_per_epoch, 16))
   # As the epoch runs it: one update per step, its inputs drawn for the whole epoch.
   drawn = method.step_inputs(program.train_key, jnp.zeros((), jnp.int32), len(batches))
   step_inputs = [jax.tree.map(lambda x, s=s: x[s], drawn) for s in range(len(batches))]
   log.info('benchmark: compiling and timing %d train steps of %s', bench.num_steps,
            config.method)
-  step, _ = time_steps(train.make_update(config, method), program.fresh_state(), batches,
+  step, _ = time_steps(step_lib.make_update(config, method), program.fresh_state(), batches,
                        step_inputs, program.tables, bench.warmup_steps, bench.num_steps)
   # The step-by-step path draws its own inputs each step.
   keys = list(jax.random.split(jax.random.key(config.seed), len(batches)))
-  simple, _ = time_steps(train.make_train_step(config, method), program.fresh_state(),
+  simple, _ = time_steps(step_lib.make_train_step(config, method), program.fresh_state(),
                          batches, keys, program.tables, bench.warmup_steps, bench.num_steps)
   result = {
       **environment_summary(),
@@ -223,9 +189,7 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
       'steps_per_second': 1e3 / step['step_ms'],
       'samples_per_second': config.train.batch_size * 1e3 / step['step_ms'],
   }
-  if config.method == 'milk':
-    result['weights_draw_ms_per_epoch'] = time_weight_draw(config, steps_per_epoch,
-                                                           num_modalities)
+  result['step_inputs_ms_per_epoch'] = time_step_inputs(method, config.seed, steps_per_epoch)
   if 'step_gflop' in step:
     result['achieved_gflop_per_second'] = step['step_gflop'] / step['step_ms'] * 1e3
   samplers = config_lib.SAMPLERS if bench.both_samplers else (config.train.sampler,)
@@ -236,10 +200,13 @@ def measure(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> dic
   result['epoch_seconds'] = result[f'epoch_seconds_{config.train.sampler}']
   # The steady-state cost of one step inside the fused epoch (sampling amortised).
   result['epoch_step_ms'] = result['epoch_seconds'] / steps_per_epoch * 1e3
-  if bench.reference and config.method == 'milk':
-    log.info('benchmark: timing the reference (authors-order) step')
-    reference, _ = time_steps(make_reference_update(config, method), program.fresh_state(),
-                              batches, step_inputs, program.tables, 1,
+  if bench.reference and method.reference_loss is None:
+    result['reference_skipped'] = NO_REFERENCE.format(method=config.method)
+    log.info('benchmark: %s', result['reference_skipped'])
+  elif bench.reference:
+    log.info('benchmark: timing the reference step')
+    reference, _ = time_steps(step_lib.make_update(config, method, method.reference_loss),
+                              program.fresh_state(), batches, step_inputs, program.tables, 1,
                               max(3, bench.num_steps // 10))
     result['reference_step_ms'] = reference['step_ms']
     result['reference_compile_seconds'] = reference['compile_seconds']
@@ -307,19 +274,27 @@ def sweep_point(config: ml_collections.ConfigDict, num_users: int, num_items: in
   config.train.batch_size = batch_size
   tables, batches = random_inputs(jax.random.key(config.seed), num_users, num_items,
                                   feature_dims, batch_size, 4, config.train.feature_dtype)
-  weights = list(step_weight_draws(config, len(batches), len(feature_dims)))
-  spec = methods.DataSpec(num_users, num_items, feature_dims, num_items - num_items // 5)
-  method = milk.make(config, spec)
+  method = sweep_method(config, num_users, num_items, feature_dims)
+  train_key = jax.random.fold_in(jax.random.key(config.seed), state_lib.TRAIN_STREAM)
+  drawn = method.step_inputs(train_key, jnp.zeros((), jnp.int32), len(batches))
+  step_inputs = [jax.tree.map(lambda x, s=s: x[s], drawn) for s in range(len(batches))]
   figures = {}
-  updates = {'fused': train.make_update(config, method)}
+  updates = {'fused': step_lib.make_update(config, method)}
   if reference:
-    updates['reference'] = make_reference_update(config, method)
+    updates['reference'] = step_lib.make_update(config, method, method.reference_loss)
   for name, update in updates.items():
-    state = train.create_train_state(config, method, jax.random.key(0), num_users)
+    state = state_lib.create_train_state(config, method, jax.random.key(0), num_users)
     count = config.benchmark.sweep_steps if name == 'fused' else max(
         2, config.benchmark.sweep_steps // 4)
-    figures[name], _ = time_steps(update, state, batches, weights, tables, 2, count)
+    figures[name], _ = time_steps(update, state, batches, step_inputs, tables, 2, count)
   return figures
+
+
+def sweep_method(config: ml_collections.ConfigDict, num_users: int, num_items: int,
+                 feature_dims: tuple[int, ...]) -> methods.Method:
+  """config.method's Method for a random catalogue of this shape (`random_inputs`)."""
+  spec = methods.DataSpec(num_users, num_items, feature_dims, num_items - num_items // 5)
+  return methods.get(config.method).make(config, spec)
 
 
 def run_sweep(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
@@ -345,7 +320,7 @@ def run_sweep(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
     writer.writerows(rows)
   title = (f'{headline_device()}; features {"+".join(map(str, dims))}, '
            f'batch {config.train.batch_size} (right), {dataset.num_items} items (left)')
-  plot_sweep(rows, os.path.join(workdir, 'sweep.png'), title=title)
+  plots.plot_sweep(rows, os.path.join(workdir, 'sweep.png'), title=title)
   return rows
 
 
@@ -360,33 +335,6 @@ def headline_device() -> str:
   return f'{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}'
 
 
-def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
-  """Two panels: step time against batch size and against catalogue size (log-log)."""
-  plt = plots.pyplot()
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
-
-  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for ax, axis, label in ((axes[0], 'batch_size', 'batch size'),
-                          (axes[1], 'num_items', 'items in the catalogue')):
-    for step in sorted({r['step'] for r in rows if r['axis'] == axis}):
-      points = sorted((r[axis], r['step_ms']) for r in rows
-                      if r['axis'] == axis and r['step'] == step)
-      ax.plot(*zip(*points), marker='o', label=step)
-    sizes = sorted({r[axis] for r in rows if r['axis'] == axis})
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_xticks(sizes, [str(v) for v in sizes], rotation=45)
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel(label)
-    ax.set_ylabel('train step (ms, median)')
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend()
-  figure.suptitle(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-
-
 # ---------------------------------------------------------------- entry point
 
 def benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -395,6 +343,7 @@ def benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   _check_benchmark_config(config)
   dataset = data_lib.load_dataset(config)  # Raises DataError before anything is written.
   log.info('data: %s', dataset.summary())
+  _check_sweep_method(config, dataset)
   os.makedirs(workdir, exist_ok=True)
   result = measure(config, dataset)
   if config.benchmark.sweep:
@@ -417,6 +366,17 @@ def _keep_previous(path: str) -> None:
   os.replace(path, f'{stem}.{n}{suffix}')
 
 
+def _check_sweep_method(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> None:
+  """ConfigError when the sweep is asked of a method without a reference loss."""
+  if not config.benchmark.sweep:
+    return
+  dims = tuple(int(f.shape[1]) for f in dataset.features)
+  if sweep_method(config, dataset.num_users, dataset.num_items, dims).reference_loss is None:
+    raise ConfigError(f'config.benchmark.sweep=True: the sweep times a method\'s step beside '
+                      f'its reference step on random catalogues; config.method='
+                      f'{config.method!r} has no reference loss (drop the sweep)')
+
+
 def _check_benchmark_config(config: ml_collections.ConfigDict) -> None:
   bench = config.benchmark
   for field in ('num_steps', 'num_epochs', 'sweep_steps'):
@@ -425,9 +385,6 @@ def _check_benchmark_config(config: ml_collections.ConfigDict) -> None:
   if bench.warmup_steps < 0:
     raise ConfigError(f'config.benchmark.warmup_steps={bench.warmup_steps}: '
                             'must be non-negative')
-  if bench.sweep and config.method != 'milk':
-    raise ConfigError(f'config.benchmark.sweep=True: the sweep times MILK\'s step against its '
-                      f'reference; config.method={config.method!r} has none (drop the sweep)')
   for field in ('sweep_batch_sizes', 'sweep_num_items'):
     if bench.sweep and (not bench[field] or min(bench[field]) < 1):
       raise ConfigError(f'config.benchmark.{field}={bench[field]}: needs positive sizes')

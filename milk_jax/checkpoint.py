@@ -14,6 +14,11 @@ run, serving and evaluation, goes through `read_newest` instead: it opens
 committed step folders directly with a plain orbax checkpointer, so it
 creates, repairs and deletes nothing and can run beside a training process
 on the same folder without taking its lock.
+
+A train state is saved as a plain dict (`state_tree`, as older run folders
+hold it) and put back into a like-shaped state (`state_from_tree`);
+`restore_best_params` is how serving and evaluation get a run's best
+parameters, read only.
 """
 
 import hashlib
@@ -23,6 +28,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -248,6 +254,49 @@ class Checkpoints:
         if not quietly:
           raise
         log.warning('%s: a save did not complete (%s)', self.path(which), _first_line(error))
+
+
+def state_tree(state: Any) -> dict[str, Any]:
+  """A train state (step, params, opt_state) as the checkpoints hold it: a dict, as older run
+  folders saved it."""
+  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state}
+
+
+def state_from_tree(tree: dict[str, Any], like: Any) -> Any:
+  """`like` (a train state, a flax struct) with the step, params and opt_state of `tree`."""
+  return like.replace(step=jnp.asarray(tree['step'], jnp.int32), params=tree['params'],
+                      opt_state=tree['opt_state'])
+
+
+def restore_best_params(workdir: str, state: Any) -> tuple[int, Any]:
+  """(epoch, params) of the best checkpoint, or of the latest one's copy when it is damaged.
+
+  `state` is a fresh train state of the run (step, params, opt_state): the
+  shapes to read into. Reads only (read_newest): no lock, nothing created,
+  repaired or deleted, so serving may call it on a folder that a training
+  process is still writing.
+  """
+  root = os.path.join(workdir, 'checkpoints')
+  best, latest = os.path.join(root, BEST), os.path.join(root, LATEST)
+  try:
+    found = read_newest(best, {'params': state.params})
+    if found is None:
+      raise RunFolderError(f'{best} is empty')
+    epoch, arrays, _ = found
+    return epoch, arrays['params']
+  except RunFolderError as error:
+    try:
+      found = read_newest(latest, {'state': state_tree(state), 'best_params': state.params})
+    except RunFolderError as latest_error:
+      raise RunFolderError(f'{error}, and no intact copy of the best parameters is left in '
+                           f'{latest} ({latest_error})') from None
+    if found is None:
+      raise RunFolderError(f'{error}, and {latest} holds no copy of the best parameters: train '
+                           'the run again') from None
+    _, arrays, meta = found
+    log.warning('%s; using the copy of the best parameters (epoch %d) in the latest '
+                'checkpoint', error, meta['best_epoch'])
+    return meta['best_epoch'], arrays['best_params']
 
 
 def _first_line(error: BaseException) -> str:

@@ -20,8 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from milk_jax import runfolder
+from milk_jax.data import features as features_lib
+from milk_jax.data import files
 from milk_jax.data import ids
-from milk_jax.data import readers
 from milk_jax.data.errors import DataError
 
 CHECK_CHUNK = 65536  # Rows checked at a time: memory stays bounded for any file.
@@ -49,8 +50,8 @@ class NewItems:
       if source is None:  # Nobody has it: zeros, which imputation replaces.
         features.append(np.zeros((stop - start, self.dims[m]), np.float32))
         continue
-      chunk, _ = readers.check_feature_rows(_read_rows(source, start, stop),
-                                            Path(self.sources[m]), self.missing_rows, start)
+      chunk, _ = features_lib.check_feature_rows(_read_rows(source, start, stop),
+                                                 Path(self.sources[m]), self.missing_rows, start)
       features.append(chunk)
     return tuple(features), self.available[start:stop]
 
@@ -71,7 +72,7 @@ def _check_rows(array: np.ndarray | Path, num_rows: int, source: Path, missing_r
   present = np.ones(num_rows, bool)
   for start in range(0, num_rows, CHECK_CHUNK):
     stop = min(start + CHECK_CHUNK, num_rows)
-    _, present[start:stop] = readers.check_feature_rows(
+    _, present[start:stop] = features_lib.check_feature_rows(
         _read_rows(array, start, stop), source, missing_rows, start)
   return present
 
@@ -116,7 +117,7 @@ def from_arrays(features: Sequence[np.ndarray | None], item_ids: Sequence[str],
   item_ids = np.asarray([str(i) for i in item_ids], str)
   if item_ids.shape != (num_items,):
     raise DataError(f'item_ids: {item_ids.size} ids for {num_items} feature rows')
-  readers.refuse_items_without_modality(present, ['features and availability'])
+  features_lib.refuse_items_without_modality(present, ['features and availability'])
   return NewItems(ids=item_ids, raw=tuple(given), available=present, sources=tuple(sources),
                   dims=tuple(feature_dims))
 
@@ -177,21 +178,21 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
   found = sorted(p.name[:-len(suffix)] for p in path.glob(f'*{suffix}'))
   unknown = [name for name in found if name not in modality_names]
   if unknown:
-    raise DataError(f'{readers.feature_path(path, unknown[0])}: modality {unknown[0]!r} is not '
-                    f'one of the run\'s ({", ".join(modality_names)})')
+    raise DataError(f'{features_lib.feature_path(path, unknown[0])}: modality {unknown[0]!r} is '
+                    f'not one of the run\'s ({", ".join(modality_names)})')
   if not found:
     raise DataError(f'{path}: no feature file; expected one or more of '
                     f'{", ".join(n + suffix for n in modality_names)}')
   missing_rows = data_config.missing_rows
   raw, sources, present, shapes = [], [], [], {}
   for name, dim in zip(modality_names, feature_dims):
-    source = readers.feature_path(path, name)
+    source = features_lib.feature_path(path, name)
     sources.append(str(source))
     if name not in found:
       raw.append(None)
       continue
     _regular(source)
-    array = readers.open_feature_file(source, mmap=True)
+    array = features_lib.open_feature_file(source, mmap=True)
     _check_width(array, source, name, dim)
     shapes[str(source)] = array.shape[0]
     del array  # Mapped again a chunk at a time.
@@ -210,7 +211,7 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
   if not ids_path.is_file():
     raise DataError(f'{ids_path}: missing; new items need their ids, one per line, line i '
                     f'naming the item of feature row i')
-  item_ids = ids.read_item_ids(ids_path, readers.read_text(ids_path), num_items, first_file)
+  item_ids = ids.read_item_ids(ids_path, files.read_text(ids_path), num_items, first_file)
   for array, source in zip(raw, sources):
     present.append(np.zeros(num_items, bool) if array is None
                    else _check_rows(array, num_items, Path(source), missing_rows))
@@ -218,11 +219,11 @@ def read_folder(folder: str, modality_names: Sequence[str], feature_dims: Sequen
   named = [Path(s) for s, a in zip(sources, raw) if a is None or missing_rows != 'error']
   if declared is not None:
     if declared.suffix == '.tsv':
-      available &= readers.read_availability_table(declared, item_ids, modality_names)
+      available &= features_lib.read_availability_table(declared, item_ids, modality_names)
     else:
-      available &= readers.read_availability_file(declared, num_items, modality_names)
+      available &= features_lib.read_availability_file(declared, num_items, modality_names)
     named.insert(0, declared)
-  readers.refuse_items_without_modality(available, named)
+  features_lib.refuse_items_without_modality(available, named)
   return NewItems(ids=item_ids, raw=tuple(raw), available=available, sources=tuple(sources),
                   dims=tuple(feature_dims), missing_rows=missing_rows)
 

@@ -2,7 +2,10 @@
 
 Two shapes cover the paper's figures: grouped bars (variants side by side
 within each group: a setting, a missing-modality group, a change between
-settings) and line panels (one panel per swept hyper-parameter). A run's
+settings) and line panels (one panel per swept hyper-parameter); which
+figures an experiment gets, and their data, is milk_jax/report.py's choice
+(`report.figures`), drawn here by `draw_figures`; the
+benchmark's sweep is two log-log panels of step time (`plot_sweep`). A run's
 training curves (loss and validation metrics per epoch) are drawn from its
 metrics.jsonl at the end of training, or again by
 
@@ -57,16 +60,21 @@ def error_bars(errors: Sequence[float] | None) -> list[float] | None:
 
 
 def bar_chart(path: str, groups: Sequence[str], series: Mapping[str, Series],
-              ylabel: str, title: str, colours: Sequence | None = None) -> None:
+              ylabel: str, title: str, skip_colour: int | None = None) -> None:
   """Grouped bars: for each group, one bar per series, with error bars if given.
 
   Args:
     groups: G labels along the x axis.
     series: {legend label: (G means, G error half-widths or None)}; nan = no bar
       (or no error bar).
-    colours: one per series (default series_colours), e.g. to keep a variant's
-      colour in a figure that leaves the baseline out.
+    skip_colour: a place of the palette (series_colours of one more series) left
+      out, e.g. the baseline's in a figure of the other variants, so that each
+      variant keeps its colour of the figures with the baseline.
   """
+  colours = None
+  if skip_colour is not None:
+    colours = series_colours(len(series) + 1)
+    del colours[skip_colour]
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.5 * len(groups) * len(series)), 3.2))
   draw_bars(ax, groups, series, colours)
@@ -118,6 +126,23 @@ def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
+
+
+def draw_figures(workdir: str, figures: Sequence[tuple[str, str, Mapping[str, Any]]]
+                 ) -> list[str]:
+  """Draw each (name, kind, arguments) of report.figures as workdir/<name>.png.
+
+  kind 'bars' is drawn by bar_chart, 'lines' by line_panels, with those arguments.
+
+  Returns:
+    The paths written, in order.
+  """
+  draw = {'bars': bar_chart, 'lines': line_panels}
+  paths = []
+  for name, kind, args in figures:
+    paths.append(os.path.join(workdir, f'{name}.png'))
+    draw[kind](paths[-1], **args)
+  return paths
 
 
 def curve_data(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]
@@ -204,6 +229,34 @@ def run_curves(workdir: str) -> str:
 
 def curves_title(workdir: str, method: str) -> str:
   return f'{method}: {os.path.basename(os.path.normpath(workdir))}'
+
+
+def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str, title: str) -> None:
+  """The benchmark's sweep (sweep.csv's rows): step time against batch size and against
+  catalogue size, one line per step timed ('fused', 'reference'), log-log."""
+  plt = pyplot()
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, axis, label in ((axes[0], 'batch_size', 'batch size'),
+                          (axes[1], 'num_items', 'items in the catalogue')):
+    for step in sorted({r['step'] for r in rows if r['axis'] == axis}):
+      points = sorted((r[axis], r['step_ms']) for r in rows
+                      if r['axis'] == axis and r['step'] == step)
+      ax.plot(*zip(*points), marker='o', label=step)
+    sizes = sorted({r[axis] for r in rows if r['axis'] == axis})
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xticks(sizes, [str(v) for v in sizes], rotation=45)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(label)
+    ax.set_ylabel('train step (ms, median)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend()
+  figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
 
 
 USAGE = 'usage: python -m milk_jax.plots RUN_DIR [RUN_DIR ...]'

@@ -19,9 +19,9 @@ import numpy as np
 
 from milk_jax import api
 from milk_jax import runfolder
-from milk_jax.data import ids as id_maps
-from milk_jax.data import readers
 from milk_jax.data.errors import DataError
+from milk_jax.data.files import read_text
+from milk_jax.data.files import text_lines
 from milk_jax.errors import ConfigError
 
 log = logging.getLogger('milk_jax')
@@ -34,7 +34,7 @@ def read_user_file(path: str) -> list[str]:
   file = Path(path).expanduser()
   if not file.is_file():
     raise DataError(f'config.recommend.users: {file} is not a file')
-  users = [line.strip() for line in id_maps.text_lines(readers.read_text(file)) if line.strip()]
+  users = [line.strip() for line in text_lines(read_text(file)) if line.strip()]
   if not users:
     raise DataError(f'{file}: no user ids (one per line expected)')
   return users

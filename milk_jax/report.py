@@ -1,4 +1,33 @@
-"""Summaries of finished runs: mean and standard deviation over seeds.
+"""Summaries of finished runs: statistics over seeds, an experiment's summary and its figures.
+
+Read-only over the runs' results (results.json): nothing here trains, writes
+a file or draws.
+  statistics   metric, mean_std, paired_difference, confidence_half_width and
+               their formats, shared by every summary and scripts/study_table.py.
+  experiments  of a grid that milk_jax/experiment.py ran: summary_rows (one row
+               per setting x variant x metric), summary_csv (summary.csv),
+               summary_markdown (summary.md) and figures, the figures the grid
+               asks for, as data that milk_jax/plots.py draws.
+  folders      summary_table, the command line's Markdown table over folders of
+               runs (USAGE below).
+"""
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import ml_collections
+import numpy as np
+from scipy import stats
+
+log = logging.getLogger('milk_jax.report')
+
+USAGE = """Summaries of finished runs: mean and standard deviation over seeds.
 
   python -m milk_jax.report runs/ml100k/milk runs/ml100k/erm
   python -m milk_jax.report --metrics=test.ndcg@20,test_by_group.missing_1.ndcg@20 \
@@ -10,15 +39,6 @@ each metric also gets the paired difference against the baseline's run of
 the same name (same seed, same split), which removes the split-to-split
 spread that dominates the plain standard deviation.
 """
-
-import json
-import math
-import os
-import sys
-from typing import Any, Mapping, Sequence
-
-import numpy as np
-from scipy import stats
 
 DEFAULT_METRICS = ('test.recall@20', 'test.ndcg@20', 'val.ndcg@20')
 
@@ -106,23 +126,419 @@ def format_difference(diff: Mapping[str, float]) -> str:
   return f'{diff["mean"]:+.4f} +- {_spread(diff["std"])} (p {p_value})'
 
 
+# An experiment's results: each run's results.json, by (setting, variant) then seed.
+Results = dict[tuple[str, str], dict[int, dict[str, Any]]]
+
+PLOTS = ('bars', 'drop', 'groups', 'sweep')  # The figures an experiment can ask for.
+CSV_COLUMNS = ('setting', 'variant', 'metric', 'n', 'mean', 'std',
+               'diff_n', 'diff_mean', 'diff_std', 'p_value')
+
+
+def _matching_keys(result: Any, pattern: Sequence[str], prefix: str = '') -> list[str]:
+  """Dotted keys of `result` that match the pattern parts; '*' matches any key."""
+  if not pattern:
+    return [prefix[:-1]] if not isinstance(result, dict) else []
+  if not isinstance(result, dict):
+    return []
+  head, rest = pattern[0], pattern[1:]
+  keys = sorted(result) if head == '*' else [head] if head in result else []
+  return [k for key in keys for k in _matching_keys(result[key], rest, f'{prefix}{key}.')]
+
+
+def expand_metrics(patterns: Sequence[str], results: Results) -> list[str]:
+  """The metric keys: plain keys as given, '*' patterns expanded over all results."""
+  metrics = []
+  for pattern in patterns:
+    found = [pattern] if '*' not in pattern else sorted(
+        {k for by_seed in results.values() for r in by_seed.values()
+         for k in _matching_keys(r, pattern.split('.'))})
+    metrics.extend(k for k in found if k not in metrics)
+  return metrics
+
+
+def _values(results: Results, setting: str, variant: str, key: str) -> dict[int, float | None]:
+  """{seed: the value of metric `key`} of one setting and variant (None where absent)."""
+  return {seed: metric(r, key) for seed, r in results.get((setting, variant), {}).items()}
+
+
+def summary_row(values: Mapping[Any, float | None],
+                baseline: Mapping[Any, float | None] | None = None) -> dict[str, Any]:
+  """n, mean and std over the values present; with `baseline` (values under the same
+  keys, e.g. seeds), also diff_n, diff_mean, diff_std and p_value of paired_difference.
+
+  One cell of summary.csv, and of the command line's table.
+  """
+  present = [v for v in values.values() if v is not None]
+  mean, std = mean_std(present)
+  row = {'n': len(present), 'mean': mean, 'std': std}
+  if baseline is not None:
+    diff = paired_difference(values, baseline)
+    row.update(diff_n=diff['n'], diff_mean=diff['mean'], diff_std=diff['std'],
+               p_value=diff['p_value'])
+  return row
+
+
+def summary_rows(results: Results, exp: ml_collections.ConfigDict,
+                 metrics: Sequence[str]) -> list[dict[str, Any]]:
+  """One row per setting x variant x metric (the summary.csv layout).
+
+  mean/std over seeds; for variants other than the baseline, diff_* is the
+  paired difference variant minus baseline over seeds and p_value its paired t-test.
+  """
+  rows = []
+  for setting in exp.settings:
+    for variant, _ in exp.variants:
+      for metric in metrics:
+        baseline = None
+        if exp.baseline is not None and variant != exp.baseline:
+          baseline = _values(results, setting, exp.baseline, metric)
+        rows.append({'setting': setting, 'variant': variant, 'metric': metric,
+                     **summary_row(_values(results, setting, variant, metric), baseline)})
+  return rows
+
+
+def summary_csv(rows: Sequence[dict[str, Any]]) -> str:
+  """summary.csv's text: CSV_COLUMNS, nan and absent values as empty cells."""
+  def cell(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+      return ''
+    return f'{value:.6g}' if isinstance(value, float) else value
+
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(CSV_COLUMNS)
+  for row in rows:
+    writer.writerow([cell(row.get(column)) for column in CSV_COLUMNS])
+  return text.getvalue()
+
+
+# Column labels of results.json's test sections (the longest prefix applies).
+_LABEL_PREFIXES = {'test.': '', 'test_by_group.': '', 'test_within_group.': 'within.',
+                   'test_uncalibrated.': 'uncalibrated.',
+                   'test_by_group_uncalibrated.': 'uncalibrated.',
+                   'test_within_group_uncalibrated.': 'uncalibrated.within.'}
+# The per-group views of the 'groups' study: (results.json key, figure name, what it ranks).
+GROUP_VIEWS = (('test_by_group', 'groups', 'one shared ranking of all new items'),
+               ('test_within_group', 'groups_within',
+                "each group's users rank only that group's items"))
+
+
+def metric_label(metric: str) -> str:
+  """'test.ndcg@20' -> 'ndcg@20', 'test_by_group.full.ndcg@20' -> 'full.ndcg@20',
+  'test_within_group.full.ndcg@20' -> 'within.full.ndcg@20'."""
+  prefix = max((p for p in _LABEL_PREFIXES if metric.startswith(p)), key=len, default='')
+  return _LABEL_PREFIXES.get(prefix, '') + metric[len(prefix):]
+
+
+def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+  return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+          + ['| ' + ' | '.join(cells) + ' |' for cells in body])
+
+
+def setting_tables(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+                   metrics: Sequence[str], setting: str) -> list[str]:
+  """Markdown for one setting: mean +- std (best mean per column in bold), then paired diffs."""
+  index = {(r['variant'], r['metric']): r for r in rows if r['setting'] == setting}
+  variants = [name for name, _ in exp.variants]
+  best = {}
+  for metric in metrics:
+    means = [index[v, metric]['mean'] for v in variants if not math.isnan(index[v, metric]['mean'])]
+    best[metric] = max(means) if means else None
+  body = []
+  for variant in variants:
+    cells = []
+    for metric in metrics:
+      row = index[variant, metric]
+      text = format_mean_std(row['mean'], row['std'])
+      cells.append(f'**{text}**' if row['mean'] == best[metric] else text)
+    body.append([variant, str(max(index[variant, m]['n'] for m in metrics))] + cells)
+  lines = [f'## {setting.upper()}', '']
+  lines += _markdown_table(['variant', 'n'] + [metric_label(m) for m in metrics], body)
+  if exp.baseline is not None and len(variants) > 1:
+    paired = [[v] + [format_difference({'n': index[v, m]['diff_n'],
+                                         'mean': index[v, m]['diff_mean'],
+                                         'std': index[v, m]['diff_std'],
+                                         'p_value': index[v, m]['p_value']})
+                     for m in metrics]
+              for v in variants if v != exp.baseline]
+    lines += ['', f'Paired difference to {exp.baseline} (same seed, same split): '
+              'mean +- std over seeds, two-sided paired t-test p.', '']
+    lines += _markdown_table(['variant'] + [metric_label(m) for m in metrics], paired)
+  return lines + ['']
+
+
+def setting_changes(results: Results, exp: ml_collections.ConfigDict) -> dict[str, dict]:
+  """{variant: {setting: paired diff of plot_metric, setting minus the first setting}}."""
+  first = exp.settings[0]
+  return {variant: {setting: paired_difference(
+      _values(results, setting, variant, exp.plot_metric),
+      _values(results, first, variant, exp.plot_metric)) for setting in exp.settings[1:]}
+          for variant, _ in exp.variants}
+
+
+def group_metrics(metrics: Sequence[str], plot_metric: str,
+                  view: str = 'test_by_group') -> dict[str, str]:
+  """{group label: metric key}: 'all' for the plot metric, then its per-group keys of
+  `view` (a GROUP_VIEWS key)."""
+  suffix = plot_metric.split('.')[-1]
+  groups = {'all': plot_metric}
+  for metric in metrics:
+    parts = metric.split('.')
+    if parts[0] == view and parts[-1] == suffix:
+      groups[parts[1]] = metric
+  return groups
+
+
+def relative_gains(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+                   groups: Mapping[str, str], setting: str | None = None
+                   ) -> dict[str, dict[str, float]]:
+  """{variant: {group: 100 * (mean - baseline mean) / baseline mean}} in `setting`
+  (default the first)."""
+  setting = setting or exp.settings[0]
+  index = {(r['variant'], r['metric']): r['mean'] for r in rows if r['setting'] == setting}
+  gains = {}
+  for variant, _ in exp.variants:
+    if variant == exp.baseline:
+      continue
+    gains[variant] = {}
+    for group, metric in groups.items():
+      base = index.get((exp.baseline, metric), math.nan)
+      gains[variant][group] = (100 * (index[variant, metric] - base) / base
+                               if base and not math.isnan(base) else math.nan)
+  return gains
+
+
+def sweeps(exp: ml_collections.ConfigDict) -> dict[str, list[tuple[float, str]]]:
+  """{config key: [(value, variant)] sorted}: variants that set one numeric key."""
+  found = {}
+  for variant, overrides in exp.variants:
+    if variant == exp.baseline or len(overrides) != 1:
+      continue
+    (key, value), = overrides.items()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      found.setdefault(key, []).append((float(value), variant))
+  return {key: sorted(points) for key, points in found.items()}
+
+
+def extra_sections(results: Results, rows: Sequence[dict[str, Any]],
+                   exp: ml_collections.ConfigDict, metrics: Sequence[str]) -> list[str]:
+  """Markdown for the 'drop' and 'groups' studies, when the experiment asks for them."""
+  lines = []
+  label = metric_label(exp.plot_metric)
+  if 'drop' in exp.plots and len(exp.settings) > 1:
+    changes = setting_changes(results, exp)
+    lines += [f'## Change of {label} from {exp.settings[0].upper()}', '',
+              'Per variant, the other setting minus the first, paired by seed: '
+              'mean +- std, paired t-test p.', '']
+    lines += _markdown_table(
+        ['variant'] + [f'{s.upper()} - {exp.settings[0].upper()}' for s in exp.settings[1:]],
+        [[v] + [format_difference(d) for d in by_setting.values()]
+         for v, by_setting in changes.items()])
+    lines.append('')
+  if 'groups' in exp.plots and exp.baseline is not None:
+    for view, _, ranking in GROUP_VIEWS:
+      groups = group_metrics(metrics, exp.plot_metric, view)
+      if view != GROUP_VIEWS[0][0] and len(groups) == 1:
+        continue  # No within-group metric asked for.
+      title = '' if view == GROUP_VIEWS[0][0] else ', within-group ranking'
+      for setting in group_settings(rows, exp, groups):
+        gains = relative_gains(rows, exp, groups, setting)
+        lines += [f'## Relative gain over {exp.baseline} per group{title} ({label}, '
+                  f'{setting.upper()})', '',
+                  f'100 * (variant - {exp.baseline}) / {exp.baseline}, on the means over '
+                  'seeds; "all" is every test item, the others the held-out items of one '
+                  f'group, in {ranking}.', '']
+        lines += _markdown_table(['variant'] + list(groups),
+                                 [[v] + ['n/a' if math.isnan(g) else f'{g:+.1f}%'
+                                         for g in by_group.values()]
+                                  for v, by_group in gains.items()])
+        lines.append('')
+  return lines
+
+
+def group_settings(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+                   groups: Mapping[str, str]) -> list[str]:
+  """The settings whose new items fall into two groups or more (FTFT's are all complete);
+  the first setting when none does."""
+  present = {(r['setting'], r['metric']) for r in rows if r['n'] > 0}
+  found = [s for s in exp.settings
+           if sum((s, m) in present for g, m in groups.items() if g != 'all') >= 2]
+  return found or [exp.settings[0]]
+
+
+def group_keys(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+               groups: Mapping[str, str]) -> list[tuple[str, str, str]]:
+  """(x label, setting, metric) of every group of group_settings; the label names the
+  setting when the grid has several."""
+  return [(f'{setting.upper()} {group}' if len(exp.settings) > 1 else group, setting, metric)
+          for setting in group_settings(rows, exp, groups) for group, metric in groups.items()]
+
+
+def paired_series(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict,
+                  keys: Sequence[tuple[str, str]]
+                  ) -> dict[str, tuple[list[float], list[float]]]:
+  """{variant: (paired mean differences to the baseline, 95% CI half-widths)} per
+  (setting, metric) of `keys`, for every variant but the baseline; nan where there is
+  no pair (or, for the interval, fewer than two)."""
+  index = {(r['setting'], r['variant'], r['metric']): r for r in rows}
+  series = {}
+  for variant, _ in exp.variants:
+    if variant == exp.baseline:
+      continue
+    picked = [index[setting, variant, metric] for setting, metric in keys]
+    series[variant] = ([r['diff_mean'] for r in picked],
+                       [confidence_half_width(r['diff_std'], r['diff_n']) for r in picked])
+  return series
+
+
+def dataset_description(config: ml_collections.ConfigDict) -> str:
+  """The data of the summary's title: its folder and modalities, or the synthetic shape."""
+  data = config.data
+  if data.format == 'synthetic':
+    syn = data.synthetic
+    return (f'synthetic data ({syn.num_users} users, {syn.num_items} items, '
+            f'{len(syn.feature_dims)} modalities {tuple(syn.feature_dims)})')
+  return f'{os.path.basename(os.path.normpath(data.path))} ({", ".join(data.modalities)})'
+
+
+def summary_markdown(config: ml_collections.ConfigDict, results: Results,
+                     rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
+  """summary.md: per setting the tables of setting_tables, then the extra_sections."""
+  exp = config.experiment
+  lines = [f'# {exp.name}: {dataset_description(config)}', '',
+           f'Mean +- sample std over seeds 0-{exp.num_seeds - 1} (n = finished runs; '
+           'the std is n/a for one run); '
+           'the best mean of each column is in bold. Metrics at the best validation epoch, '
+           'on the split each column names (test unless it says val).', '']
+  for setting in exp.settings:
+    lines += setting_tables(rows, exp, metrics, setting)
+  lines += extra_sections(results, rows, exp, metrics)
+  return '\n'.join(lines)
+
+
+def mean_series(rows: Sequence[dict[str, Any]], variant: str, keys: Sequence[tuple[str, str]]
+                ) -> tuple[list[float], list[float]]:
+  """(means, stds over seeds) of `variant` per (setting, metric) of `keys`."""
+  index = {(r['setting'], r['variant'], r['metric']): r for r in rows}
+  picked = [index[setting, variant, metric] for setting, metric in keys]
+  return [r['mean'] for r in picked], [r['std'] for r in picked]
+
+
+class Figure(NamedTuple):
+  """One figure of an experiment, as data; plots.draw_figures draws it as <name>.png.
+
+  kind 'bars': args are plots.bar_chart's (groups, series, ylabel, title and
+  maybe skip_colour); 'lines': plots.line_panels' (panels, ylabel, title, reference).
+  """
+  name: str
+  kind: str
+  args: dict[str, Any]
+
+
+def figures(results: Results, rows: Sequence[dict[str, Any]],
+            exp: ml_collections.ConfigDict, metrics: Sequence[str]) -> list[Figure]:
+  """The figures exp.plots asks for, in the order they are drawn.
+
+  bars: plot_metric per setting, one bar per variant (Table 2, Figure 4); with a
+    baseline also bars_paired: each variant minus the baseline, paired by seed, with
+    its 95% confidence interval (the comparison the unpaired spreads of bars hide).
+  drop: change of plot_metric from the first setting to each other one (Figure 5).
+  groups: plot_metric per missing group of every setting that has groups, and the
+    relative gain over the baseline (Figure 3), in one shared ranking (test_by_group);
+    with test_within_group metrics also groups_within and group_gain_within, each
+    group's users ranking only that group's items.
+  sweep: plot_metric against each swept hyper-parameter (Figure 6).
+  A figure that cannot be drawn from this grid is left out with a warning that says why.
+  """
+  variants = [name for name, _ in exp.variants]
+  label = metric_label(exp.plot_metric)
+  chosen = []
+  # Figures without the baseline keep each variant's colour of the figures with it.
+  skip = variants.index(exp.baseline) if exp.baseline in variants else None
+
+  def add(name, kind, **args):
+    chosen.append(Figure(name, kind, args))
+
+  if 'bars' in exp.plots:
+    keys = [(s, exp.plot_metric) for s in exp.settings]
+    add('bars', 'bars', groups=[s.upper() for s in exp.settings],
+        series={v: mean_series(rows, v, keys) for v in variants}, ylabel=label,
+        title=f'{exp.name}: test {label}, mean +- std over seeds')
+    if exp.baseline is not None and len(variants) > 1:
+      add('bars_paired', 'bars', groups=[s.upper() for s in exp.settings],
+          series=paired_series(rows, exp, keys), ylabel=f'{label} - {exp.baseline}',
+          title=f'{exp.name}: test {label} minus {exp.baseline}, paired by seed (mean, 95% CI)',
+          skip_colour=skip)
+  if 'drop' in exp.plots and len(exp.settings) == 1:
+    log.warning('drop.png skipped: it shows the change from the first setting to the others, '
+                'and config.experiment.settings has one (%s)', exp.settings[0])
+  if 'drop' in exp.plots and len(exp.settings) > 1:
+    changes = setting_changes(results, exp)
+    add('drop', 'bars',
+        groups=[f'{s.upper()} - {exp.settings[0].upper()}' for s in exp.settings[1:]],
+        series={v: ([d['mean'] for d in c.values()], [d['std'] for d in c.values()])
+                for v, c in changes.items()},
+        ylabel=f'change of {label}', title=f'{exp.name}: paired change between settings')
+  if 'groups' in exp.plots:
+    for view, name, _ in GROUP_VIEWS:
+      groups = group_metrics(metrics, exp.plot_metric, view)
+      within = view != GROUP_VIEWS[0][0]
+      if within and len(groups) == 1:
+        continue  # No within-group metric asked for: no second figure.
+      if len(groups) == 1:
+        log.warning("groups.png shows 'all' only: config.experiment.metrics has no "
+                    "'test_by_group.*.%s'", exp.plot_metric.split('.')[-1])
+      labelled = group_keys(rows, exp, groups)
+      labels = [x for x, _, _ in labelled]
+      keys = [(setting, metric) for _, setting, metric in labelled]
+      how = ', each group ranking its own items' if within else ''
+      add(name, 'bars', groups=labels, series={v: mean_series(rows, v, keys) for v in variants},
+          ylabel=label, title=f'{exp.name}: test {label} per missing group{how}')
+      if exp.baseline is not None and len(variants) > 1:
+        gains = {v: [] for v in variants if v != exp.baseline}
+        for setting in group_settings(rows, exp, groups):
+          for variant, by_group in relative_gains(rows, exp, groups, setting).items():
+            gains[variant] += list(by_group.values())
+        add('group_gain' + name.removeprefix('groups'), 'bars', groups=labels,
+            series={v: (g, None) for v, g in gains.items()},
+            ylabel=f'gain over {exp.baseline} (%)',
+            title=f'{exp.name}: relative gain per group{how}', skip_colour=skip)
+  if 'sweep' in exp.plots:
+    swept = sweeps(exp)
+    if not swept:
+      log.warning('sweep.png skipped: no variant but the baseline sets exactly one numeric '
+                  'config key')
+    if swept:
+      panels = {}
+      for key, points in swept.items():
+        keys = [(exp.settings[0], exp.plot_metric)]
+        columns = [mean_series(rows, variant, keys) for _, variant in points]
+        panels[key] = ([x for x, _ in points],
+                       ([c[0][0] for c in columns], [c[1][0] for c in columns]))
+      reference = None
+      if exp.baseline is not None:
+        reference = (exp.baseline, mean_series(rows, exp.baseline,
+                                               [(exp.settings[0], exp.plot_metric)])[0][0])
+      add('sweep', 'lines', panels=panels, ylabel=label,
+          title=f'{exp.name}: test {label} ({exp.settings[0].upper()})', reference=reference)
+  return chosen
+
+
 def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRICS,
                   baseline: str | None = None) -> str:
-  """Markdown table: one row per folder, mean +- std (ddof 1) over its runs."""
+  """Markdown table: one row per folder, mean +- std (ddof 1) over its runs, with `baseline`
+  also the paired difference to its run of the same name; each cell is a summary_row."""
   base = collect(baseline) if baseline else None
   header = list(metrics) + ([f'{m} - baseline (paired)' for m in metrics] if base else [])
   lines = ['| runs | n | ' + ' | '.join(header) + ' |', '|---|---|' + '---|' * len(header)]
   for folder in folders:
     results = collect(folder)
-    cells = []
-    for key in metrics:
-      cells.append(format_mean_std(*mean_std([v for r in results.values()
-                                              if (v := metric(r, key)) is not None])))
+    rows = [summary_row({name: metric(r, key) for name, r in results.items()},
+                        {name: metric(r, key) for name, r in base.items()} if base else None)
+            for key in metrics]
+    cells = [format_mean_std(row['mean'], row['std']) for row in rows]
     if base:
-      for key in metrics:
-        diff = paired_difference({name: metric(r, key) for name, r in results.items()},
-                                 {name: metric(r, key) for name, r in base.items()})
-        cells.append(format_mean_std(diff['mean'], diff['std']))
+      cells += [format_mean_std(row['diff_mean'], row['diff_std']) for row in rows]
     lines.append(f'| {folder} | {len(results)} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -133,7 +549,7 @@ def main(argv: Sequence[str]) -> int:
   metrics, baseline, folders = DEFAULT_METRICS, None, []
   for arg in argv:
     if arg in ('-h', '--help'):
-      print(__doc__.strip())
+      print(USAGE.strip())
       return 0
     if arg.startswith('--metrics='):
       metrics = tuple(arg.split('=', 1)[1].split(','))

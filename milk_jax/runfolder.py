@@ -6,7 +6,8 @@ Guarantees, whatever kills the process:
 - the training log `metrics.jsonl` only grows by whole lines; a half-written
   last line (a kill mid-append) is dropped with a warning when it is read;
 - one process at a time works in a folder: `lock(folder)` holds an OS lock
-  (released by the kernel when the process dies, however it dies);
+  (released by the kernel when the process dies, however it dies); of the
+  processes of a multi-host run, only process 0 writes (`is_primary_process`);
 - two processes writing the same file at once (two recommends with one
   output) each write a temporary file of their own, named by host and pid;
   the last rename wins, whole. One left by a killed process on this host is
@@ -27,6 +28,7 @@ import socket
 import stat
 from typing import Any, BinaryIO, Callable, Iterator
 
+import jax
 import ml_collections
 
 from milk_jax import faults
@@ -37,6 +39,11 @@ from milk_jax.errors import RunFolderError
 log = logging.getLogger('milk_jax')
 
 LOCK_FILE = '.lock'
+
+
+def is_primary_process() -> bool:
+  """Only process 0 writes logs and results when several hosts train together."""
+  return jax.process_index() == 0
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """What a run saves so that its folder alone serves items that arrive after training.
 
-Besides config.json, the id maps (users.tsv, items.tsv) and the best
-checkpoint, a run folder holds
+Besides config.json and the best checkpoint, a run folder holds
+- users.tsv and items.tsv, written when training starts: the id maps
+  (dense index -> raw id), by which requests and answers name users and items;
 - serving.npz, written when training starts: the preprocessing the model
   depends on (modality names and widths, the imputation fitted on the warm
   items, whether rows are L2-normalised), the method's extras (backbone
@@ -10,7 +11,7 @@ checkpoint, a run folder holds
 - vectors.npz, written when training ends: the user and catalogue item
   vectors of the best epoch, which the evaluation ranked with.
 
-`--mode=eval` writes both again, so a run trained before they existed can
+`--mode=eval` writes them again, so a run trained before they existed can
 be brought up to date.
 
 Reading checks every key, shape, dtype and range, and that the floats are
@@ -26,12 +27,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from milk_jax import runfolder
+from milk_jax.data import files
+from milk_jax.data import ids
 from milk_jax.data import missing
+from milk_jax.data.dataset import Dataset
 from milk_jax.errors import RunFolderError
 
 SERVING_FILE = 'serving.npz'
 VECTORS_FILE = 'vectors.npz'
 FORMAT_VERSION = 1
+ID_MAP_FILES = ('users.tsv', 'items.tsv')  # Dense index -> raw id, of users and of items.
 _EXTRA_PREFIX = 'extra__'
 
 
@@ -227,8 +232,40 @@ def read_vectors(folder: str, num_users: int, num_items: int
   return users, items, epoch
 
 
+def write_id_maps(folder: str, dataset: Dataset) -> None:
+  """Writes `users.tsv` and `items.tsv` (dense index -> raw id) into `folder`, atomically."""
+  for name, raw_ids in zip(ID_MAP_FILES, (dataset.user_ids, dataset.item_ids)):
+    runfolder.write_text(os.path.join(folder, name), ids.id_map_text(raw_ids))
+
+
+def read_id_map(folder: str, name: str) -> np.ndarray:
+  """(n,) str raw ids of a run's users.tsv or items.tsv, as write_id_maps writes them."""
+  path = os.path.join(folder, name)
+  if not os.path.exists(path):
+    raise RunFolderError(f'{path} is missing (the id map of the run): train the run again')
+  runfolder.check_regular_file(path)
+  with open(path, 'rb') as f:
+    raw = f.read()
+  try:
+    lines = files.text_lines(raw.decode('utf-8'))
+  except UnicodeDecodeError as e:
+    raise RunFolderError(f'{path}: not UTF-8 text ({e.reason}: byte {raw[e.start]:#04x} at '
+                         f'offset {e.start}); the id map is damaged: train the run again'
+                         ) from None
+  if not lines or lines[0] != 'index\tid':
+    raise RunFolderError(f'{path}: line 1 is not the header `index<TAB>id`; the id map is '
+                         'damaged: train the run again')
+  raw_ids = []
+  for number, line in enumerate(lines[1:], start=2):
+    index, _, raw_id = line.partition('\t')
+    if index != str(number - 2) or not raw_id:
+      raise RunFolderError(f'{path}: line {number} is not `{number - 2}<TAB>id`; the id map is '
+                           'damaged: train the run again')
+    raw_ids.append(raw_id)
+  return np.asarray(raw_ids, str)
+
+
 def write_run_files(folder: str, dataset, extras: Mapping[str, np.ndarray], config) -> None:
   """The id maps and serving.npz: what a run writes before its first epoch."""
-  from milk_jax.data import ids  # Imported late: data imports runfolder, which this module does.
-  ids.write_id_maps(folder, dataset)
+  write_id_maps(folder, dataset)
   write_serving(folder, dataset, extras, bool(config.data.normalize))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark figures of the README's Speed section, in one go, on whatever
+# The benchmark figures of docs/speed.md, in one go, on whatever
 # device JAX finds (CPU, GPU or TPU). Usage:
 #   scripts/benchmark_suite.sh OUT_DIR [PYTHON]
 # Writes OUT_DIR/{float32,bfloat16,float32_sweep}/benchmark.json (+ sweep.csv,

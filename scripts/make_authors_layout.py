@@ -20,6 +20,7 @@ output folder holds the dataset's own data.
 
 import copy
 import os
+from pathlib import Path
 import sys
 
 from absl import app
@@ -30,7 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from milk_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-from milk_jax.data import readers  # pylint: disable=g-import-not-at-top
+from milk_jax.data import features  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A dataset config.', lock_config=True)
 _OUT = flags.DEFINE_string('out', None, 'Output folder.')
@@ -85,7 +86,7 @@ def main(argv):
   np.save(os.path.join(folder, 'cold_item_index.npy'), cold)
   source = os.path.expanduser(config.data.path)
   for m, (name, out_name) in enumerate(zip(config.data.modalities, AUTHORS_NAMES)):
-    clean, _ = readers.read_feature_file(readers.feature_path(readers.Path(source), name))
+    clean, _ = features.read_feature_file(features.feature_path(Path(source), name))
     np.save(os.path.join(folder, f'{out_name}_feat.npy'), clean)
     test_mask, all_mask = ftmt.availability[:, m], mtmt.availability[:, m]
     np.save(os.path.join(folder, f'{out_name}_feat_missing_test.npy'),

@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from milk_jax import backbone  # pylint: disable=g-import-not-at-top
 from milk_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+from milk_jax import run as run_lib  # pylint: disable=g-import-not-at-top
 from milk_jax.data.errors import DataError  # pylint: disable=g-import-not-at-top
 from milk_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
 from milk_jax.errors import RunFolderError  # pylint: disable=g-import-not-at-top
@@ -107,7 +107,7 @@ def main(argv):
     config.backbone.run_dir = os.path.abspath(args.backbone_run)
   try:
     dataset = data_lib.load_dataset(config)
-    vectors = backbone.cf_vectors(config, args.out, dataset, train_if_missing=False)
+    vectors = run_lib.cf_vectors(config, args.out, dataset, train_if_missing=False)
   except (ConfigError, DataError, RunFolderError) as error:
     sys.exit(f'error: {error}')
   # GAR's content: the modalities concatenated, as milk_jax.methods.content gives it.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's per-method training-time table: the benchmark mode, run per method on
+# The per-method training-time table of docs/speed.md: the benchmark mode, run per method on
 # baby_synthetic (19445 users, 7050 items, 4096-d + 384-d features), then one Markdown
 # table of the figures. Usage: scripts/method_times.sh OUT_DIR [PYTHON] [METHOD ...]
 # (default: every method). Epoch times include sampling; the step is one update. Methods

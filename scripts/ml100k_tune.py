@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs import ml100k  # pylint: disable=g-import-not-at-top
-from milk_jax import train  # pylint: disable=g-import-not-at-top
+from milk_jax import run as run_lib  # pylint: disable=g-import-not-at-top
 
 SEEDS = (0, 1, 2)
 
@@ -28,7 +28,7 @@ def validation_score(runs: str, beta: float, align_weight: float, alpha: float) 
     config.seed = seed
     config.train.beta, config.train.align_weight, config.model.alpha = beta, align_weight, alpha
     workdir = os.path.join(runs, f'beta{beta:g}_lambda{align_weight:g}_alpha{alpha:g}', str(seed))
-    scores.append(train.train_and_evaluate(config, workdir)['val']['ndcg@20'])
+    scores.append(run_lib.train_and_evaluate(config, workdir)['val']['ndcg@20'])
   score = float(np.mean(scores))
   print(f'beta {beta:g} lambda {align_weight:g} alpha {alpha:g}: val NDCG@20 {score:.4f}',
         flush=True)

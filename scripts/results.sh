@@ -8,7 +8,7 @@
 # already finished are skipped, so an interrupted call continues where it stopped.
 # Usage: scripts/results.sh [OUT_DIR] [DATASET ...]   (PYTHON=... picks the interpreter)
 # Default datasets: ml100k synthetic_m3 baby_synthetic. tiktok_mm, and the baselines
-# on baby_synthetic, take days on 2 CPU cores (docs/results.md): name tiktok_mm to
+# on baby_synthetic, take days on 2 CPU cores (docs/results/table2_cut.md): name tiktok_mm to
 # run it, set BASELINES=1 to add them on baby_synthetic, and see
 # scripts/comparison_parallel.sh for Table 2 as parallel processes on a GPU.
 set -euo pipefail

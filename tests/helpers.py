@@ -8,6 +8,7 @@ from configs import base
 
 
 def tiny_config(**train_overrides):
+  """make_config(train=train_overrides) of tests/conftest.py, for tests not yet on the fixture."""
   config = base.get_config()
   syn = config.data.synthetic
   syn.num_users = 200
@@ -25,16 +26,6 @@ def tiny_config(**train_overrides):
   config.eval.user_batch_size = 64
   for key, value in train_overrides.items():
     setattr(config.train, key, value)
-  return config
-
-
-def method_config(method: str, embed_dim: int, **section):
-  """tiny_config training `method` at width `embed_dim`, `section` set in config.methods.<method>."""
-  config = tiny_config()
-  config.method = method
-  config.model.embed_dim = embed_dim
-  for key, value in section.items():
-    config.methods[method][key] = value
   return config
 
 
@@ -75,10 +66,12 @@ def edit_npz(path, change):
 def assert_training_beats_untrained(config, workdir):
   """Train `config` in `workdir`; its test NDCG@20 must at least double the untrained model's."""
   from milk_jax import data as data_lib  # pylint: disable=import-outside-toplevel
-  from milk_jax import train  # pylint: disable=import-outside-toplevel
+  from milk_jax import run as run_lib  # pylint: disable=import-outside-toplevel
+  from milk_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  from milk_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
   dataset = data_lib.load_dataset(config)
-  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
+  program = step_lib.EpochProgram(config, dataset, state_lib.make_method(config, dataset))
   before = program.evaluate(program.fresh_state().params, 'test')
-  results = train.train_and_evaluate(config, str(workdir))
+  results = run_lib.train_and_evaluate(config, str(workdir))
   assert results['test']['ndcg@20'] >= 2 * before['ndcg@20'], (before, results['test'])
   assert results['best_epoch'] > 0

@@ -12,12 +12,13 @@ import jax
 import numpy as np
 
 from milk_jax import data as data_lib
-from milk_jax import train
+from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 from tests.helpers import tiny_config
 
 
 def one_epoch(config, dataset):
-  program = train.EpochProgram(config, dataset, train.make_method(config, dataset))
+  program = step_lib.EpochProgram(config, dataset, state_lib.make_method(config, dataset))
   state = program.fresh_state()
   state, metrics = program.run(state, 1)
   state, metrics = program.run(state, 2)

@@ -16,14 +16,16 @@ import shutil
 import numpy as np
 import pytest
 
+from milk_jax import checkpoint
+from milk_jax import run as run_lib
+from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 import milk_jax
 from milk_jax import api
-from milk_jax import backbone
 from milk_jax import evaluate
 from milk_jax import recommend
 from milk_jax import runfolder
 from milk_jax import serving
-from milk_jax import train
 from milk_jax.data import dataset as dataset_lib
 from milk_jax.data.errors import DataError
 from milk_jax.errors import ConfigError
@@ -66,12 +68,12 @@ class TrainedRun:
 
   def __init__(self, folder, config):
     self.folder, self.config = folder, config
-    self.results = train.train_and_evaluate(config, folder)
+    self.results = run_lib.train_and_evaluate(config, folder)
     self.dataset = dataset_lib.load_dataset(config)
-    extras = backbone.cf_vectors(config, folder, self.dataset, train_if_missing=False)
-    program = train.EpochProgram(config, self.dataset, train.make_method(config, self.dataset),
-                                 extras)
-    _, params = train.restore_best_params(folder, program.fresh_state())
+    extras = run_lib.cf_vectors(config, folder, self.dataset, train_if_missing=False)
+    program = step_lib.EpochProgram(config, self.dataset,
+                                    state_lib.make_method(config, self.dataset), extras)
+    _, params = checkpoint.restore_best_params(folder, program.fresh_state())
     self.users, self.items = (np.asarray(v) for v in program.vectors(params))
     self.new_folder = write_items_folder(os.path.join(folder, '..', 'new_items'), config,
                                          self.dataset, self.dataset.test_items)
@@ -289,7 +291,7 @@ def test_eval_writes_the_serving_files_of_an_older_run(milk_run, tmp_path):
   shutil.copytree(milk_run.folder, folder)
   for name in ('serving.npz', 'vectors.npz'):
     os.remove(os.path.join(folder, name))
-  train.evaluate_checkpoint(milk_run.config, folder)
+  run_lib.evaluate_checkpoint(milk_run.config, folder)
   run = api.load(folder)
   np.testing.assert_array_equal(run.catalogue_vectors, milk_run.items)
 
@@ -316,7 +318,7 @@ def test_a_backbone_has_no_new_item_vectors(milk_run, tmp_path):
   config = tiny_config(num_epochs=2)
   config.method = 'bprmf'
   folder = str(tmp_path / 'bprmf')
-  train.train_and_evaluate(config, folder)
+  run_lib.train_and_evaluate(config, folder)
   with pytest.raises(ConfigError, match=r"config.method='bprmf' cannot embed items that arrive "
                      r'after training \(a warm backbone'):
     milk_jax.load(folder).recommend(None, 3, items=milk_run.new_folder)

@@ -1,34 +1,17 @@
-"""Tests for milk_jax.benchmark: the reference step's loss and the written files."""
+"""Tests for milk_jax.benchmark: the written files, with and without a reference step.
+
+That MILK's reference loss equals its loss is tests/methods/milk/test_reference.py's.
+"""
 
 import csv
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from milk_jax import benchmark
-from milk_jax import data as data_lib
-from milk_jax import train
 from milk_jax.errors import ConfigError
-from milk_jax.methods import milk
 from tests.helpers import tiny_config
-
-
-@pytest.mark.parametrize('reg_target', ['embeddings', 'params'])
-def test_reference_loss_equals_the_fused_loss(reg_target):
-  config = tiny_config(reg_target=reg_target)
-  dataset = data_lib.load_dataset(config)
-  state = train.create_train_state(config, train.make_method(config, dataset), jax.random.key(0),
-                                   dataset.num_users)
-  item_data = train.tables_on_device(dataset)
-  users, positives, negatives = data_lib.epoch_triples(np.random.default_rng(0), dataset, 64)
-  batch = {'users': users[0], 'positives': positives[0], 'negatives': negatives[0]}
-  weights = milk.step_weights(config, jax.random.key(3), 2)
-  fused, _ = milk.make_loss_fn(config)(state.params, batch, weights, item_data)
-  reference, _ = benchmark.make_reference_loss_fn(config)(state.params, batch, weights,
-                                                          item_data)
-  np.testing.assert_allclose(reference, fused, rtol=1e-5)
 
 
 def small_benchmark_config():
@@ -51,7 +34,7 @@ def test_benchmark_writes_its_figures(tmp_path, capsys):
               'step_ms', 'step_ms_p90', 'steps_per_second', 'samples_per_second',
               'epoch_seconds', 'epoch_seconds_host', 'epoch_seconds_device',
               'reference_step_ms', 'speedup_vs_reference', 'simple_step_ms',
-              'weights_draw_ms_per_epoch', 'epoch_step_ms'):
+              'step_inputs_ms_per_epoch', 'epoch_step_ms'):
     assert key in written, key
   assert written['batch_size'] == 256 and written['num_items'] == 160
   assert written['step_ms_p90'] >= written['step_ms'] > 0
@@ -90,7 +73,7 @@ def test_bad_benchmark_config_fails_before_writing(tmp_path):
 
 
 @pytest.mark.slow  # A baseline's benchmark, one sampler: about 10 s.
-def test_a_baseline_is_timed_with_one_sampler_and_no_milk_figures(tmp_path):
+def test_a_baseline_without_a_reference_is_timed_with_one_sampler(tmp_path):
   config = small_benchmark_config()
   config.method = 'heater'  # Reads a backbone: timed on random vectors, none trained.
   config.benchmark.both_samplers = False
@@ -98,9 +81,10 @@ def test_a_baseline_is_timed_with_one_sampler_and_no_milk_figures(tmp_path):
   written = benchmark.benchmark(config, str(tmp_path))
   assert written['method'] == 'heater' and written['epoch_seconds'] > 0
   assert 'epoch_seconds_device' in written and 'epoch_seconds_host' not in written
-  for key in ('reference_step_ms', 'weights_draw_ms_per_epoch'):
-    assert key not in written, key
+  assert 'reference_step_ms' not in written and written['step_inputs_ms_per_epoch'] > 0
+  assert written['reference_skipped'] == benchmark.NO_REFERENCE.format(method='heater')
   assert not (tmp_path / 'backbone').exists()
   config.benchmark.sweep = True
   with pytest.raises(ConfigError, match='benchmark.sweep'):
     benchmark.benchmark(config, str(tmp_path / 'sweep'))
+  assert not (tmp_path / 'sweep').exists()  # Refused before anything is written.

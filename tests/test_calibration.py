@@ -9,11 +9,11 @@ import types
 import numpy as np
 import pytest
 
+from milk_jax import run as run_lib
 import milk_jax
 from milk_jax import calibration
 from milk_jax import evaluate
 from milk_jax import recommend
-from milk_jax import train
 from milk_jax.data import dataset as dataset_lib
 from milk_jax.errors import RunFolderError
 from tests.helpers import tiny_config
@@ -148,7 +148,7 @@ def calibrated_run(tmp_path_factory):
   config.eval.calibration = 'validation'
   config.eval.calibration_shrinkage = 5.0
   folder = str(tmp_path_factory.mktemp('calibrated') / 'run')
-  results = train.train_and_evaluate(config, folder)
+  results = run_lib.train_and_evaluate(config, folder)
   return folder, config, results
 
 
@@ -204,7 +204,7 @@ def test_eval_refits_the_same_maps_and_serving_refuses_maps_of_another_epoch(cal
   folder, config, results = calibrated_run
   copied = str(tmp_path / 'run')
   shutil.copytree(folder, copied)
-  evaluated = train.evaluate_checkpoint(config, copied)
+  evaluated = run_lib.evaluate_checkpoint(config, copied)
   assert evaluated['calibration'] == results['calibration']
   for key in ('test', 'test_by_group', 'test_within_group', 'test_uncalibrated',
               'val_calibrated'):

@@ -8,8 +8,8 @@ import optax
 import pytest
 
 from milk_jax import checkpoint
-from milk_jax import model
 from milk_jax.errors import RunFolderError
+from milk_jax.methods.milk import model
 from tests.helpers import snapshot
 
 

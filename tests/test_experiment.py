@@ -1,4 +1,5 @@
-"""Tests for milk_jax.experiment: the grid runner, its summary files and the configs."""
+"""Tests for milk_jax.experiment: planning, checking and running a grid (its summary
+end to end; the summaries themselves in test_report.py), and the experiment configs."""
 
 import csv
 import glob
@@ -10,7 +11,9 @@ import pytest
 
 from configs.experiments import base
 from milk_jax import experiment
-from milk_jax import train
+from milk_jax import report
+from milk_jax import run as run_lib
+from milk_jax.errors import ConfigError
 from milk_jax.errors import ConfigFileError
 from tests.helpers import tiny_config
 
@@ -42,7 +45,7 @@ def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypa
   assert [os.path.relpath(r, workdir) for r in runs] == [
       f'ftmt/{v}/seed_{s}/results.json' for v in ('ERM', 'MILK') for s in (0, 1)]
   rows = read_csv(os.path.join(workdir, 'summary.csv'))
-  assert list(rows[0]) == list(experiment.CSV_COLUMNS)
+  assert list(rows[0]) == list(report.CSV_COLUMNS)
   metrics = ['test.ndcg@20', 'test_by_group.full.ndcg@20', 'test_by_group.missing_1.ndcg@20']
   assert [(r['setting'], r['variant'], r['metric']) for r in rows] == [
       ('ftmt', v, m) for v in ('ERM', 'MILK') for m in metrics]
@@ -69,7 +72,7 @@ def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypa
   mtimes = [os.stat(r).st_mtime_ns for r in runs]
   def must_not_train(config, workdir):
     raise AssertionError(f'retrained {workdir}')
-  monkeypatch.setattr(train, 'train_and_evaluate', must_not_train)
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', must_not_train)
   experiment.run_experiment(tiny_experiment(), workdir)
   assert [os.stat(r).st_mtime_ns for r in runs] == mtimes
   assert read_csv(os.path.join(workdir, 'summary.csv')) == rows
@@ -85,11 +88,11 @@ def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypa
   # A lost results.json: only that run trains again (from its checkpoints).
   monkeypatch.undo()
   trained = []
-  real_train = train.train_and_evaluate
+  real_train = run_lib.train_and_evaluate
   def counting_train(config, workdir):
     trained.append(workdir)
     return real_train(config, workdir)
-  monkeypatch.setattr(train, 'train_and_evaluate', counting_train)
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', counting_train)
   os.remove(runs[3])
   experiment.run_experiment(tiny_experiment(), workdir)
   assert trained == [os.path.dirname(runs[3])]
@@ -101,11 +104,11 @@ def test_experiments_sharing_a_runs_dir_train_common_runs_once(tmp_path, monkeyp
   first = tiny_experiment(num_seeds=1, plots=(), runs_dir=runs_dir)
   experiment.run_experiment(first, str(tmp_path / 'first'))
   trained = []
-  real_train = train.train_and_evaluate
+  real_train = run_lib.train_and_evaluate
   def counting_train(config, workdir):
     trained.append(os.path.relpath(workdir, runs_dir))
     return real_train(config, workdir)
-  monkeypatch.setattr(train, 'train_and_evaluate', counting_train)
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', counting_train)
   second = tiny_experiment([('ERM', base.ERM), ('no_CMAM', base.NO_CMAM), ('MILK', base.MILK)],
                            num_seeds=1, plots=(), runs_dir=runs_dir)
   rows = experiment.run_experiment(second, str(tmp_path / 'second'))
@@ -118,7 +121,7 @@ def test_experiments_sharing_a_runs_dir_train_common_runs_once(tmp_path, monkeyp
   # A run folder of the same name but another config is refused, not overwritten.
   changed = tiny_experiment([('ERM', base.ERM), ('MILK', {'train.beta': 5.0})],
                             num_seeds=1, plots=(), runs_dir=runs_dir)
-  with pytest.raises(train.ConfigError, match='ftmt/MILK/seed_0.*train.beta'):
+  with pytest.raises(ConfigError, match='ftmt/MILK/seed_0.*train.beta'):
     experiment.run_experiment(changed, str(tmp_path / 'third'))
 
 
@@ -128,8 +131,8 @@ def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
   experiment.run_experiment(config, workdir)
   changed = tiny_experiment([('ERM', base.ERM), ('MILK', {'train.beta': 5.0})],
                             num_seeds=1, plots=())
-  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
-  with pytest.raises(train.ConfigError, match='ftmt/MILK/seed_0.*train.beta'):
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
+  with pytest.raises(ConfigError, match='ftmt/MILK/seed_0.*train.beta'):
     experiment.run_experiment(changed, workdir)
 
 
@@ -153,7 +156,7 @@ def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path):
   # Fewer epochs than the runs already trained cannot be honoured: a clear error.
   shorter = tiny_experiment(num_seeds=1, plots=())
   shorter.train.num_epochs = 1
-  with pytest.raises(train.ConfigError, match='has trained 4 epochs, more than '
+  with pytest.raises(ConfigError, match='has trained 4 epochs, more than '
                      'config.train.num_epochs=1'):
     experiment.run_experiment(shorter, workdir)
 
@@ -168,51 +171,10 @@ def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path):
     ([('MILK', base.MILK)], "baseline 'ERM'"),
 ])
 def test_bad_grid_fails_before_any_run(tmp_path, monkeypatch, variants, message):
-  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
-  with pytest.raises(train.ConfigError, match=message):
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
+  with pytest.raises(ConfigError, match=message):
     experiment.run_experiment(tiny_experiment(variants), str(tmp_path / 'grid'))
   assert not os.path.exists(tmp_path / 'grid')
-
-
-def _fake_results(values):
-  """{(setting, variant): {seed: results.json}} from {variant: [(all, full, missing_1)]}."""
-  return {('groups', variant): {
-      seed: {'test': {'ndcg@20': a},
-             'test_by_group': {'full': {'ndcg@20': f}, 'missing_1': {'ndcg@20': m}}}
-      for seed, (a, f, m) in enumerate(by_seed)} for variant, by_seed in values.items()}
-
-
-def test_group_gains_and_bold_best_hand_computed(tmp_path):
-  config = base.experiment_config(tiny_config(), 'fake', ('groups',),
-                                  [('ERM', base.ERM), ('MILK', base.MILK)],
-                                  metrics=METRICS, plots=('groups',))
-  exp = config.experiment
-  results = _fake_results({'ERM': [(0.20, 0.40, 0.10), (0.20, 0.20, 0.10)],
-                           'MILK': [(0.25, 0.30, 0.09), (0.25, 0.30, 0.13)]})
-  metrics = experiment.expand_metrics(exp.metrics, results)
-  assert metrics == ['test.ndcg@20', 'test_by_group.full.ndcg@20',
-                     'test_by_group.missing_1.ndcg@20']
-  rows = experiment.summary_rows(results, exp, metrics)
-  groups = experiment.group_metrics(metrics, exp.plot_metric)
-  gains = experiment.relative_gains(rows, exp, groups)
-  # Means: ERM 0.20 / 0.30 / 0.10, MILK 0.25 / 0.30 / 0.11.
-  np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, 0.0, 10.0], atol=1e-9)
-  table = experiment.setting_tables(rows, exp, metrics, 'groups')
-  milk_line = next(line for line in table if line.startswith('| MILK | 2 |'))
-  assert '**0.2500 +- 0.0000**' in milk_line and '**0.1100 +- 0.0283**' in milk_line
-  erm_line = next(line for line in table if line.startswith('| ERM | 2 |'))
-  assert '**0.3000 +- 0.1414**' in erm_line  # The tie on 'full' is bold in both rows.
-  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
-  assert sorted(os.path.basename(p) for p in paths) == ['group_gain.png', 'groups.png']
-
-
-def test_sweeps_group_variants_by_their_one_numeric_key(tmp_path):
-  from configs.experiments import sensitivity
-  config = sensitivity.get_config('default')
-  swept = experiment.sweeps(config.experiment)
-  assert list(swept) == ['model.alpha', 'train.beta', 'train.align_weight']
-  assert [x for x, _ in swept['train.beta']] == [0.0, 1.0, 10.0, 100.0, 1000.0]
-  assert swept['model.alpha'][0] == (0.01, 'alpha=0.01')
 
 
 def test_experiment_configs_plan_their_grids():
@@ -249,7 +211,7 @@ def test_dataset_config_by_name_or_path():
 
 
 def test_a_training_config_is_refused():
-  with pytest.raises(train.ConfigError, match='experiment'):
+  with pytest.raises(ConfigError, match='experiment'):
     experiment.run_experiment(tiny_config(), '/nonexistent')
 
 
@@ -275,7 +237,7 @@ def test_only_runs_the_named_variants_and_the_baseline():
   assert [r.variant for r in experiment.plan_runs(experiment.only_variants(config), '/x')] == [
       'ERM', 'ERM', 'MILK_cal', 'MILK_cal']
   config.experiment.only = ('MILK_call',)
-  with pytest.raises(train.ConfigError, match=r"experiment.only: unknown variants \['MILK_call'\]"):
+  with pytest.raises(ConfigError, match=r"experiment.only: unknown variants \['MILK_call'\]"):
     experiment.only_variants(config)
 
 
@@ -297,7 +259,7 @@ def test_the_fusion_study_plans_its_settings_per_dataset():
 
 def test_own_cadence_of_a_method_without_one_is_refused():
   config = tiny_experiment([('MILK', {})], methods=('duif',), own_cadence=('duif',))
-  with pytest.raises(train.ConfigError, match='own_cadence.*duif.*original cadence'):
+  with pytest.raises(ConfigError, match='own_cadence.*duif.*original cadence'):
     experiment.with_method_variants(config)
 
 
@@ -318,85 +280,6 @@ def test_methods_of_a_grid_share_one_backbone_per_setting_and_seed(tmp_path):
   assert not os.path.exists(tmp_path / 'ftmt' / 'Heater' / 'seed_0' / 'backbone')
 
 
-def _results(setting, values):
-  """{(setting, variant): {seed: results.json}} from {variant: [(all, {group: value})]}."""
-  return {(setting, variant): {
-      seed: {'test': {'ndcg@20': a}, 'test_by_group': {g: {'ndcg@20': v} for g, v in by.items()}}
-      for seed, (a, by) in enumerate(by_seed)} for variant, by_seed in values.items()}
-
-
-def _grid(settings, plots, num_seeds):
-  config = base.experiment_config(tiny_config(), 'fake', settings,
-                                  [('ERM', base.ERM), ('MILK', base.MILK)],
-                                  metrics=METRICS, plots=plots, num_seeds=num_seeds)
-  return config.experiment
-
-
-def _summary(results, exp):
-  metrics = experiment.expand_metrics(exp.metrics, results)
-  return experiment.summary_rows(results, exp, metrics), metrics
-
-
-def test_paired_differences_are_plotted_with_their_interval(tmp_path):
-  exp = _grid(('ftmt',), ('bars',), 3)
-  results = _results('ftmt', {'ERM': [(0.20, {}), (0.30, {}), (0.10, {})],
-                              'MILK': [(0.21, {}), (0.33, {}), (0.12, {})]})
-  rows, metrics = _summary(results, exp)
-  series = experiment.paired_series(rows, exp, [('ftmt', 'test.ndcg@20')])
-  # Differences 0.01, 0.03, 0.02: mean 0.02, std 0.01, 95% half-width
-  # t(0.975, 2) * 0.01 / sqrt(3) = 4.302653 * 0.01 / 1.732051 = 0.024841.
-  assert list(series) == ['MILK']
-  np.testing.assert_allclose(series['MILK'][0], [0.02], atol=1e-12)
-  np.testing.assert_allclose(series['MILK'][1], [0.024841], atol=1e-6)
-  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
-  assert [os.path.basename(p) for p in paths] == ['bars.png', 'bars_paired.png']
-  for path in paths:
-    with open(path, 'rb') as f:
-      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-
-
-def test_one_seed_has_no_spread_in_the_summary_nor_the_figures(tmp_path, caplog):
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  from matplotlib.container import ErrorbarContainer  # pylint: disable=import-outside-toplevel
-  from milk_jax import plots  # pylint: disable=import-outside-toplevel
-  exp = _grid(('ftmt',), ('bars', 'drop'), 1)
-  results = _results('ftmt', {'ERM': [(0.20, {})], 'MILK': [(0.25, {})]})
-  rows, metrics = _summary(results, exp)
-  table = experiment.setting_tables(rows, exp, metrics, 'ftmt')
-  assert '| ERM | 1 | 0.2000 +- n/a |' in table
-  assert '| MILK | +0.0500 +- n/a (p n/a) |' in table
-  keys = [('ftmt', 'test.ndcg@20')]
-  ax = Figure().subplots()
-  plots.draw_bars(ax, ['FTMT'], {v: experiment._series(rows, v, keys) for v in ('ERM', 'MILK')})
-  plots.draw_bars(ax, ['FTMT'], experiment.paired_series(rows, exp, keys))
-  assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
-  # One setting has no change between settings to draw: said, not silently skipped.
-  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
-  assert [os.path.basename(p) for p in paths] == ['bars.png', 'bars_paired.png']
-  assert 'drop.png skipped' in caplog.text and 'has one (ftmt)' in caplog.text
-
-
-def test_the_group_view_covers_every_setting_with_missing_groups(tmp_path):
-  exp = _grid(('ftft', 'ftmt'), ('groups',), 2)
-  results = {
-      **_results('ftft', {'ERM': [(0.30, {'full': 0.30})] * 2,
-                          'MILK': [(0.32, {'full': 0.32})] * 2}),
-      **_results('ftmt', {'ERM': [(0.20, {'full': 0.40, 'missing_1': 0.10})] * 2,
-                          'MILK': [(0.25, {'full': 0.40, 'missing_1': 0.15})] * 2})}
-  rows, metrics = _summary(results, exp)
-  groups = experiment.group_metrics(metrics, exp.plot_metric)
-  # FTFT's new items are all complete: one group, no per-group view.
-  assert experiment.group_keys(rows, exp, groups) == [
-      ('FTMT all', 'ftmt', 'test.ndcg@20'), ('FTMT full', 'ftmt', 'test_by_group.full.ndcg@20'),
-      ('FTMT missing_1', 'ftmt', 'test_by_group.missing_1.ndcg@20')]
-  gains = experiment.relative_gains(rows, exp, groups, 'ftmt')
-  np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, 0.0, 50.0], atol=1e-9)
-  sections = '\n'.join(experiment.extra_sections(results, rows, exp, metrics))
-  assert '(ndcg@20, FTMT)' in sections and '(ndcg@20, FTFT)' not in sections
-  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
-  assert [os.path.basename(p) for p in paths] == ['groups.png', 'group_gain.png']
-
-
 def test_the_ablation_draws_its_missing_groups():
   from configs.experiments import ablation  # pylint: disable=import-outside-toplevel
   exp = ablation.get_config('default').experiment
@@ -408,7 +291,7 @@ def test_grid_progress_gives_the_time_left(tmp_path, monkeypatch, caplog):
   done = {'test': {'ndcg@20': 0.5}, 'best_epoch': 2}
   monkeypatch.setattr(experiment, 'finished_results',
                       lambda run: done if (run.variant, run.seed) == ('MILK', 0) else None)
-  monkeypatch.setattr(train, 'train_and_evaluate', lambda config, workdir: done)
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', lambda config, workdir: done)
   # The three trainings take 10 s, 30 s and 20 s.
   clock = iter([0.0, 10.0, 100.0, 130.0, 200.0, 220.0])
   monkeypatch.setattr(experiment.time, 'perf_counter', lambda: next(clock))
@@ -423,35 +306,3 @@ def test_grid_progress_gives_the_time_left(tmp_path, monkeypatch, caplog):
       '[3/4] ftmt/MILK/seed_0: finished earlier, best epoch 2, test.ndcg@20 0.5000; '
       'eta 20s for 1 more run',
       '[4/4] ftmt/MILK/seed_1: trained in 20.0s, best epoch 2, test.ndcg@20 0.5000']
-
-
-def test_within_group_metrics_get_their_own_columns_sections_and_figures(tmp_path):
-  exp = _grid(('ftmt',), ('groups',), 2)
-  exp.metrics = METRICS + ('test_within_group.*.ndcg@20',)
-  results = _results('ftmt', {'ERM': [(0.20, {'full': 0.40, 'missing_1': 0.10})] * 2,
-                              'MILK': [(0.25, {'full': 0.40, 'missing_1': 0.15})] * 2})
-  within = {'ERM': (0.50, 0.20), 'MILK': (0.45, 0.30)}  # full, missing_1 in their own rankings.
-  for (_, variant), by_seed in results.items():
-    for result in by_seed.values():
-      full, missing = within[variant]
-      result['test_within_group'] = {'full': {'ndcg@20': full}, 'missing_1': {'ndcg@20': missing}}
-  rows, metrics = _summary(results, exp)
-  assert metrics[-2:] == ['test_within_group.full.ndcg@20', 'test_within_group.missing_1.ndcg@20']
-  assert [experiment.metric_label(m) for m in metrics] == [
-      'ndcg@20', 'full.ndcg@20', 'missing_1.ndcg@20', 'within.full.ndcg@20',
-      'within.missing_1.ndcg@20']
-  assert experiment.metric_label('test_within_group_uncalibrated.full.ndcg@20') == (
-      'uncalibrated.within.full.ndcg@20')
-  table = '\n'.join(experiment.setting_tables(rows, exp, metrics, 'ftmt'))
-  assert '| within.full.ndcg@20 | within.missing_1.ndcg@20 |' in table
-  groups = experiment.group_metrics(metrics, exp.plot_metric, 'test_within_group')
-  assert groups == {'all': 'test.ndcg@20', 'full': 'test_within_group.full.ndcg@20',
-                    'missing_1': 'test_within_group.missing_1.ndcg@20'}
-  gains = experiment.relative_gains(rows, exp, groups)
-  np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, -10.0, 50.0], atol=1e-9)
-  sections = '\n'.join(experiment.extra_sections(results, rows, exp, metrics))
-  assert 'per group, within-group ranking (ndcg@20, FTMT)' in sections
-  assert '| MILK | +25.0% | -10.0% | +50.0% |' in sections
-  paths = experiment.write_plots(str(tmp_path), results, rows, exp, metrics)
-  assert [os.path.basename(p) for p in paths] == [
-      'groups.png', 'group_gain.png', 'groups_within.png', 'group_gain_within.png']

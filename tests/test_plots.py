@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from milk_jax import plots
+from milk_jax import report
 
 
 def test_up_to_ten_series_take_the_default_cycle():
@@ -98,3 +99,57 @@ def test_the_command_line_mistakes_are_one_line(tmp_path, capsys):
   (tmp_path / 'metrics.jsonl').write_text('[1, 2]\n{}\n')
   assert plots.main([str(tmp_path)]) == 1
   assert 'not a JSON object' in capsys.readouterr().err
+
+
+def test_paired_differences_are_plotted_with_their_interval(tmp_path, experiment_grid,
+                                                            grid_results, summarise):
+  exp = experiment_grid(('ftmt',), ('bars',), 3)
+  results = grid_results('ftmt', {'ERM': [(0.20, {}), (0.30, {}), (0.10, {})],
+                                  'MILK': [(0.21, {}), (0.33, {}), (0.12, {})]})
+  rows, metrics = summarise(results, exp)
+  series = report.paired_series(rows, exp, [('ftmt', 'test.ndcg@20')])
+  # Differences 0.01, 0.03, 0.02: mean 0.02, std 0.01, 95% half-width
+  # t(0.975, 2) * 0.01 / sqrt(3) = 4.302653 * 0.01 / 1.732051 = 0.024841.
+  assert list(series) == ['MILK']
+  np.testing.assert_allclose(series['MILK'][0], [0.02], atol=1e-12)
+  np.testing.assert_allclose(series['MILK'][1], [0.024841], atol=1e-6)
+  paths = plots.draw_figures(str(tmp_path), report.figures(results, rows, exp, metrics))
+  assert [os.path.basename(p) for p in paths] == ['bars.png', 'bars_paired.png']
+  for path in paths:
+    assert _is_png(path)
+
+
+def test_one_seed_draws_no_error_bars(experiment_grid, grid_results, summarise):
+  exp = experiment_grid(('ftmt',), ('bars', 'drop'), 1)
+  results = grid_results('ftmt', {'ERM': [(0.20, {})], 'MILK': [(0.25, {})]})
+  rows, _ = summarise(results, exp)
+  keys = [('ftmt', 'test.ndcg@20')]
+  ax = _axes()
+  plots.draw_bars(ax, ['FTMT'], {v: report.mean_series(rows, v, keys) for v in ('ERM', 'MILK')})
+  plots.draw_bars(ax, ['FTMT'], report.paired_series(rows, exp, keys))
+  assert not _error_bars(ax)
+
+
+def test_an_experiments_group_figures_are_drawn(tmp_path, experiment_grid, grid_results,
+                                                summarise):
+  exp = experiment_grid(('ftft', 'ftmt'), ('groups', 'drop'), 2)
+  results = {
+      **grid_results('ftft', {'ERM': [(0.30, {'full': 0.30})] * 2,
+                              'MILK': [(0.32, {'full': 0.32})] * 2}),
+      **grid_results('ftmt', {'ERM': [(0.20, {'full': 0.40, 'missing_1': 0.10})] * 2,
+                              'MILK': [(0.25, {'full': 0.40, 'missing_1': 0.15})] * 2})}
+  rows, metrics = summarise(results, exp)
+  paths = plots.draw_figures(str(tmp_path), report.figures(results, rows, exp, metrics))
+  assert [os.path.basename(p) for p in paths] == ['drop.png', 'groups.png', 'group_gain.png']
+  assert all(_is_png(path) for path in paths)
+
+
+def test_draw_figures_draws_bars_and_line_panels(tmp_path):
+  figures = [('gain', 'bars', {'groups': ['FTMT'], 'series': {'MILK': ([0.1], None)},
+                               'ylabel': 'gain', 'title': 't', 'skip_colour': 0}),
+             ('sweep', 'lines', {'panels': {'train.beta': ([0.0, 10.0, 1000.0],
+                                                           ([0.1, 0.2, 0.15], [0.01, 0.01, 0.02]))},
+                                 'ylabel': 'ndcg@20', 'title': 't', 'reference': ('ERM', 0.1)})]
+  paths = plots.draw_figures(str(tmp_path), figures)
+  assert paths == [str(tmp_path / 'gain.png'), str(tmp_path / 'sweep.png')]
+  assert all(_is_png(path) for path in paths)

@@ -133,12 +133,12 @@ def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked():
 
 @pytest.mark.slow  # Two tiny trainings, then the script in a subprocess.
 def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path):
-  from milk_jax import train  # pylint: disable=import-outside-toplevel
+  from milk_jax import run as run_lib  # pylint: disable=import-outside-toplevel
   found = {}
   for pool in ('all_new', 'split'):
     config = tiny_config(num_epochs=4, eval_every=2)
     config.eval.candidates = pool
-    found[pool] = train.train_and_evaluate(config, str(tmp_path / pool / 'seed_0'))
+    found[pool] = run_lib.train_and_evaluate(config, str(tmp_path / pool / 'seed_0'))
   done = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'candidate_pools.py'),
                          str(tmp_path / 'all_new'), f'--split={tmp_path / "split"}'],
                         env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, capture_output=True,

@@ -1,5 +1,6 @@
 """milk_jax/serving.py: what a run saves reproduces the training catalogue's preprocessing."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from milk_jax import serving
 from milk_jax.data import dataset as dataset_lib
+from milk_jax.data import ids
 from milk_jax.errors import RunFolderError
 from tests import helpers
 from tests.helpers import tiny_config
@@ -93,3 +95,24 @@ def test_crafted_vectors_are_named(tmp_path, arrays, message):
   np.savez(os.path.join(tmp_path, serving.VECTORS_FILE), **arrays)
   with pytest.raises(RunFolderError, match=r'vectors\.npz: ' + message):
     serving.read_vectors(str(tmp_path), 3, 4)
+
+
+def test_id_maps_round_trip(tmp_path):
+  # A raw id may hold any character but a tab or a newline, U+2028 and \x1c too.
+  dataset = dataset_lib.load_dataset(tiny_config())
+  user_ids = np.array([f'u\u2028{u}\x1c' for u in range(dataset.num_users)])
+  dataset = dataclasses.replace(dataset, user_ids=user_ids)
+  serving.write_id_maps(str(tmp_path), dataset)
+  assert (tmp_path / 'users.tsv').read_text(encoding='utf-8') == ids.id_map_text(user_ids)
+  items = (tmp_path / 'items.tsv').read_text().splitlines()
+  assert items[:3] == ['index\tid', '0\t0', '1\t1'] and len(items) == dataset.num_items + 1
+  # The run's reader gives the raw ids back in index order.
+  np.testing.assert_array_equal(serving.read_id_map(str(tmp_path), 'users.tsv'), user_ids)
+
+
+def test_a_damaged_id_map_is_named(tmp_path):
+  (tmp_path / 'items.tsv').write_text('index\tid\n1\tx\n')
+  with pytest.raises(RunFolderError, match=r'items\.tsv: line 2 is not `0<TAB>id`'):
+    serving.read_id_map(str(tmp_path), 'items.tsv')
+  with pytest.raises(RunFolderError, match=r'users\.tsv is missing'):
+    serving.read_id_map(str(tmp_path), 'users.tsv')

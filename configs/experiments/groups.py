@@ -6,7 +6,7 @@ With M = 3 modalities (the default, configs/synthetic_m3.py) the groups are
 M = 2 (ml100k, baby_synthetic) they are 10% complete / 90% missing one.
 
 Beside MILK and ERM it runs the two strongest baselines of ml100k's Table 2
-under FTMT (docs/results.md): DUIF and CLCRec, at the dataset config's
+under FTMT (docs/results/table2_ml100k.md): DUIF and CLCRec, at the dataset config's
 hyper-parameters. `--config.experiment.methods="()"` leaves them out.
 """
 

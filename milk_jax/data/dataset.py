@@ -1,13 +1,13 @@
 """The Dataset container and `load_dataset`, the whole data pipeline.
 
-load_dataset: check the config -> read a layout (or generate a synthetic
-catalogue) and check it -> new-item split (unless the layout gives one;
-random, or by first interaction time) -> declared availability (the
-folder's availability file, feature rows that mark a missing modality, the
-authors' missing files) -> the setting's simulated missingness on top ->
-imputation fitted on the warm items ->
-optional L2 normalisation. Every random step has its own generator derived
-from config.seed, so changing, say, the setting never moves the split.
+load_dataset: check the config -> read a layout (milk_jax/data/layouts/; or
+generate a synthetic catalogue) and check it -> new-item split (unless the
+layout gives one; random, or by first interaction time) -> declared
+availability (the folder's availability file, feature rows that mark a
+missing modality, the authors' missing files) -> the setting's simulated
+missingness on top -> imputation fitted on the warm items -> optional L2
+normalisation. Every random step has its own generator derived from
+config.seed, so changing, say, the setting never moves the split.
 """
 
 import dataclasses
@@ -18,11 +18,18 @@ import ml_collections
 import numpy as np
 
 from milk_jax.data import ids
+from milk_jax.data import layouts
 from milk_jax.data import missing
-from milk_jax.data import readers
 from milk_jax.data import split
 from milk_jax.data import synthetic
 from milk_jax.data.errors import DataError
+from milk_jax.data.features import feature_path
+from milk_jax.data.features import read_availability_file
+from milk_jax.data.features import read_availability_table
+from milk_jax.data.features import refuse_items_without_modality
+from milk_jax.data.layouts import interactions
+from milk_jax.data.layouts import milk
+from milk_jax.data.layouts import mmrec
 
 FORMATS = ('synthetic', 'interactions', 'mmrec', 'milk')
 NEGATIVE_POOLS = ('warm', 'all')
@@ -219,7 +226,7 @@ def _check_synthetic_config(syn: ml_collections.ConfigDict, num_modalities: int)
     raise DataError(f'config.data.synthetic.noise={syn.noise}: must be non-negative')
 
 
-def read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.RawData, str]:
+def read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[layouts.RawData, str]:
   """The raw dataset of the configured format, and a description of its source."""
   modalities = tuple(data.modalities)
   if data.format == 'synthetic':
@@ -228,25 +235,25 @@ def read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[readers.Raw
         np.random.default_rng([seed, _SYNTHETIC_STREAM]), int(syn.num_users),
         int(syn.num_items), tuple(int(d) for d in syn.feature_dims), int(syn.latent_dim),
         float(syn.interactions_per_user), float(syn.noise), float(syn.temperature))
-    return readers.RawData(features, pairs, int(syn.num_users)), f'synthetic(seed={seed})'
+    return layouts.RawData(features, pairs, int(syn.num_users)), f'synthetic(seed={seed})'
   folder = Path(data.path).expanduser()
   if not folder.is_dir():
     raise DataError(f'config.data.path: {folder} is not a folder')
-  options = readers.TableOptions(ids=data.ids, item_ids_file=data.item_ids_file,
-                                 min_rating=data.min_rating, first_times=data.split == 'time')
+  options = interactions.TableOptions(ids=data.ids, item_ids_file=data.item_ids_file,
+                                      min_rating=data.min_rating, first_times=data.split == 'time')
   if data.format == 'interactions':
-    raw = readers.read_interactions(folder, modalities, data.interactions_file, options,
-                                    data.missing_rows)
+    raw = interactions.read_interactions(folder, modalities, data.interactions_file, options,
+                                         data.missing_rows)
   elif data.format == 'mmrec':
-    raw = readers.read_mmrec(folder, modalities, data.inter_name, options, data.missing_rows)
+    raw = mmrec.read_mmrec(folder, modalities, data.inter_name, options, data.missing_rows)
   else:
-    use_authors = data.authors_missing_files and data.setting in readers.AUTHORS_MISSING_SUFFIX
-    raw = readers.read_milk(folder, modalities, data.missing_rows,
-                            data.setting if use_authors else None)
+    use_authors = data.authors_missing_files and data.setting in milk.AUTHORS_MISSING_SUFFIX
+    raw = milk.read_milk(folder, modalities, data.missing_rows,
+                         data.setting if use_authors else None)
   return raw, str(folder)
 
 
-def declared_availability(data: ml_collections.ConfigDict, raw: readers.RawData) -> np.ndarray:
+def declared_availability(data: ml_collections.ConfigDict, raw: layouts.RawData) -> np.ndarray:
   """(num_items, M) bool: what the dataset itself says each item has.
 
   The AND of the folder's availability file (when there is one), the feature
@@ -259,17 +266,17 @@ def declared_availability(data: ml_collections.ConfigDict, raw: readers.RawData)
     return declared
   folder = Path(data.path).expanduser()
   # Feature files are named when their marker rows took part (not for the authors' files' part).
-  sources = [readers.feature_path(folder, name) for m, name in enumerate(modalities)
+  sources = [feature_path(folder, name) for m, name in enumerate(modalities)
              if data.missing_rows != 'error' and not declared[:, m].all()]
   path = folder / data.availability_file
   if path.is_file():
     if path.suffix == '.tsv':  # Keyed by item id, for raw ids.
       item_ids = raw.item_ids if raw.item_ids is not None else ids.dense_ids(num_items)
-      declared = declared & readers.read_availability_table(path, item_ids, modalities)
+      declared = declared & read_availability_table(path, item_ids, modalities)
     else:
-      declared = declared & readers.read_availability_file(path, num_items, modalities)
+      declared = declared & read_availability_file(path, num_items, modalities)
     sources.insert(0, path)
-  readers.refuse_items_without_modality(declared, sources + list(raw.missing_files))
+  refuse_items_without_modality(declared, sources + list(raw.missing_files))
   return declared
 
 

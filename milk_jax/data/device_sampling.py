@@ -176,7 +176,7 @@ def epoch_triples(key: jax.Array, tables: SamplerTables, batch_size: int,
                   num_search_steps: int) -> dict[str, jax.Array]:
   """{'users', 'positives', 'negatives'}, each (steps, batch_size) int32; jit-friendly."""
   num_pairs = tables.train_pairs.shape[0]
-  steps = math.ceil(num_pairs / batch_size)
+  steps = sampling.steps_per_epoch(num_pairs, batch_size)
   needed = steps * batch_size
   order_key, negative_key = jax.random.split(key)
   permutation_keys = jax.random.split(order_key, math.ceil(needed / num_pairs))

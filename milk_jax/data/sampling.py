@@ -88,6 +88,15 @@ def sample_negatives(rng: np.random.Generator, dataset: Dataset, users: np.ndarr
   return negatives.reshape(users.shape).astype(np.int32)
 
 
+def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
+  """Batches in an epoch: ceil(num_pairs / batch_size), the last one filled up.
+
+  The one count of steps per epoch that the samplers (host and device), the
+  training loop, the benchmark and the methods that act once per epoch share.
+  """
+  return -(-int(num_pairs) // int(batch_size))
+
+
 def epoch_triples(rng: np.random.Generator, dataset: Dataset, batch_size: int,
                   pool: str = 'warm') -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The shuffled training triples of one epoch, in static-shape batches.
@@ -103,7 +112,7 @@ def epoch_triples(rng: np.random.Generator, dataset: Dataset, batch_size: int,
   num_pairs = len(dataset.train_pairs)
   if not num_pairs:
     raise DataError(f'{dataset.source}: no training pairs to make an epoch from')
-  steps = math.ceil(num_pairs / batch_size)
+  steps = steps_per_epoch(num_pairs, batch_size)
   needed = steps * batch_size
   # Several permutations when a batch is larger than the whole training set.
   order = np.concatenate([rng.permutation(num_pairs)

@@ -1,19 +1,30 @@
-"""Recommendation methods that the shared loop trains, evaluates and checkpoints.
+"""The method contract: what the shared loop trains, evaluates, checkpoints and serves.
 
-A method is one module, `milk_jax/methods/<name>.py`, chosen with
-`--config.method=<name>`. It defines
+A method is one module, `milk_jax/methods/<name>.py` (or a package
+`milk_jax/methods/<name>/`, as MILK is), chosen with `--config.method=<name>`
+and found by name (`names`, `get`, `info`): no shared module names a method.
+It defines
 
   make(config, spec: DataSpec) -> Method   reads its hyper-parameters once, as Python
-                                           numbers, and returns pure functions;
+                                           numbers, and returns pure functions (optax's
+                                           style: init, loss, embed, and optional hooks);
   check_config(config) -> None             ConfigError on values it cannot honour;
-  INFO: MethodInfo                         its name, backbone, the config fields only it
-                                           reads, cadence and serving facts (typed below);
+  INFO: MethodInfo                         its display name, backbone, the config fields
+                                           only it reads, cadence and serving facts;
 
 and its hyper-parameters live in `configs/methods/<name>.py` (get_config(), one
 comment per field), which configs/base.py mounts at `config.methods.<name>`.
-MILK keeps its historical fields (`config.model.*`, `config.train.beta`, ...).
+MILK keeps its historical fields (`config.model.*`, `config.train.beta`, ...),
+declared in its INFO.fields like any other method's.
+
+This module holds the contract's types (DataSpec, built from a Dataset by
+`data_spec`; Tables, which training builds on device; Method; MethodInfo), the
+registry, and the defaults of Method's hooks. The numeric helpers that methods
+share (inits, unit rows, BPR, BatchNorm, towers) live in `methods/layers.py`.
 Everything else (data, samplers, the scanned epoch, early stopping, resume,
-checkpoints, evaluation, experiments, the benchmark) is shared.
+checkpoints, evaluation, experiments, the benchmark) is shared code that reads
+a method only through this contract; `tests/methods/test_contract.py` checks
+every method against it.
 """
 
 import importlib
@@ -26,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from milk_jax.data.dataset import Dataset
 from milk_jax.errors import ConfigError
 
 Params = Any
@@ -38,6 +50,13 @@ class DataSpec(NamedTuple):
   num_items: int
   feature_dims: tuple[int, ...]  # One width per modality.
   num_warm_items: int
+
+
+def data_spec(dataset: Dataset) -> DataSpec:
+  """The DataSpec of a `milk_jax.data.Dataset`: its users, items, feature widths, warm items."""
+  return DataSpec(num_users=dataset.num_users, num_items=dataset.num_items,
+                  feature_dims=tuple(f.shape[1] for f in dataset.features),
+                  num_warm_items=int(dataset.warm_items.size))
 
 
 class Tables(NamedTuple):
@@ -122,6 +141,10 @@ class Method(NamedTuple):
   # prepared features and availability of I new items) -> the extras of their Tables, which
   # `embed` then reads with every row new. None: the method cannot embed such items.
   serve_extras: Callable | None = same_extras
+  # For the benchmark: a plain, unoptimised loss with `loss`'s signature and value, timed
+  # beside it (MILK's computes every item's scores in the authors' order). None: it has none,
+  # and the benchmark says so.
+  reference_loss: Callable | None = None
 
 
 def names() -> tuple[str, ...]:
@@ -150,17 +173,6 @@ def backbone_of(config) -> str | None:
 
 def optimizer(method: Method, config) -> optax.GradientTransformation:
   return method.optimizer or optax.adam(config.train.learning_rate)
-
-
-def xavier_uniform(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
-  """Glorot-uniform init of a (fan_in, fan_out) matrix or an (n, d) embedding table."""
-  bound = np.sqrt(6.0 / (shape[0] + shape[1]))
-  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
-
-
-def bpr(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
-  """mean softplus(s- - s+) = mean -log sigmoid(s+ - s-), stable for any gap."""
-  return jnp.mean(jax.nn.softplus(neg_scores - pos_scores))
 
 
 def section_checker(config, name: str) -> tuple[Any, Callable[[bool, str, str], None]]:

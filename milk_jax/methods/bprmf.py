@@ -4,7 +4,7 @@ Trained on warm items only (positives are warm; negatives come from
 `data.negatives`, warm by default), as spec 3.3 asks of the library. New
 items have no CF row: `embed` gives them zeros, so they are never "trained
 as negatives" rows. Its vectors feed DropoutNet and Heater (and later GAR,
-GoRec) through `milk_jax/backbone.py`. Since it cannot score new items, its
+GoRec) through `milk_jax/training/backbone.py`. Since it cannot score new items, its
 validation metrics are not a selection signal: its best epoch is its last.
 Trained alone (`--config.method=bprmf`) it is the warm-only reference: every
 new item scores 0, so its metrics are those of one fixed ranking (ties in
@@ -20,8 +20,7 @@ from milk_jax import methods
 from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
-from milk_jax.methods import bpr
-from milk_jax.methods import xavier_uniform
+from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
     display_name='BPR-MF',
@@ -35,30 +34,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       'must be non-negative')
 
 
-def batch_l2(*rows: jax.Array) -> jax.Array:
-  """sum_k ||rows_k||_F / B: ColdRec's l2_reg_loss (un-squared norms over the batch rows)."""
-  return sum(jnp.linalg.norm(r) for r in rows) / rows[0].shape[0]
-
-
-# api.Run refuses to serve items that arrive after training, with this reason.
-
-
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   d = config.model.embed_dim
   reg_weight = float(config.methods.bprmf.reg_weight)
 
   def init(key):
     user_key, item_key = jax.random.split(key)
-    return {'user_embedding': xavier_uniform(user_key, (spec.num_users, d)),
-            'item_embedding': xavier_uniform(item_key, (spec.num_items, d))}
+    return {'user_embedding': layers.xavier_uniform(user_key, (spec.num_users, d)),
+            'item_embedding': layers.xavier_uniform(item_key, (spec.num_items, d))}
 
   def loss(params, batch, step_input, tables):
     del step_input, tables
     users = params['user_embedding'][batch['users']]
     positives = params['item_embedding'][batch['positives']]
     negatives = params['item_embedding'][batch['negatives']]
-    task = bpr(jnp.sum(users * positives, -1), jnp.sum(users * negatives, -1))
-    regulariser = batch_l2(users, positives, negatives)
+    task = layers.bpr(jnp.sum(users * positives, -1), jnp.sum(users * negatives, -1))
+    regulariser = layers.batch_l2(users, positives, negatives)
     total = task + reg_weight * regulariser
     return total, {'loss': total, 'bpr': task, 'regulariser': regulariser}
 

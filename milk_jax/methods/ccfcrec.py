@@ -73,6 +73,7 @@ from milk_jax.data.errors import DataError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
+from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
     display_name='CCFCRec',
@@ -228,20 +229,12 @@ def generate(params: dict, features: tuple[jax.Array, ...], availability: jax.Ar
     weights = len(slots) * jax.nn.softmax(logits, axis=-1)  # (n, M); 1 each when all present.
     slots = [weights[:, j:j + 1] * s for j, s in enumerate(slots)]
   generator = params['generator']
-  hidden = jax.nn.leaky_relu(jnp.concatenate(slots, axis=-1) @ generator['first']['w']
-                             + generator['first']['b'], LEAKY_SLOPE)
-  return hidden @ generator['second']['w'] + generator['second']['b']
+  hidden = jax.nn.leaky_relu(layers.dense(generator['first'], jnp.concatenate(slots, axis=-1)),
+                             LEAKY_SLOPE)
+  return layers.dense(generator['second'], hidden)
 
 
 # --- The loss ------------------------------------------------------------------------------
-
-
-def _unit_rows(x: jax.Array) -> jax.Array:
-  """Rows over max(norm, 1e-12); a zero row gives 0 and a zero gradient, not NaN."""
-  squares = jnp.sum(x * x, axis=-1, keepdims=True)
-  positive = squares > 0
-  norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
-  return x / jnp.maximum(norms, 1e-12)
 
 
 def cosines(anchors: jax.Array, table: jax.Array, candidates: jax.Array,
@@ -251,12 +244,12 @@ def cosines(anchors: jax.Array, table: jax.Array, candidates: jax.Array,
   dense: pick from the (B, I) cosines of every anchor with every row (cheaper
   gradients for a small table); else gather the (B, K, d) rows.
   """
-  unit_anchors = _unit_rows(anchors)
+  unit_anchors = layers.unit_rows(anchors)
   if dense:
-    scores = unit_anchors @ _unit_rows(table).T
+    scores = unit_anchors @ layers.unit_rows(table).T
     rows = jnp.arange(anchors.shape[0])[:, None]
     return scores.at[rows, candidates].get(mode='promise_in_bounds')
-  return jnp.einsum('bd,bkd->bk', unit_anchors, _unit_rows(table[candidates]))
+  return jnp.einsum('bd,bkd->bk', unit_anchors, layers.unit_rows(table[candidates]))
 
 
 def _nce(logits: jax.Array) -> jax.Array:

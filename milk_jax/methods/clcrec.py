@@ -53,6 +53,7 @@ from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import content
+from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
     display_name='CLCRec',
@@ -73,14 +74,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(section.reg_weight >= 0, 'reg_weight', 'must be non-negative')
 
 
-def _torch_linear(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
-  """nn.Linear's default init: weight and bias uniform in +-1/sqrt(fan_in)."""
-  bound = 1.0 / np.sqrt(fan_in)
-  w_key, b_key = jax.random.split(key)
-  return {'w': jax.random.uniform(w_key, (fan_in, fan_out), jnp.float32, -bound, bound),
-          'b': jax.random.uniform(b_key, (fan_out,), jnp.float32, -bound, bound)}
-
-
 def init_params(key: jax.Array, num_users: int, num_items: int, feature_width: int,
                 embed_dim: int) -> dict:
   """ID tables and the two-layer content encoder.
@@ -93,26 +86,20 @@ def init_params(key: jax.Array, num_users: int, num_items: int, feature_width: i
   return {
       'user_embedding': std * jax.random.normal(user_key, (num_users, embed_dim)),
       'item_embedding': std * jax.random.normal(item_key, (num_items, embed_dim)),
-      'encoder': {'first': _torch_linear(first_key, feature_width, HIDDEN),
-                  'second': _torch_linear(second_key, HIDDEN, embed_dim)},
+      'encoder': {'first': layers.torch_linear(first_key, feature_width, HIDDEN),
+                  'second': layers.torch_linear(second_key, HIDDEN, embed_dim)},
   }
 
 
 def encode(encoder: dict, features: jax.Array) -> jax.Array:
   """f = W_2 LeakyReLU(W_1 x + b_1) + b_2: (n, F) -> (n, d)."""
-  hidden = jax.nn.leaky_relu(features @ encoder['first']['w'] + encoder['first']['b'],
-                             LEAKY_SLOPE)
-  return hidden @ encoder['second']['w'] + encoder['second']['b']
+  hidden = jax.nn.leaky_relu(layers.dense(encoder['first'], features), LEAKY_SLOPE)
+  return layers.dense(encoder['second'], hidden)
 
 
 def info_nce(logits: jax.Array) -> jax.Array:
   """mean over rows of -log softmax(logits)[:, 0]; logits (B, K + 1), the positive first."""
   return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[:, 0])
-
-
-def normalise(x: jax.Array) -> jax.Array:
-  """Rows scaled to unit norm (torch's F.normalize: the norm floored at 1e-12)."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def negative_tables(dataset, pool: str) -> dict[str, np.ndarray]:
@@ -176,31 +163,14 @@ def objective(params: dict, users: jax.Array, items: jax.Array, item_content: ja
   user_vectors = params['user_embedding'][users]  # (B, d)
   item_vectors = params['item_embedding'][items]  # (B, K + 1, d)
   # R-E: the positive's ID embedding against every candidate's content, cosines.
-  anchors = normalise(item_vectors[:, 0])
-  re_logits = jnp.einsum('bd,bkd->bk', anchors, normalise(item_content))
+  anchors = layers.normalise(item_vectors[:, 0])
+  re_logits = jnp.einsum('bd,bkd->bk', anchors, layers.normalise(item_content))
   # U-I: hybrid candidates, raw inner products.
   candidates = jnp.where(replace[..., None], item_content, item_vectors)
   ui_logits = jnp.einsum('bd,bkd->bk', user_vectors, candidates)
   return _combine(re_logits, ui_logits, jnp.linalg.norm(user_vectors, axis=-1).mean(),
                   jnp.linalg.norm(item_vectors, axis=-1).mean(), lr_lambda, temperature,
                   reg_weight)
-
-
-def _row_norms(x: jax.Array) -> jax.Array:
-  """(n, d) -> (n,) Euclidean norms; a zero row gets norm 0 and gradient 0, not NaN.
-
-  The dense path takes norms of whole tables, most rows outside the batch:
-  a NaN there (0 * inf) would leak into the update. Elsewhere the value and
-  gradient are those of jnp.linalg.norm.
-  """
-  squares = jnp.sum(x * x, axis=-1)
-  positive = squares > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
-
-
-def _unit_rows(x: jax.Array) -> jax.Array:
-  """`normalise` with `_row_norms`: the same values, no NaN gradient from a zero row."""
-  return x / jnp.maximum(_row_norms(x), 1e-12)[:, None]
 
 
 def _distinct_rows(table: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -247,14 +217,14 @@ def catalogue_objective(params: dict, users: jax.Array, items: jax.Array,
   item_table = params['item_embedding']  # (I, d)
   # R-E: cosines of the positives' ID embeddings with every item's content.
   anchor_rows, anchor_index = _distinct_rows(item_table, items[:, 0])
-  re_scores = _unit_rows(anchor_rows) @ _unit_rows(catalogue_content).T
+  re_scores = layers.unit_rows(anchor_rows) @ layers.unit_rows(catalogue_content).T
   re_logits = _pick(re_scores, anchor_index, items)
   # U-I: column i of the scores is e_u . e_i, column I + i is e_u . f_i.
   user_rows, user_index = _distinct_rows(params['user_embedding'], users)
   ui_scores = user_rows @ jnp.concatenate([item_table, catalogue_content]).T
   ui_logits = _pick(ui_scores, user_index, items + num_items * replace)
-  return _combine(re_logits, ui_logits, _row_norms(user_rows)[user_index].mean(),
-                  _row_norms(item_table)[items].mean(), lr_lambda, temperature, reg_weight)
+  return _combine(re_logits, ui_logits, layers.row_norms(user_rows)[user_index].mean(),
+                  layers.row_norms(item_table)[items].mean(), lr_lambda, temperature, reg_weight)
 
 
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:

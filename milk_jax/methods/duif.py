@@ -18,10 +18,8 @@ from milk_jax.errors import ConfigError
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
-from milk_jax.methods import bpr
 from milk_jax.methods import content
-from milk_jax.methods import xavier_uniform
-from milk_jax.methods.bprmf import batch_l2
+from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
     display_name='DUIF',
@@ -47,8 +45,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
 
   def init(key):
     user_key, projection_key = jax.random.split(key)
-    return {'user_embedding': xavier_uniform(user_key, (spec.num_users, d)),
-            'projection': xavier_uniform(projection_key, (content_dim, d))}
+    return {'user_embedding': layers.xavier_uniform(user_key, (spec.num_users, d)),
+            'projection': layers.xavier_uniform(projection_key, (content_dim, d))}
 
   def loss(params, batch, step_input, tables):
     del step_input
@@ -57,8 +55,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     items = item_vectors(params['projection'], tables,
                          jnp.concatenate([batch['positives'], batch['negatives']]))
     positives, negatives = jnp.split(items, 2)
-    task = bpr(jnp.sum(users * positives, -1), jnp.sum(users * negatives, -1))
-    regulariser = batch_l2(users, positives, negatives)
+    task = layers.bpr(jnp.sum(users * positives, -1), jnp.sum(users * negatives, -1))
+    regulariser = layers.batch_l2(users, positives, negatives)
     total = task + reg_weight * regulariser
     return total, {'loss': total, 'bpr': task, 'regulariser': regulariser}
 

@@ -51,7 +51,7 @@ Departures from the original, and why:
   not rejected; `sampler='original'` does that on device, per step from the
   step key (the shared triples then only set B and the epoch's length).
   It is not the default because the shared contract (a loss that goes down
-  on one repeated batch, tests/test_methods.py) assumes the batch is used.
+  on one repeated batch, tests/methods/test_contract.py) assumes the batch is used.
   B is the protocol's 2048 (the original's 1024); early stopping follows
   config.train (the original validates every epoch, patience 10; an experiment's
   `own_cadence` adds a GAR run at that cadence, INFO.original_cadence).
@@ -75,7 +75,6 @@ from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import content
 from milk_jax.methods import layers
-from milk_jax.methods import xavier_uniform
 
 INFO = methods.MethodInfo(
     display_name='GAR',
@@ -155,7 +154,7 @@ def mlp_init(key: jax.Array, in_dim: int, widths: tuple[int, ...],
     if l:
       params[f'bn_{l}'] = {'scale': jnp.ones((dims[l],)), 'offset': jnp.zeros((dims[l],))}
       stats[f'bn_{l}'] = running(dims[l])
-    params[f'dense_{l}'] = {'w': xavier_uniform(keys[l], (dims[l], width)),
+    params[f'dense_{l}'] = {'w': layers.xavier_uniform(keys[l], (dims[l], width)),
                             'b': jnp.zeros((width,))}
   return params, stats
 

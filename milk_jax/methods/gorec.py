@@ -82,7 +82,6 @@ PRIOR = 'gorec_cluster_means'  # extras: (I, d) the mean warm CF vector of each 
 LABELS = 'gorec_clusters'  # extras: (I,) int32 each item's content cluster.
 CENTROIDS = 'gorec_centroids'  # extras: (k, F) the content k-means centroids.
 CLUSTER_TABLE = 'gorec_cluster_table'  # extras: (k, d) each cluster's mean warm CF vector.
-_NORM_EPS = 1e-12  # torch's F.normalize.
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -152,7 +151,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, max_iters: int) -> np.ndarray:
 def joint_content_np(features) -> np.ndarray:
   """(I, F) float64: the modalities concatenated, each row L2-normalised (as `joint_content`)."""
   x = np.concatenate([np.asarray(f, np.float64) for f in features], axis=1)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _NORM_EPS)
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), layers.NORM_EPS)
 
 
 def fit_centroids(x: np.ndarray, warm_items: np.ndarray, k: int, fit: str, seed: int,
@@ -198,22 +197,7 @@ def cluster_means(cf_items: np.ndarray, labels: np.ndarray, warm_items: np.ndarr
 
 def joint_content(tables: Tables, items: jax.Array | None = None) -> jax.Array:
   """(n, F) content rows concatenated and L2-normalised as a whole (the original's input)."""
-  x = content(tables, items)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _NORM_EPS)
-
-
-def linear_init(key: jax.Array, fan_in: int, fan_out: int, bias: bool = True):
-  """torch.nn.Linear's default: weight and bias uniform in +-1/sqrt(fan_in)."""
-  w_key, b_key = jax.random.split(key)
-  bound = 1.0 / math.sqrt(fan_in)
-  layer = {'w': jax.random.uniform(w_key, (fan_in, fan_out), jnp.float32, -bound, bound)}
-  if bias:
-    layer['b'] = jax.random.uniform(b_key, (fan_out,), jnp.float32, -bound, bound)
-  return layer
-
-
-def linear(layer, x: jax.Array) -> jax.Array:
-  return x @ layer['w'] + layer['b'] if 'b' in layer else x @ layer['w']
+  return layers.normalise(content(tables, items))
 
 
 def _bn_init(width: int):
@@ -226,21 +210,22 @@ def init_params(key: jax.Array, content_dim: int, d: int, decoder_layers: int):
   keys = jax.random.split(key, 6 + decoder_layers)
   encoder_bn, encoder_stats = _bn_init(d)
   decoder_bn, decoder_stats = _bn_init(d)
-  decoder = {'hidden': linear_init(keys[4], content_dim + d, d, bias=False), 'bn': decoder_bn}
+  decoder = {'hidden': layers.torch_linear(keys[4], content_dim + d, d, bias=False),
+             'bn': decoder_bn}
   for l in range(decoder_layers):
-    decoder[f'layer_{l}'] = linear_init(keys[6 + l], d, d)
-  return {'encoder': {'hidden': linear_init(keys[0], content_dim + d, d, bias=False),
-                      'bn': encoder_bn, 'mean': linear_init(keys[1], d, d),
-                      'logvar': linear_init(keys[2], d, d)},
-          'prior': {'mean': linear_init(keys[3], content_dim, d),
-                    'logvar': linear_init(keys[5], content_dim, d)},
+    decoder[f'layer_{l}'] = layers.torch_linear(keys[6 + l], d, d)
+  return {'encoder': {'hidden': layers.torch_linear(keys[0], content_dim + d, d, bias=False),
+                      'bn': encoder_bn, 'mean': layers.torch_linear(keys[1], d, d),
+                      'logvar': layers.torch_linear(keys[2], d, d)},
+          'prior': {'mean': layers.torch_linear(keys[3], content_dim, d),
+                    'logvar': layers.torch_linear(keys[5], content_dim, d)},
           'decoder': decoder,
           layers.STATS: {'encoder': encoder_stats, 'decoder': decoder_stats}}
 
 
 def _hidden(block, x: jax.Array, eps: float, stats=None):
   """tanh(BN(x W)): batch statistics (returning them) when stats is None, else the running ones."""
-  h = linear(block['hidden'], x)
+  h = layers.dense(block['hidden'], x)
   if stats is None:
     h, moments = layers.batchnorm_train(block['bn'], h, eps)
   else:
@@ -252,12 +237,12 @@ def posterior(params, c: jax.Array, e: jax.Array, eps: float, stats=None):
   """q(z | e, c): (mu (n, d), log variance (n, d), BN moments or None)."""
   encoder = params['encoder']
   h, moments = _hidden(encoder, jnp.concatenate([c, e], -1), eps, stats)
-  return linear(encoder['mean'], h), linear(encoder['logvar'], h), moments
+  return layers.dense(encoder['mean'], h), layers.dense(encoder['logvar'], h), moments
 
 
 def content_prior(params, c: jax.Array) -> tuple[jax.Array, jax.Array]:
   """p(z | c): (mu_c (n, d), log variance (n, d)) from the content alone."""
-  return linear(params['prior']['mean'], c), linear(params['prior']['logvar'], c)
+  return layers.dense(params['prior']['mean'], c), layers.dense(params['prior']['logvar'], c)
 
 
 def decode(params, c: jax.Array, z: jax.Array, eps: float, stats=None):
@@ -265,13 +250,13 @@ def decode(params, c: jax.Array, z: jax.Array, eps: float, stats=None):
   decoder = params['decoder']
   h, moments = _hidden(decoder, jnp.concatenate([c, z], -1), eps, stats)
   for l in range(sum(k.startswith('layer_') for k in decoder)):
-    h = linear(decoder[f'layer_{l}'], h)
+    h = layers.dense(decoder[f'layer_{l}'], h)
   return h, moments
 
 
 def uniformity(x: jax.Array) -> jax.Array:
   """log mean_{j<k} exp(-2 ||n(x_j) - n(x_k)||^2) over the rows of x (n, d), n >= 2."""
-  unit = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _NORM_EPS)
+  unit = layers.normalise(x)
   gram = unit @ unit.T
   norms = jnp.diag(gram)
   squared = jnp.maximum(norms[:, None] + norms[None] - 2.0 * gram, 0.0)
@@ -329,7 +314,8 @@ def item_loss(params, items: jax.Array, noise: jax.Array, noise_c: jax.Array,
 
 
 def embed(params, tables: Tables, eps: float) -> tuple[jax.Array, jax.Array]:
-  """Users: backbone vectors (U, d). Items (I, d): decode(mu(c_i, cluster mean), c_i), every item."""
+  """Users: backbone vectors (U, d). Items (I, d): decode(mu(c_i, cluster mean), c_i), every
+  item."""
   stats = params[layers.STATS]
   c = joint_content(tables)
   mu, _, _ = posterior(params, c, tables.extras[PRIOR], eps, stats['encoder'])

@@ -1,11 +1,21 @@
-"""Building blocks of the two-tower baselines that read a warm backbone (DropoutNet, Heater).
+"""The numeric helpers that methods share: inits, dense layers, unit rows, BPR, BatchNorm, towers.
 
-Pure functions on plain pytrees: the CF-input standardisation (host side),
-dense layers initialised as the originals do (truncated normal, std 0.01,
-biases 0), towers of tanh(BN(W h + b)) blocks with a linear output, and
-BatchNorm whose running statistics live in `params['batch_stats']` and are
-updated outside the gradient (by `update_with_running_stats`), so that they
-are checkpointed with the parameters and left alone by the optimiser.
+Pure functions on plain pytrees, one home for arithmetic that more than one
+method uses, so that a fix or a check lands once:
+  inits     Glorot-uniform tables and kernels, torch's nn.Linear default,
+            the two-tower originals' dense layers (truncated normal, std 0.01);
+  rows      a dense layer's forward pass, row norms and unit rows, the weights
+            of a mean over present modalities;
+  losses    BPR and ColdRec's batch L2;
+  CF input  the standardisation of a warm backbone's vectors (host side);
+  BatchNorm and towers of tanh(BN(W h + b)) blocks (DropoutNet, Heater, and
+            the BatchNorm of GoRec and SiBraR), whose running statistics live in
+            `params['batch_stats']` and are updated outside the gradient (by
+            `update_with_running_stats`), so that they are checkpointed with the
+            parameters and left alone by the optimiser.
+A helper is shared only where the arithmetic is identical (same operations in
+the same order, same epsilon, same PRNG draws); a method whose original differs
+keeps its own (CCFCRec's biases, SiBraR's kaiming init, GAR's MLP).
 """
 
 from typing import Any, Callable
@@ -17,7 +27,94 @@ import optax
 
 STATS = 'batch_stats'  # The params entry that holds BatchNorm running statistics.
 OPTIMIZERS = ('adam', 'momentum')  # What `make_optimizer` builds.
+NORM_EPS = 1e-12  # torch's F.normalize: a row's norm is floored here.
 
+
+# ------------------------------------------------------------------ inits
+
+def xavier_uniform(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+  """Glorot-uniform init of a (fan_in, fan_out) matrix or an (n, d) embedding table."""
+  bound = np.sqrt(6.0 / (shape[0] + shape[1]))
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def torch_linear(key: jax.Array, fan_in: int, fan_out: int,
+                 bias: bool = True) -> dict[str, jax.Array]:
+  """torch.nn.Linear's default init: {'w': (fan_in, fan_out), 'b': (fan_out,)} uniform in
+  +-1/sqrt(fan_in); the key is split in two (weight, bias) with or without a bias."""
+  bound = 1.0 / np.sqrt(fan_in)
+  w_key, b_key = jax.random.split(key)
+  layer = {'w': jax.random.uniform(w_key, (fan_in, fan_out), jnp.float32, -bound, bound)}
+  if bias:
+    layer['b'] = jax.random.uniform(b_key, (fan_out,), jnp.float32, -bound, bound)
+  return layer
+
+
+def dense_init(key: jax.Array, fan_in: int, fan_out: int,
+               std: float = 0.01) -> dict[str, jax.Array]:
+  """{'w': (fan_in, fan_out) truncated normal (+-2 std), 'b': (fan_out,) zeros}."""
+  w = std * jax.random.truncated_normal(key, -2.0, 2.0, (fan_in, fan_out), jnp.float32)
+  return {'w': w, 'b': jnp.zeros((fan_out,), jnp.float32)}
+
+
+# ------------------------------------------------------------------ rows
+
+def dense(layer: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+  """x W + b, (n, fan_in) -> (n, fan_out); x W for a layer without 'b'."""
+  return x @ layer['w'] + layer['b'] if 'b' in layer else x @ layer['w']
+
+
+def row_norms(x: jax.Array) -> jax.Array:
+  """(..., d) -> (...) Euclidean norms; a zero row gets norm 0 and gradient 0, not NaN.
+
+  The value and, elsewhere, the gradient are those of jnp.linalg.norm: where
+  whole tables are normalised, most rows outside the batch, a NaN (0 * inf)
+  from a zero row would leak into the update.
+  """
+  squares = jnp.sum(x * x, axis=-1)
+  positive = squares > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
+
+
+def unit_rows(x: jax.Array) -> jax.Array:
+  """Rows over max(||row||, 1e-12) (torch's F.normalize); a zero row stays 0, and the gradient
+  through its norm is 0, not NaN."""
+  return x / jnp.maximum(row_norms(x)[..., None], NORM_EPS)
+
+
+def normalise(x: jax.Array) -> jax.Array:
+  """torch's F.normalize as the originals write it: rows over max(jnp.linalg.norm, 1e-12).
+
+  The same values as `unit_rows`, but a zero row's gradient is NaN: only for
+  rows that cannot be zero where the gradient flows.
+  """
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), NORM_EPS)
+
+
+def present_mean_weights(available: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """(..., M) weights of the mean over each row's present modalities: 1 / #present on
+  them, 0 elsewhere; a row with none present is all zeros.
+
+  `available` is (..., M) bool (or 0/1). MILK's environment weights fall back to these
+  (environments.present_weights) and SiBraR's inference mean is these.
+  """
+  mask = available.astype(dtype)
+  return mask / jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0)
+
+
+# ------------------------------------------------------------------ losses
+
+def bpr(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
+  """mean softplus(s- - s+) = mean -log sigmoid(s+ - s-), stable for any gap."""
+  return jnp.mean(jax.nn.softplus(neg_scores - pos_scores))
+
+
+def batch_l2(*rows: jax.Array) -> jax.Array:
+  """sum_k ||rows_k||_F / B: ColdRec's l2_reg_loss (un-squared norms over the batch rows)."""
+  return sum(jnp.linalg.norm(r) for r in rows) / rows[0].shape[0]
+
+
+# ------------------------------------------------------------------ CF input, BatchNorm, towers
 
 def standardize(x: np.ndarray, clip: float) -> np.ndarray:
   """Column z-scores fitted on the non-zero rows, clipped to +-clip, |z| < 1e-5 set to 0.
@@ -40,17 +137,6 @@ def standardize(x: np.ndarray, clip: float) -> np.ndarray:
   out = np.clip(out, -clip, clip)
   out[np.abs(out) < 1e-5] = 0.0
   return out.astype(np.float32)
-
-
-def dense_init(key: jax.Array, fan_in: int, fan_out: int,
-               std: float = 0.01) -> dict[str, jax.Array]:
-  """{'w': (fan_in, fan_out) truncated normal (+-2 std), 'b': (fan_out,) zeros}."""
-  w = std * jax.random.truncated_normal(key, -2.0, 2.0, (fan_in, fan_out), jnp.float32)
-  return {'w': w, 'b': jnp.zeros((fan_out,), jnp.float32)}
-
-
-def dense(layer: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-  return x @ layer['w'] + layer['b']
 
 
 def squared_weights(layers: Any) -> jax.Array:

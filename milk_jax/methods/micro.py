@@ -77,11 +77,11 @@ import numpy as np
 import optax
 
 from milk_jax import methods
+from milk_jax.data import sampling
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
-from milk_jax.methods import bpr
-from milk_jax.methods import xavier_uniform
+from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
     display_name='MICRO',
@@ -117,14 +117,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(section.chunk_rows >= 1, 'chunk_rows', 'must be at least 1')
 
 
-def unit_rows(x: jax.Array) -> jax.Array:
-  """Rows over max(||row||, 1e-12) (torch's F.normalize); a zero row stays 0 with gradient 0."""
-  squares = jnp.sum(x * x, axis=-1, keepdims=True)
-  positive = squares > 0
-  norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
-  return x / jnp.maximum(norms, 1e-12)
-
-
 def row_blocks(num_rows: int, chunk_rows: int) -> jax.Array:
   """(blocks, rows_per_block) int32 row ids covering 0..num_rows-1.
 
@@ -154,7 +146,7 @@ def knn(z: jax.Array, present: jax.Array, k: int,
     indices (I, k) int32, cosines (I, k) float32 (0 where not valid), valid (I, k) bool.
   """
   num_items = z.shape[0]
-  zn = unit_rows(jax.lax.stop_gradient(z.astype(jnp.float32)))
+  zn = layers.unit_rows(jax.lax.stop_gradient(z.astype(jnp.float32)))
   columns = jnp.arange(num_items, dtype=jnp.int32)
 
   def block(rows):
@@ -203,24 +195,13 @@ def fixed_graphs(features, availability: np.ndarray, k: int, chunk_rows: int,
   return np.stack(indices), np.stack(weights)
 
 
-def torch_linear(key: jax.Array, fan_in: int, fan_out: int, bias: bool = True) -> dict:
-  """nn.Linear's default init: uniform in +-1/sqrt(fan_in)."""
-  bound = 1.0 / np.sqrt(fan_in)
-  w_key, b_key = jax.random.split(key)
-  layer = {'w': jax.random.uniform(w_key, (fan_in, fan_out), jnp.float32, -bound, bound)}
-  if bias:
-    layer['b'] = jax.random.uniform(b_key, (fan_out,), jnp.float32, -bound, bound)
-  return layer
-
-
 def modality_inputs(params, tables: Tables) -> list[jax.Array]:
   """T_m X^(m) per modality, X^(m) = the data's features + the trained offset: (I, d) each."""
   outputs = []
   for m, x in enumerate(tables.features):
     name = f'modality_{m}'
     trained = x.astype(jnp.float32) + params['feature_offsets'][name]
-    layer = params['projections'][name]
-    outputs.append(trained @ layer['w'] + layer['b'])
+    outputs.append(layers.dense(params['projections'][name], trained))
   return outputs
 
 
@@ -239,7 +220,7 @@ def learned_graphs(params, tables: Tables, k: int, chunk_rows: int,
     present = (tables.availability[:, m] if isolate
                else jnp.ones(z.shape[0], bool))
     idx, _, valid = knn(z, present, k, chunk_rows)
-    zn = unit_rows(z)
+    zn = layers.unit_rows(z)
     cosines = jnp.where(valid, jnp.einsum('id,ikd->ik', zn, zn[idx]), 0.0)
     cosines = cosines.at[:, 0].set(1.0)  # The self-loop, as in `knn` (its gradient is 0).
     indices.append(idx)
@@ -294,12 +275,12 @@ def forward(params, graph: dict[str, jax.Array], tables: Tables, lambda_coeff: f
     views.append(h)
   views = jnp.stack(views)  # (M, I, d)
   query = params['query']
-  scores = jnp.tanh(views @ query['hidden']['w'] + query['hidden']['b']) @ query['out']['w']
+  scores = layers.dense(query['out'], jnp.tanh(layers.dense(query['hidden'], views)))
   attention = jax.nn.softmax(scores, axis=0)  # (M, I, 1): over modalities, per item.
   fused = jnp.sum(attention * views, axis=0)
   users, items = lightgcn(params['user_embedding'], ids, tables.extras[PAIR_USERS],
                           tables.extras[PAIR_ITEMS], ui_layers)
-  return users, items + unit_rows(fused), views, fused
+  return users, items + layers.unit_rows(fused), views, fused
 
 
 def contrastive(views: jax.Array, fused: jax.Array, temperature: float,
@@ -310,7 +291,7 @@ def contrastive(views: jax.Array, fused: jax.Array, temperature: float,
   backward pass, so memory stays O(chunk_rows * I). views, fused: (I, d) -> scalar.
   """
   num_items = views.shape[0]
-  a_all, b_all = unit_rows(views), unit_rows(fused)
+  a_all, b_all = layers.unit_rows(views), layers.unit_rows(fused)
   columns = jnp.arange(num_items, dtype=jnp.int32)
   blocks = row_blocks(num_items, chunk_rows)
 
@@ -333,7 +314,7 @@ def objective(params, graph: dict[str, jax.Array], batch, tables: Tables, hyper:
                                        hyper['item_layers'], hyper['ui_layers'])
   u = users[batch['users']]
   positives, negatives = items[batch['positives']], items[batch['negatives']]
-  task = bpr(jnp.sum(u * positives, -1), jnp.sum(u * negatives, -1))
+  task = layers.bpr(jnp.sum(u * positives, -1), jnp.sum(u * negatives, -1))
   decay = hyper['decay'] * 0.5 * (jnp.sum(u * u) + jnp.sum(positives * positives)
                                   + jnp.sum(negatives * negatives)) / u.shape[0]
   cl = sum(contrastive(views[m], fused, hyper['temperature'], hyper['chunk_rows'])
@@ -378,7 +359,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     fixed_indices, fixed_weights = fixed_graphs(dataset.features, dataset.availability, k,
                                                 chunk_rows, isolate)
     pair_users, pair_items = training_graph(dataset)
-    steps = math.ceil(len(dataset.train_pairs) / batch_size)  # The shared samplers' epoch.
+    steps = sampling.steps_per_epoch(len(dataset.train_pairs), batch_size)  # The samplers' epoch.
     return {**extras, FIXED_INDICES: fixed_indices, FIXED_WEIGHTS: fixed_weights,
             PAIR_USERS: pair_users, PAIR_ITEMS: pair_items,
             STEPS_PER_EPOCH: np.asarray(steps, np.int32)}
@@ -387,14 +368,14 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     keys = jax.random.split(key, 4 + num_modalities)
     names = [f'modality_{m}' for m in range(num_modalities)]
     return {
-        'user_embedding': xavier_uniform(keys[0], (spec.num_users, d)),
-        'item_embedding': xavier_uniform(keys[1], (spec.num_items, d)),
+        'user_embedding': layers.xavier_uniform(keys[0], (spec.num_users, d)),
+        'item_embedding': layers.xavier_uniform(keys[1], (spec.num_items, d)),
         'feature_offsets': {n: jnp.zeros((spec.num_items, f), jnp.float32)
                             for n, f in zip(names, spec.feature_dims)},
-        'projections': {n: torch_linear(keys[4 + m], f, d)
+        'projections': {n: layers.torch_linear(keys[4 + m], f, d)
                         for m, (n, f) in enumerate(zip(names, spec.feature_dims))},
-        'query': {'hidden': torch_linear(keys[2], d, d),
-                  'out': torch_linear(keys[3], d, 1, bias=False)},
+        'query': {'hidden': layers.torch_linear(keys[2], d, d),
+                  'out': layers.torch_linear(keys[3], d, 1, bias=False)},
         # Rebuilt at every epoch's first step before it is read.
         GRAPH: {'indices': jnp.zeros((num_modalities, spec.num_items, k), jnp.int32),
                 'weights': jnp.zeros((num_modalities, spec.num_items, k), jnp.float32)},

@@ -8,9 +8,10 @@ are scored with q~_i (no Q row) and warm items with q_i.
 
 Departures from the original code, both because the paper's protocol fixes
 one recipe for every method: d is config.model.embed_dim (P has 2d columns)
-instead of 32, the batch train.batch_size instead of 512, and one Adam(train.learning_rate) trains every parameter
-instead of Adagrad for P, Q and Adam for the W's (`optimizer='original'`
-restores those, with their learning rates).
+instead of 32, the batch train.batch_size instead of 512, and one
+Adam(train.learning_rate) trains every parameter instead of Adagrad for P, Q
+and Adam for the W's (`optimizer='original'` restores those, with their
+learning rates).
 
 The BPR terms are sums over the batch, as in the original: with every
 parameter near N(0, 0.01^2), means (`reduction='mean'`) let the full-matrix

@@ -63,7 +63,6 @@ from milk_jax.data import device_sampling
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
-from milk_jax.methods import bpr
 from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
@@ -97,14 +96,6 @@ def _kaiming_linear(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.
           'b': jnp.zeros((fan_out,), jnp.float32)}
 
 
-def _torch_linear(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
-  """nn.Linear's default init (the branch's): weight and bias uniform in +-1/sqrt(fan_in)."""
-  bound = 1.0 / np.sqrt(fan_in)
-  w_key, b_key = jax.random.split(key)
-  return {'w': jax.random.uniform(w_key, (fan_in, fan_out), jnp.float32, -bound, bound),
-          'b': jax.random.uniform(b_key, (fan_out,), jnp.float32, -bound, bound)}
-
-
 def init_params(key: jax.Array, num_users: int, input_dims: tuple[int, ...], modality_dim: int,
                 hidden: tuple[int, ...], embed_dim: int, batch_norm: bool) -> dict:
   """User table, one phi_m per input modality ('modality_0', ...), the shared branch.
@@ -115,9 +106,10 @@ def init_params(key: jax.Array, num_users: int, input_dims: tuple[int, ...], mod
   """
   keys = jax.random.split(key, 2 + len(input_dims) + len(hidden))
   widths = (modality_dim,) + tuple(hidden)
-  branch = {f'block_{l}': _torch_linear(keys[2 + len(input_dims) + l], widths[l], widths[l + 1])
+  branch = {f'block_{l}': layers.torch_linear(keys[2 + len(input_dims) + l], widths[l],
+                                              widths[l + 1])
             for l in range(len(hidden))}
-  branch['out'] = _torch_linear(keys[1], widths[-1], embed_dim)
+  branch['out'] = layers.torch_linear(keys[1], widths[-1], embed_dim)
   params = {
       'user_embedding': (0.1 / embed_dim) * jax.random.normal(keys[0], (num_users, embed_dim)),
       'modalities': {f'modality_{m}': _kaiming_linear(keys[2 + m], dim, modality_dim)
@@ -189,8 +181,7 @@ def present_weights(available: jax.Array, num_content: int) -> jax.Array:
   """
   count = jnp.sum(available, axis=1, keepdims=True)
   fallback = (jnp.arange(available.shape[1]) < num_content)[None, :]
-  weights = jnp.where(count > 0, available, fallback).astype(jnp.float32)
-  return weights / jnp.sum(weights, axis=1, keepdims=True)
+  return layers.present_mean_weights(jnp.where(count > 0, available, fallback))
 
 
 def _branch_mlp(branch: dict, x: jax.Array) -> jax.Array:
@@ -276,7 +267,7 @@ def objective(params: dict, users: jax.Array, items: jax.Array, picks: jax.Array
   item_vectors = jnp.mean(out, axis=2)
   user_vectors = params['user_embedding'][users]
   scores = jnp.einsum('bd,bkd->bk', user_vectors, item_vectors)
-  task = bpr(scores[:, :1], scores[:, 1:])
+  task = layers.bpr(scores[:, :1], scores[:, 1:])
   metrics = {'bpr': task}
   total = task
   if k == 2:

@@ -1,0 +1,65 @@
+"""The train state of any method, the method built for the data, and the tables it reads.
+
+What is trained is `config.method`'s `Method` (milk_jax/methods/), built for
+the dataset's shapes (its `DataSpec`); nothing here is method-specific.
+"""
+
+from typing import Any, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from milk_jax import data as data_lib
+from milk_jax import methods
+from milk_jax import sharding
+from milk_jax.config import FEATURE_DTYPES
+from milk_jax.methods import Method
+from milk_jax.methods import Tables
+
+# Streams of the run's root key (fold_in(key(seed), n)): the parameters' init,
+# the per-step draws, and the device sampler's shuffles and negatives.
+INIT_STREAM, TRAIN_STREAM, SAMPLE_STREAM = 0, 1, 2
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Updates applied so far: the per-step keys fold it in.
+  params: Any
+  opt_state: optax.OptState
+
+
+def make_method(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> Method:
+  """config.method's Method, built for the dataset's shapes."""
+  return methods.get(config.method).make(config, methods.data_spec(dataset))
+
+
+def create_train_state(config: ml_collections.ConfigDict, method: Method, key: jax.Array,
+                       num_users: int) -> TrainState:
+  """Fresh parameters and optimiser state; the user table is padded when it is sharded."""
+  params = method.init(key)
+  padding = sharding.num_user_rows(config, num_users) - num_users
+  if padding and 'user_embedding' in params:
+    # Zero rows appended after the draw: the real rows match an unsharded run.
+    params['user_embedding'] = jnp.pad(params['user_embedding'], ((0, padding), (0, 0)))
+  opt_state = methods.optimizer(method, config).init(params)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def tables_on_device(dataset: data_lib.Dataset, feature_dtype: str = 'float32',
+                     extras: Mapping[str, np.ndarray] | None = None,
+                     placement: jax.sharding.Sharding | None = None) -> Tables:
+  """Features (in `feature_dtype`), availability, item groups and extras on device."""
+  dtype = FEATURE_DTYPES[feature_dtype]
+  is_new = np.zeros(dataset.num_items, bool)
+  is_new[dataset.val_items] = True
+  is_new[dataset.test_items] = True
+  tables = Tables(features=tuple(jnp.asarray(f, dtype) for f in dataset.features),
+                  availability=jnp.asarray(dataset.availability),
+                  warm_items=jnp.asarray(dataset.warm_items, jnp.int32),
+                  is_new=jnp.asarray(is_new),
+                  extras={k: jnp.asarray(v) for k, v in (extras or {}).items()})
+  return tables if placement is None else jax.device_put(tables, placement)
