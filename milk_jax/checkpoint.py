@@ -15,21 +15,26 @@ committed step folders directly with a plain orbax checkpointer, so it
 creates, repairs and deletes nothing and can run beside a training process
 on the same folder without taking its lock.
 
-A train state is saved as a plain dict (`state_tree`, as older run folders
-hold it) and put back into a like-shaped state (`state_from_tree`);
-`restore_best_params` is how serving and evaluation get a run's best
-parameters, read only.
+A train state is saved as a plain dict (`state_tree`) and put back into a
+like-shaped state (`state_from_tree`); `restore_best_params` is how serving
+and evaluation get a run's best variables, read only. Run folders written
+before the train state had a model state (BatchNorm statistics and MICRO's
+graphs inside the params, the optimiser a multi_transform that froze them)
+still restore and resume: a restore given older `Layout`s reads the saved
+tree's structure first and, when it is an older one, restores in that layout
+(its digest checked as saved) and converts it (`latest_like`).
 """
 
 import hashlib
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 
 from milk_jax.errors import RunFolderError
@@ -72,6 +77,53 @@ def _restore_args(like: Any) -> ocp.args.Composite:
                             meta=ocp.args.JsonRestore())
 
 
+def _handler() -> ocp.CompositeCheckpointHandler:
+  return ocp.CompositeCheckpointHandler(arrays=ocp.StandardCheckpointHandler(),
+                                        meta=ocp.JsonCheckpointHandler())
+
+
+class Layout(NamedTuple):
+  """An older layout of a checkpoint's arrays: a like-shaped tree of it, and the conversion
+  of arrays restored in it to the current layout."""
+  like: Any
+  convert: Callable[[Any], Any]
+
+
+def _key_name(key: Any) -> str:
+  for field in ('key', 'name', 'idx'):  # DictKey, GetAttrKey, SequenceKey.
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
+
+
+def _leaf_names(tree: Any) -> frozenset[str]:
+  """'state.params.user_embedding', ...: each leaf's path as orbax names the saved arrays."""
+  return frozenset('.'.join(_key_name(k) for k in path)
+                   for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0])
+
+
+def _saved_names(path: str) -> frozenset[str] | None:
+  """The leaf names of the arrays saved in checkpoint `path`; None when they cannot be read."""
+  try:
+    with ocp.Checkpointer(_handler()) as reader:
+      arrays = reader.metadata(os.path.abspath(path)).item_metadata['arrays']
+    return _leaf_names(getattr(arrays, 'tree', arrays))
+  except Exception:  # pylint: disable=broad-except
+    return None  # Damaged: the restore itself reports it.
+
+
+def _layout_of(path: str, like: Any, older: tuple[Layout, ...]
+               ) -> tuple[Any, Callable[[Any], Any] | None]:
+  """(the tree to restore `path` into, the conversion to apply after, or None)."""
+  if older:
+    saved = _saved_names(path)
+    if saved is not None and saved != _leaf_names(like):
+      for layout in older:
+        if saved == _leaf_names(layout.like):
+          return layout.like, layout.convert
+  return like, None
+
+
 def committed_epochs(directory: str) -> list[int]:
   """Epochs of the committed checkpoints in `directory` (e.g. checkpoints/best), newest first.
 
@@ -86,26 +138,29 @@ def committed_epochs(directory: str) -> list[int]:
                  and os.path.isdir(os.path.join(directory, n))), reverse=True)
 
 
-def read_checkpoint(directory: str, epoch: int, like: Any) -> tuple[Any, dict[str, Any]]:
+def read_checkpoint(directory: str, epoch: int, like: Any,
+                    older: tuple[Layout, ...] = ()) -> tuple[Any, dict[str, Any]]:
   """(arrays, meta) of `directory/<epoch>`, read without writing anything; digest checked.
+
+  Arrays saved in one of the `older` layouts are converted to `like`'s.
 
   Raises:
     DamagedCheckpoint: unreadable (or vanished) files, another tree shape, a digest mismatch.
   """
   path = os.path.join(directory, str(epoch))
-  handler = ocp.CompositeCheckpointHandler(arrays=ocp.StandardCheckpointHandler(),
-                                           meta=ocp.JsonCheckpointHandler())
+  target, convert = _layout_of(path, like, older)
   try:
-    with ocp.Checkpointer(handler) as reader:
-      restored = reader.restore(os.path.abspath(path), args=_restore_args(like))
+    with ocp.Checkpointer(_handler()) as reader:
+      restored = reader.restore(os.path.abspath(path), args=_restore_args(target))
     arrays, meta = restored['arrays'], dict(restored['meta'])
   except Exception as error:  # Orbax and tensorstore raise many types for damaged files.
     raise DamagedCheckpoint(f'{path} cannot be read ({type(error).__name__}: '
                             f'{_first_line(error)})') from error
-  return _checked(arrays, meta, path)
+  arrays, meta = _checked(arrays, meta, path)
+  return (arrays if convert is None else convert(arrays)), meta
 
 
-def read_newest(directory: str, like: Any, attempts: int = 5
+def read_newest(directory: str, like: Any, older: tuple[Layout, ...] = (), attempts: int = 5
                 ) -> tuple[int, Any, dict[str, Any]] | None:
   """(epoch, arrays, meta) of the newest intact checkpoint in `directory`; None if none.
 
@@ -121,7 +176,7 @@ def read_newest(directory: str, like: Any, attempts: int = 5
     damaged, replaced = [], False
     for epoch in committed_epochs(directory):
       try:
-        arrays, meta = read_checkpoint(directory, epoch, like)
+        arrays, meta = read_checkpoint(directory, epoch, like, older)
       except DamagedCheckpoint as error:
         if not os.path.isdir(os.path.join(directory, str(epoch))):
           replaced = True  # By the training process: list again.
@@ -183,22 +238,27 @@ class Checkpoints:
     manager.save(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
                                                 meta=ocp.args.JsonSave(meta)), force=True)
 
-  def restore(self, which: str, epoch: int, like: Any) -> tuple[Any, dict[str, Any]]:
-    """(arrays, meta) of one checkpoint, checked against its digest.
+  def restore(self, which: str, epoch: int, like: Any,
+              older: tuple[Layout, ...] = ()) -> tuple[Any, dict[str, Any]]:
+    """(arrays, meta) of one checkpoint, checked against its digest; arrays saved in one of
+    the `older` layouts are converted to `like`'s.
 
     Raises:
       DamagedCheckpoint: unreadable files, a tree of another shape, or a digest mismatch.
     """
     manager = self._managers[which]
+    target, convert = _layout_of(self.path(which, epoch), like, older)
     try:
-      restored = manager.restore(epoch, args=_restore_args(like))
+      restored = manager.restore(epoch, args=_restore_args(target))
       arrays, meta = restored['arrays'], dict(restored['meta'])
     except Exception as error:  # Orbax and tensorstore raise many types for damaged files.
       raise DamagedCheckpoint(f'{self.path(which, epoch)} cannot be read '
                               f'({type(error).__name__}: {_first_line(error)})') from error
-    return _checked(arrays, meta, self.path(which, epoch))
+    arrays, meta = _checked(arrays, meta, self.path(which, epoch))
+    return (arrays if convert is None else convert(arrays)), meta
 
-  def restore_newest(self, which: str, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+  def restore_newest(self, which: str, like: Any, older: tuple[Layout, ...] = ()
+                     ) -> tuple[int, Any, dict[str, Any]] | None:
     """(epoch, arrays, meta) of the newest intact checkpoint of `which`; None if none saved.
 
     A damaged newer checkpoint is reported, then deleted once an older one
@@ -210,7 +270,7 @@ class Checkpoints:
     damaged = []
     for epoch in self.epochs(which):
       try:
-        arrays, meta = self.restore(which, epoch, like)
+        arrays, meta = self.restore(which, epoch, like, older)
       except DamagedCheckpoint as error:
         log.warning('%s', error)
         damaged.append((epoch, error))
@@ -257,36 +317,102 @@ class Checkpoints:
 
 
 def state_tree(state: Any) -> dict[str, Any]:
-  """A train state (step, params, opt_state) as the checkpoints hold it: a dict, as older run
-  folders saved it."""
-  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state}
+  """A train state as the checkpoints hold it: a dict of its step, params, opt_state and, when
+  it has one, its model_state (the tree of a method without model state is as it always was)."""
+  tree = {'step': state.step, 'params': state.params, 'opt_state': state.opt_state}
+  if state.model_state:
+    tree['model_state'] = state.model_state
+  return tree
 
 
 def state_from_tree(tree: dict[str, Any], like: Any) -> Any:
-  """`like` (a train state, a flax struct) with the step, params and opt_state of `tree`."""
+  """`like` (a train state, a flax struct) with the step, params, opt_state and model state of
+  `tree`."""
   return like.replace(step=jnp.asarray(tree['step'], jnp.int32), params=tree['params'],
-                      opt_state=tree['opt_state'])
+                      opt_state=tree['opt_state'], model_state=tree.get('model_state', {}))
+
+
+def _frozen_opt_state(state: Any) -> Any:
+  """`state`'s optimiser state as the older layout held it: that of
+  optax.multi_transform({'trained': the optimiser, 'frozen': set_to_zero()}) over the params
+  merged with the model state, the model state's entries labelled 'frozen'.
+
+  The trained leaves are the same arrays in the same order: every params-shaped part of the
+  optimiser state (Adam's moments, momentum's trace) held MaskedNodes for the frozen
+  entries, which have no leaves.
+  """
+  variables = {**state.params, **state.model_state}
+  params_shape = jax.tree.structure(state.params)
+  masked = jax.tree.map(lambda _: optax.MaskedNode(), state.model_state)
+
+  def params_shaped(x):
+    return isinstance(x, dict) and jax.tree.structure(x) == params_shape
+
+  widened = jax.tree.map(lambda x: {**x, **masked} if params_shaped(x) else x,
+                         state.opt_state, is_leaf=params_shaped)
+  labels = {k: jax.tree.map(lambda _, k=k: 'frozen' if k in state.model_state else 'trained', v)
+            for k, v in variables.items()}
+  trained = optax.GradientTransformation(lambda _: widened, None)  # Only its init is used.
+  return optax.multi_transform({'trained': trained, 'frozen': optax.set_to_zero()},
+                               labels).init(variables)
+
+
+def _older_state_layouts(state: Any) -> tuple[tuple[dict[str, Any], Callable], ...]:
+  """(older state tree, conversion to state_tree's) pairs for a state with a model state.
+
+  Before the model state, its entries sat in params and the optimiser state was either
+  the same as now (GAR's per-player Adam, which ignored them) or that of a multi_transform
+  that froze them (`_frozen_opt_state`). Either way the optimiser's leaves are the
+  current ones, in the same order.
+  """
+  if not state.model_state:
+    return ()
+  keys = tuple(state.model_state)
+  opt_structure = jax.tree.structure(state.opt_state)
+
+  def convert(tree):
+    old = tree['params']
+    return {'step': tree['step'], 'params': {k: v for k, v in old.items() if k not in keys},
+            'opt_state': jax.tree.unflatten(opt_structure, jax.tree.leaves(tree['opt_state'])),
+            'model_state': {k: old[k] for k in keys}}
+
+  variables = {**state.params, **state.model_state}
+  return tuple(({'step': state.step, 'params': variables, 'opt_state': opt_state}, convert)
+               for opt_state in (state.opt_state, _frozen_opt_state(state)))
+
+
+def latest_like(state: Any) -> tuple[dict[str, Any], tuple[Layout, ...]]:
+  """(like, older): the tree a latest checkpoint of `state`'s run is read into ({'state',
+  'best_params'}), and the older layouts run folders may hold it in, converted on restore."""
+  variables = state.variables
+  older = tuple(
+      Layout({'state': tree, 'best_params': variables},
+             lambda arrays, convert=convert: {**arrays, 'state': convert(arrays['state'])})
+      for tree, convert in _older_state_layouts(state))
+  return {'state': state_tree(state), 'best_params': variables}, older
 
 
 def restore_best_params(workdir: str, state: Any) -> tuple[int, Any]:
-  """(epoch, params) of the best checkpoint, or of the latest one's copy when it is damaged.
+  """(epoch, variables) of the best checkpoint, or of the latest one's copy when it is damaged.
 
-  `state` is a fresh train state of the run (step, params, opt_state): the
-  shapes to read into. Reads only (read_newest): no lock, nothing created,
-  repaired or deleted, so serving may call it on a folder that a training
-  process is still writing.
+  `state` is a fresh train state of the run: the shapes to read into. The
+  best checkpoint holds the variables (params merged with the model state,
+  what `Method.embed` reads) under 'params', as run folders always saved them.
+  Reads only (read_newest): no lock, nothing created, repaired or deleted, so
+  serving may call it on a folder that a training process is still writing.
   """
   root = os.path.join(workdir, 'checkpoints')
   best, latest = os.path.join(root, BEST), os.path.join(root, LATEST)
   try:
-    found = read_newest(best, {'params': state.params})
+    found = read_newest(best, {'params': state.variables})
     if found is None:
       raise RunFolderError(f'{best} is empty')
     epoch, arrays, _ = found
     return epoch, arrays['params']
   except RunFolderError as error:
+    like, older = latest_like(state)
     try:
-      found = read_newest(latest, {'state': state_tree(state), 'best_params': state.params})
+      found = read_newest(latest, like, older)
     except RunFolderError as latest_error:
       raise RunFolderError(f'{error}, and no intact copy of the best parameters is left in '
                            f'{latest} ({latest_error})') from None

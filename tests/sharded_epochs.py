@@ -1,20 +1,22 @@
 """Run by test_sharding.py in a fresh process with 4 host CPU devices.
 
-Trains one epoch per path on the same data and keys and prints, as JSON, the
-largest parameter difference of each data-parallel path from the plain
-single-device path.
+Reads the base config as JSON on stdin (the tests' make_config), trains one
+epoch per path on the same data and keys and prints, as JSON, the largest
+parameter difference of each data-parallel path from the plain single-device
+path.
 """
 
 import copy
 import json
+import sys
 
 import jax
+import ml_collections
 import numpy as np
 
 from milk_jax import data as data_lib
 from milk_jax.training import state as state_lib
 from milk_jax.training import step as step_lib
-from tests.helpers import tiny_config
 
 
 def one_epoch(config, dataset):
@@ -33,7 +35,7 @@ def max_difference(a, b):
 
 def main():
   assert jax.device_count() == 4, jax.devices()
-  base = tiny_config(batch_size=64)
+  base = ml_collections.ConfigDict(json.loads(sys.stdin.read()))
   base.data.synthetic.num_users = 202  # Not a multiple of 4: the sharded table gets padded.
   dataset = data_lib.load_dataset(base)
   report = {}

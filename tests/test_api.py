@@ -30,43 +30,14 @@ from milk_jax.data import dataset as dataset_lib
 from milk_jax.data.errors import DataError
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
-from tests.helpers import fails_instead_of_hanging
-from tests.helpers import snapshot
-from tests.helpers import tiny_config
 
 K = 7
-
-
-def _milk_config():
-  config = tiny_config(num_epochs=4)
-  config.data.setting = 'mtmt'  # Warm items miss modalities too: the fills matter.
-  return config
-
-
-def _heater_config():
-  config = tiny_config(num_epochs=4)
-  config.method = 'heater'
-  config.backbone.num_epochs = 3
-  return config
-
-
-def write_items_folder(folder, config, dataset, items, availability=None):
-  """The raw rows of `items` (before imputation), their ids and availability."""
-  raw, _ = dataset_lib.read_layout(config.data, int(config.seed))
-  os.makedirs(folder, exist_ok=True)
-  for name, features in zip(dataset.modality_names, raw.features):
-    np.save(os.path.join(folder, f'{name}_feat.npy'), features[items])
-  available = dataset.availability[items] if availability is None else availability
-  np.save(os.path.join(folder, 'availability.npy'), available)
-  with open(os.path.join(folder, 'item_ids.txt'), 'w') as f:
-    f.write(''.join(f'{dataset.item_ids[i]}\n' for i in items))
-  return folder
 
 
 class TrainedRun:
   """A run folder, its dataset, and the vectors its evaluation ranks with."""
 
-  def __init__(self, folder, config):
+  def __init__(self, folder, config, write_items_folder):
     self.folder, self.config = folder, config
     self.results = run_lib.train_and_evaluate(config, folder)
     self.dataset = dataset_lib.load_dataset(config)
@@ -78,6 +49,16 @@ class TrainedRun:
     self.new_folder = write_items_folder(os.path.join(folder, '..', 'new_items'), config,
                                          self.dataset, self.dataset.test_items)
 
+  def recommend_config(self, **settings):
+    """The run's config set to recommend its top K new items, with `settings` in
+    config.recommend."""
+    config = copy.deepcopy(self.config)
+    config.recommend.new_items = self.new_folder
+    config.recommend.k = K
+    for key, value in settings.items():
+      config.recommend[key] = value
+    return config
+
   def evaluation_top(self, k):
     """Each user's top-k test items by the evaluation's vectors, as raw ids."""
     test = self.dataset.test_items
@@ -87,22 +68,17 @@ class TrainedRun:
 
 
 @pytest.fixture(scope='module')
-def milk_run(tmp_path_factory):
-  return TrainedRun(str(tmp_path_factory.mktemp('milk') / 'run'), _milk_config())
+def milk_run(tmp_path_factory, make_config, write_items_folder):
+  config = make_config(train={'num_epochs': 4})
+  config.data.setting = 'mtmt'  # Warm items miss modalities too: the fills matter.
+  return TrainedRun(str(tmp_path_factory.mktemp('milk') / 'run'), config, write_items_folder)
 
 
 @pytest.fixture(scope='module')
-def heater_run(tmp_path_factory):
-  return TrainedRun(str(tmp_path_factory.mktemp('heater') / 'run'), _heater_config())
-
-
-def _recommend_config(run, **settings):
-  config = copy.deepcopy(run.config)
-  config.recommend.new_items = run.new_folder
-  config.recommend.k = K
-  for key, value in settings.items():
-    config.recommend[key] = value
-  return config
+def heater_run(tmp_path_factory, make_config, write_items_folder):
+  config = make_config('heater', train={'num_epochs': 4})
+  config.backbone.num_epochs = 3
+  return TrainedRun(str(tmp_path_factory.mktemp('heater') / 'run'), config, write_items_folder)
 
 
 def _read_tsv(path):
@@ -122,7 +98,7 @@ def _read_tsv(path):
 def test_recommend_equals_the_evaluation_ranking(run_name, request, tmp_path):
   run = request.getfixturevalue(run_name)
   output = str(tmp_path / 'top.tsv')
-  recommend.recommend(_recommend_config(run, output=output), run.folder)
+  recommend.recommend(run.recommend_config(output=output), run.folder)
   top = _read_tsv(output)
   expected = run.evaluation_top(K)
   test_users = np.unique(run.dataset.test_pairs[:, 0])
@@ -133,7 +109,7 @@ def test_recommend_equals_the_evaluation_ranking(run_name, request, tmp_path):
 
 def test_load_recommend_equals_the_command_line(milk_run, tmp_path):
   output = str(tmp_path / 'top.tsv')
-  recommend.recommend(_recommend_config(milk_run, output=output), milk_run.folder)
+  recommend.recommend(milk_run.recommend_config(output=output), milk_run.folder)
   from_file = _read_tsv(output)
   users = ['3', '0', '17']
   top = milk_jax.load(milk_run.folder).recommend(users, K, items=milk_run.new_folder)
@@ -218,7 +194,7 @@ def _bad_folder(milk_run, tmp_path, change):
 
 
 def _refused(milk_run, folder, message, error=DataError):
-  config = _recommend_config(milk_run, new_items=folder)
+  config = milk_run.recommend_config(new_items=folder)
   before = sorted(os.listdir(milk_run.folder))
   with pytest.raises(error, match=message):
     recommend.recommend(config, milk_run.folder)
@@ -297,7 +273,7 @@ def test_eval_writes_the_serving_files_of_an_older_run(milk_run, tmp_path):
 
 
 def test_a_conflicting_config_is_refused(milk_run):
-  config = _recommend_config(milk_run)
+  config = milk_run.recommend_config()
   config.seed = 1
   with pytest.raises(ConfigError, match=r'config\.json holds a run with a different config '
                      r'\(fields: seed\)'):
@@ -307,16 +283,15 @@ def test_a_conflicting_config_is_refused(milk_run):
 def test_unknown_users_are_refused(milk_run, tmp_path):
   users = tmp_path / 'users.txt'
   users.write_text('3\nnobody\n')
-  config = _recommend_config(milk_run, users=str(users))
+  config = milk_run.recommend_config(users=str(users))
   with pytest.raises(DataError, match=r"users\.txt: 1 user ids are not users of the run "
                      r"\(first: 'nobody', entry 2\)"):
     recommend.recommend(config, milk_run.folder)
 
 
-def test_a_backbone_has_no_new_item_vectors(milk_run, tmp_path):
+def test_a_backbone_has_no_new_item_vectors(milk_run, tmp_path, make_config):
   """BPR-MF cannot embed an item it did not train on: said plainly."""
-  config = tiny_config(num_epochs=2)
-  config.method = 'bprmf'
+  config = make_config('bprmf', train={'num_epochs': 2})
   folder = str(tmp_path / 'bprmf')
   run_lib.train_and_evaluate(config, folder)
   with pytest.raises(ConfigError, match=r"config.method='bprmf' cannot embed items that arrive "
@@ -333,7 +308,7 @@ def _copy_run(milk_run, tmp_path):
   return folder
 
 
-def test_serving_reads_the_run_folder_without_writing_to_it(milk_run, tmp_path):
+def test_serving_reads_the_run_folder_without_writing_to_it(milk_run, tmp_path, snapshot):
   """No lock file, no orbax clean-up of a save in flight, nothing created or repaired."""
   folder = _copy_run(milk_run, tmp_path)
   if os.path.exists(os.path.join(folder, runfolder.LOCK_FILE)):
@@ -342,7 +317,7 @@ def test_serving_reads_the_run_folder_without_writing_to_it(milk_run, tmp_path):
     os.makedirs(os.path.join(folder, 'checkpoints', which, '99.orbax-checkpoint-tmp-1', 'arrays'))
   before = snapshot(folder)
   assert milk_jax.load(folder).params is not None
-  recommend.recommend(_recommend_config(milk_run, output=str(tmp_path / 'top.tsv')), folder)
+  recommend.recommend(milk_run.recommend_config(output=str(tmp_path / 'top.tsv')), folder)
   config = copy.deepcopy(milk_run.config)
   config.export.output = str(tmp_path / 'export')
   config.export.new_items = milk_run.new_folder
@@ -359,7 +334,7 @@ def test_vectors_of_another_epoch_rank_with_the_best_checkpoint_alone(milk_run, 
   serving.write_vectors(folder, users, milk_run.items, best + 1000)
   output = str(tmp_path / 'top.tsv')
   with caplog.at_level(logging.INFO, logger='milk_jax'):
-    recommend.recommend(_recommend_config(milk_run, output=output), folder)
+    recommend.recommend(milk_run.recommend_config(output=output), folder)
   assert f'vectors.npz holds epoch {best + 1000}, but ' in caplog.text
   assert f'ranking with epoch {best}' in caplog.text
   top, expected = _read_tsv(output), milk_run.evaluation_top(K)
@@ -367,7 +342,7 @@ def test_vectors_of_another_epoch_rank_with_the_best_checkpoint_alone(milk_run, 
     assert top[milk_run.dataset.user_ids[user]] == expected[user].tolist()
   # The warm items' vectors of the best epoch are not saved: refused, not mixed.
   with pytest.raises(RunFolderError, match=r"only vectors\.npz holds the warm items' vectors"):
-    recommend.recommend(_recommend_config(milk_run, include_warm=True), folder)
+    recommend.recommend(milk_run.recommend_config(include_warm=True), folder)
   config = copy.deepcopy(milk_run.config)
   config.export.output = str(tmp_path / 'export')
   with pytest.raises(RunFolderError, match=rf'holds epoch {best + 1000}, but .*best holds epoch'):
@@ -413,7 +388,8 @@ def test_an_availability_file_of_the_other_format_is_refused(milk_run, tmp_path)
     ('item_ids.txt', os.mkfifo, 'a FIFO'),
     ('availability.npy', lambda path: os.symlink('/dev/zero', path), 'a character device'),
 ])
-def test_a_special_file_is_refused_not_read(milk_run, tmp_path, name, make, kind):
+def test_a_special_file_is_refused_not_read(milk_run, tmp_path, name, make, kind,
+                                            fails_instead_of_hanging):
   def change(folder):
     os.remove(os.path.join(folder, name))
     make(os.path.join(folder, name))

@@ -11,19 +11,19 @@ import pytest
 
 from milk_jax import benchmark
 from milk_jax.errors import ConfigError
-from tests.helpers import tiny_config
 
 
-def small_benchmark_config():
-  config = tiny_config()
+@pytest.fixture
+def config(make_config):
+  """make_config() with a benchmark of few steps."""
+  config = make_config()
   bench = config.benchmark
   bench.warmup_steps, bench.num_steps, bench.num_epochs, bench.sweep_steps = 1, 3, 1, 2
   return config
 
 
 @pytest.mark.slow  # Steps, epochs and the sweep: the longest test of the fast suite.
-def test_benchmark_writes_its_figures(tmp_path, capsys):
-  config = small_benchmark_config()
+def test_benchmark_writes_its_figures(tmp_path, capsys, config):
   config.benchmark.sweep = True
   config.benchmark.sweep_batch_sizes = (32, 64)
   config.benchmark.sweep_num_items = (100, 300)
@@ -54,8 +54,7 @@ def test_benchmark_writes_its_figures(tmp_path, capsys):
 
 
 @pytest.mark.slow  # A second full benchmark: about 18 s.
-def test_a_second_benchmark_keeps_the_first(tmp_path):
-  config = small_benchmark_config()
+def test_a_second_benchmark_keeps_the_first(tmp_path, config):
   config.benchmark.reference = False
   benchmark.benchmark(config, str(tmp_path))
   first = (tmp_path / 'benchmark.json').read_text()
@@ -64,8 +63,7 @@ def test_a_second_benchmark_keeps_the_first(tmp_path):
   assert 'reference_step_ms' not in json.loads((tmp_path / 'benchmark.json').read_text())
 
 
-def test_bad_benchmark_config_fails_before_writing(tmp_path):
-  config = small_benchmark_config()
+def test_bad_benchmark_config_fails_before_writing(tmp_path, config):
   config.benchmark.num_steps = 0
   with pytest.raises(ConfigError, match="num_steps"):
     benchmark.benchmark(config, str(tmp_path / 'out'))
@@ -73,8 +71,7 @@ def test_bad_benchmark_config_fails_before_writing(tmp_path):
 
 
 @pytest.mark.slow  # A baseline's benchmark, one sampler: about 10 s.
-def test_a_baseline_without_a_reference_is_timed_with_one_sampler(tmp_path):
-  config = small_benchmark_config()
+def test_a_baseline_without_a_reference_is_timed_with_one_sampler(tmp_path, config):
   config.method = 'heater'  # Reads a backbone: timed on random vectors, none trained.
   config.benchmark.both_samplers = False
   config.train.sampler = 'device'

@@ -16,8 +16,6 @@ from milk_jax import evaluate
 from milk_jax import recommend
 from milk_jax.data import dataset as dataset_lib
 from milk_jax.errors import RunFolderError
-from tests.helpers import tiny_config
-from tests.test_api import write_items_folder
 
 NAMES = ('image', 'text')
 
@@ -97,7 +95,7 @@ def test_unseen_pattern_and_missing_reference_keep_their_scores():
   assert all((p.scale, p.offset) == (1.0, 0.0) for p in fitted.maps)
 
 
-def test_none_is_the_uncalibrated_evaluation():
+def test_none_is_the_uncalibrated_evaluation(make_config):
   rng = np.random.default_rng(2)
   dataset = types.SimpleNamespace(
       val_items=np.arange(10, 25), test_items=np.arange(25, 40),
@@ -107,7 +105,7 @@ def test_none_is_the_uncalibrated_evaluation():
   dataset.availability = np.stack([np.ones(40, bool), dataset.num_missing == 0], axis=1)
   users, items = rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(40, 4)).astype(
       np.float32)
-  eval_config = tiny_config().eval
+  eval_config = make_config().eval
   assert calibration.fit_validation(eval_config, users, items, dataset, 0) is None
   held_out = evaluate.held_out_metrics(eval_config, users, items, dataset)
   assert set(held_out) == {'test', 'test_by_group', 'test_within_group'}
@@ -143,8 +141,8 @@ def test_a_damaged_calibration_file_is_refused(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def calibrated_run(tmp_path_factory):
-  config = tiny_config(num_epochs=4)
+def calibrated_run(tmp_path_factory, make_config):
+  config = make_config(train={'num_epochs': 4})
   config.eval.calibration = 'validation'
   config.eval.calibration_shrinkage = 5.0
   folder = str(tmp_path_factory.mktemp('calibrated') / 'run')
@@ -153,7 +151,8 @@ def calibrated_run(tmp_path_factory):
 
 
 @pytest.mark.slow  # Trains a tiny run (about 15 s).
-def test_a_run_reports_saves_and_serves_its_calibration(calibrated_run, tmp_path):
+def test_a_run_reports_saves_and_serves_its_calibration(calibrated_run, tmp_path,
+                                                        write_items_folder):
   folder, config, results = calibrated_run
   report = results['calibration']
   assert report['epoch'] == results['best_epoch'] and report['shrinkage'] == 5.0
@@ -200,7 +199,8 @@ def test_a_run_reports_saves_and_serves_its_calibration(calibrated_run, tmp_path
 
 @pytest.mark.slow  # Uses the trained run of the test above.
 def test_eval_refits_the_same_maps_and_serving_refuses_maps_of_another_epoch(calibrated_run,
-                                                                            tmp_path):
+                                                                            tmp_path,
+                                                                            write_items_folder):
   folder, config, results = calibrated_run
   copied = str(tmp_path / 'run')
   shutil.copytree(folder, copied)
@@ -218,9 +218,9 @@ def test_eval_refits_the_same_maps_and_serving_refuses_maps_of_another_epoch(cal
   run = milk_jax.load(copied)
   with pytest.raises(RunFolderError, match=rf'holds the score maps of epoch {saved["epoch"]}, '
                      rf'but the run ranks with epoch {results["best_epoch"]}'):
-    run.recommend(None, 3, items=_items_folder(config, tmp_path))
+    run.recommend(None, 3, items=_items_folder(config, tmp_path, write_items_folder))
 
 
-def _items_folder(config, tmp_path):
+def _items_folder(config, tmp_path, write_items_folder):
   dataset = dataset_lib.load_dataset(config)
   return write_items_folder(str(tmp_path / 'items'), config, dataset, dataset.test_items[:3])

@@ -1,5 +1,6 @@
 import glob
 import os
+import shutil
 
 import chex
 import jax
@@ -8,9 +9,12 @@ import optax
 import pytest
 
 from milk_jax import checkpoint
+from milk_jax import methods
 from milk_jax.errors import RunFolderError
+from milk_jax.methods import layers
 from milk_jax.methods.milk import model
-from tests.helpers import snapshot
+from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 
 
 def _arrays(seed):
@@ -141,7 +145,7 @@ def test_a_half_written_save_is_ignored(tmp_path):
   checkpoints.close()
 
 
-def test_read_newest_reads_without_writing(tmp_path):
+def test_read_newest_reads_without_writing(tmp_path, snapshot):
   """Serving's restore: a save in flight (orbax's temporary folder) is left alone."""
   _saved(tmp_path).close()
   in_flight = tmp_path / 'checkpoints' / 'latest' / '3.orbax-checkpoint-tmp-1234' / 'arrays'
@@ -166,3 +170,95 @@ def test_read_newest_skips_a_damaged_checkpoint_and_keeps_it(tmp_path, caplog):
   with pytest.raises(RunFolderError, match=r'latest/2 does not match its digest .*; no intact '
                      'checkpoint is left in'):
     checkpoint.read_newest(latest, _arrays(0))
+
+
+# ---- run folders written before the model state: BatchNorm statistics inside the params
+
+def _bn_method(optimizer):
+  """A one-tower method with non-trainable BatchNorm statistics, its fresh state, its loss."""
+  tower, stats = layers.tower_init(jax.random.key(0), 3, (4,), 2)
+  x = jax.random.normal(jax.random.key(1), (8, 3))
+
+  def loss(variables, batch, step_input, tables):
+    out, moments = layers.tower_train(variables['tower'], x, 1e-3)
+    value = jnp.mean(jnp.square(out - 1.0))
+    return value, ({'loss': value}, {'tower': moments})
+
+  method = methods.Method(init=lambda key: {'tower': tower, layers.STATS: {'tower': stats}},
+                          loss=loss, embed=None, optimizer=optimizer,
+                          non_trainable=(layers.STATS,),
+                          update_model_state=layers.batch_stats_update(0.25))
+  return method, state_lib.train_state(method, method.init(None), optimizer), loss
+
+
+@pytest.mark.parametrize('name', ['adam', 'momentum', 'adamw'])
+def test_an_older_frozen_optimiser_layout_restores_as_the_state_its_steps_reached(tmp_path, name):
+  """The older code path: the statistics in params, the gradient over everything, the
+  optimiser a multi_transform that froze them, the moments blended after. Its state, saved
+  in that layout, restores into exactly the state the shared update reaches."""
+  optimizer = {'adam': optax.adam(0.1), 'momentum': optax.sgd(0.1, momentum=0.9),
+               'adamw': optax.adamw(0.1, weight_decay=0.01)}[name]
+  method, fresh, loss = _bn_method(optimizer)
+
+  def labels(variables):
+    return {k: jax.tree.map(lambda _, k=k: 'frozen' if k == layers.STATS else 'trained', v)
+            for k, v in variables.items()}
+  old_optimizer = optax.multi_transform({'trained': optimizer, 'frozen': optax.set_to_zero()},
+                                        labels)
+
+  @jax.jit
+  def old_update(variables, opt_state):
+    grads, (_, moments) = jax.grad(loss, has_aux=True)(variables, None, None, None)
+    updates, opt_state = old_optimizer.update(grads, opt_state, variables)
+    new = optax.apply_updates(variables, updates)
+    stats = layers.blend_running_stats(variables[layers.STATS], moments, 0.25)
+    return {**new, layers.STATS: stats}, opt_state
+
+  old_variables = fresh.variables
+  old_opt_state = old_optimizer.init(old_variables)
+  state, update = fresh, jax.jit(step_lib.make_update(None, method))
+  for _ in range(2):
+    old_variables, old_opt_state = old_update(old_variables, old_opt_state)
+    state, _ = update(state, None, None, None)
+  chex.assert_trees_all_equal(state.variables, old_variables)
+  store = checkpoint.Checkpoints(str(tmp_path))
+  store.save(checkpoint.LATEST, 2, {'state': {'step': state.step, 'params': old_variables,
+                                              'opt_state': old_opt_state},
+                                    'best_params': old_variables}, {'epoch': 2})
+  store.wait()
+  epoch, arrays, meta = store.restore_newest(checkpoint.LATEST, *checkpoint.latest_like(fresh))
+  store.close()
+  assert epoch == 2 and meta == {'epoch': 2}
+  chex.assert_trees_all_equal(arrays['state'], checkpoint.state_tree(state))
+  chex.assert_trees_all_equal(arrays['best_params'], state.variables)
+
+
+def test_an_older_layout_whose_optimiser_ignored_the_statistics_restores_too(tmp_path):
+  """GAR's per-player Adam never held the statistics: only the params change layout."""
+  method, fresh, _ = _bn_method(optax.adam(0.1))
+  state, _ = jax.jit(step_lib.make_update(None, method))(fresh, None, None, None)
+  old = {'step': state.step, 'params': state.variables, 'opt_state': state.opt_state}
+  store = checkpoint.Checkpoints(str(tmp_path))
+  store.save(checkpoint.LATEST, 1, {'state': old, 'best_params': state.variables},
+             {'epoch': 1, 'best_epoch': 1})
+  store.save(checkpoint.BEST, 1, {'params': state.variables}, {'epoch': 1})
+  store.close()
+  found = checkpoint.read_newest(str(tmp_path / 'checkpoints' / 'latest'),
+                                 *checkpoint.latest_like(fresh))
+  chex.assert_trees_all_equal(found[1]['state'], checkpoint.state_tree(state))
+  # Serving reads the best variables, whose layout did not change; with the best checkpoint
+  # gone, the older latest checkpoint's copy.
+  chex.assert_trees_all_equal(checkpoint.restore_best_params(str(tmp_path), fresh),
+                              (1, state.variables))
+  for path in glob.glob(str(tmp_path / 'checkpoints' / 'best' / '*')):
+    shutil.rmtree(path)
+  chex.assert_trees_all_equal(checkpoint.restore_best_params(str(tmp_path), fresh),
+                              (1, state.variables))
+
+
+def test_a_state_without_model_state_keeps_the_tree_it_always_had():
+  params = {'w': jnp.ones(3)}
+  state = state_lib.TrainState(step=jnp.int32(0), params=params,
+                               opt_state=optax.adam(0.1).init(params))
+  assert set(checkpoint.state_tree(state)) == {'step', 'params', 'opt_state'}
+  assert checkpoint.latest_like(state)[1] == ()

@@ -124,3 +124,13 @@ def test_identity_maps_give_the_uncalibrated_numbers_bit_for_bit():
     plain = grouped(users, items, pairs, np.arange(10, 40), num_missing, (5, 20), 7)
     mapped = grouped(users, items, pairs, np.arange(10, 40), num_missing, (5, 20), 7, identity)
     assert plain == mapped
+
+
+def test_candidates_all_new_or_the_splits_own(small_dataset):
+  dataset = small_dataset
+  all_new = evaluate.candidate_items(dataset, 'test', 'all_new')
+  np.testing.assert_array_equal(all_new, np.union1d(dataset.val_items, dataset.test_items))
+  np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'val', 'split'),
+                                dataset.val_items)
+  np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'test', 'split'),
+                                dataset.test_items)

@@ -15,16 +15,6 @@ from milk_jax import report
 from milk_jax import run as run_lib
 from milk_jax.errors import ConfigError
 from milk_jax.errors import ConfigFileError
-from tests.helpers import tiny_config
-
-METRICS = ('test.ndcg@20', 'test_by_group.*.ndcg@20')
-
-
-def tiny_experiment(variants=None, **fields):
-  config = tiny_config(num_epochs=2, eval_every=1)
-  variants = variants or [('ERM', base.ERM), ('MILK', base.MILK)]
-  fields = {'num_seeds': 2, 'metrics': METRICS, 'plots': ('bars', 'groups'), **fields}
-  return base.experiment_config(config, 'tiny', ('ftmt',), variants, **fields)
 
 
 def read_csv(path):
@@ -37,7 +27,8 @@ def result_files(workdir):
 
 
 @pytest.mark.slow  # Trains a grid twice.
-def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypatch):
+def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypatch,
+                                                              tiny_experiment):
   workdir = str(tmp_path / 'grid')
   experiment.run_experiment(tiny_experiment(), workdir)
 
@@ -99,7 +90,8 @@ def test_tiny_grid_summarises_then_resumes_without_retraining(tmp_path, monkeypa
   assert read_csv(os.path.join(workdir, 'summary.csv')) == rows
 
 
-def test_experiments_sharing_a_runs_dir_train_common_runs_once(tmp_path, monkeypatch):
+def test_experiments_sharing_a_runs_dir_train_common_runs_once(tmp_path, monkeypatch,
+                                                               tiny_experiment):
   runs_dir = str(tmp_path / 'runs')
   first = tiny_experiment(num_seeds=1, plots=(), runs_dir=runs_dir)
   experiment.run_experiment(first, str(tmp_path / 'first'))
@@ -125,7 +117,7 @@ def test_experiments_sharing_a_runs_dir_train_common_runs_once(tmp_path, monkeyp
     experiment.run_experiment(changed, str(tmp_path / 'third'))
 
 
-def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
+def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch, tiny_experiment):
   workdir = str(tmp_path / 'grid')
   config = tiny_experiment(num_seeds=1, plots=())
   experiment.run_experiment(config, workdir)
@@ -137,7 +129,7 @@ def test_changed_experiment_in_a_used_folder_is_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # Trains a grid, then continues it.
-def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path):
+def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path, tiny_experiment):
   workdir = str(tmp_path / 'grid')
   short = tiny_experiment(num_seeds=1, plots=())
   experiment.run_experiment(short, workdir)
@@ -170,7 +162,7 @@ def test_a_grid_with_more_epochs_continues_its_finished_runs(tmp_path):
     ([('ERM', base.ERM), ('a/b', {})], 'names a folder'),
     ([('MILK', base.MILK)], "baseline 'ERM'"),
 ])
-def test_bad_grid_fails_before_any_run(tmp_path, monkeypatch, variants, message):
+def test_bad_grid_fails_before_any_run(tmp_path, monkeypatch, variants, message, tiny_experiment):
   monkeypatch.setattr(run_lib, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
   with pytest.raises(ConfigError, match=message):
     experiment.run_experiment(tiny_experiment(variants), str(tmp_path / 'grid'))
@@ -210,26 +202,26 @@ def test_dataset_config_by_name_or_path():
     base.dataset_config('/absent/mine.py')
 
 
-def test_a_training_config_is_refused():
+def test_a_training_config_is_refused(make_config):
   with pytest.raises(ConfigError, match='experiment'):
-    experiment.run_experiment(tiny_config(), '/nonexistent')
+    experiment.run_experiment(make_config(), '/nonexistent')
 
 
-def test_own_cadence_adds_the_originals_validation_beside_the_shared_one():
+def test_own_cadence_adds_the_originals_validation_beside_the_shared_one(tiny_experiment):
   config = tiny_experiment([('MILK', {})], methods=('duif', 'gar'), own_cadence=('gar',),
                            baseline='MILK')
   variants = experiment.with_method_variants(config).experiment.variants
   assert [v for v, _ in variants] == ['MILK', 'DUIF', 'GAR', 'GAR_own_cadence']
   runs = {r.variant: r.config.train for r in experiment.plan_runs(
       experiment.with_method_variants(config), '/nonexistent')}
-  assert (runs['GAR'].eval_every, runs['GAR'].patience) == (1, 3)  # tiny_config's protocol
+  assert (runs['GAR'].eval_every, runs['GAR'].patience) == (1, 3)  # make_config's protocol
   assert (runs['GAR_own_cadence'].eval_every, runs['GAR_own_cadence'].patience) == (1, 10)
   # Leaving the methods out leaves their own-cadence runs out too.
   config.experiment.methods = ()
   assert [v for v, _ in experiment.with_method_variants(config).experiment.variants] == ['MILK']
 
 
-def test_only_runs_the_named_variants_and_the_baseline():
+def test_only_runs_the_named_variants_and_the_baseline(tiny_experiment):
   config = tiny_experiment([('ERM', base.ERM), ('MILK', base.MILK), ('MILK_cal', {})],
                            only=('MILK_cal',))
   kept = experiment.only_variants(config).experiment.variants
@@ -257,14 +249,14 @@ def test_the_fusion_study_plans_its_settings_per_dataset():
   assert fusion.get_config('tiktok_mm').experiment.settings == ('ftmt',)
 
 
-def test_own_cadence_of_a_method_without_one_is_refused():
+def test_own_cadence_of_a_method_without_one_is_refused(tiny_experiment):
   config = tiny_experiment([('MILK', {})], methods=('duif',), own_cadence=('duif',))
   with pytest.raises(ConfigError, match='own_cadence.*duif.*original cadence'):
     experiment.with_method_variants(config)
 
 
 @pytest.mark.slow
-def test_methods_of_a_grid_share_one_backbone_per_setting_and_seed(tmp_path):
+def test_methods_of_a_grid_share_one_backbone_per_setting_and_seed(tmp_path, tiny_experiment):
   config = tiny_experiment([('MILK', {})], methods=('dropoutnet', 'heater'), baseline='MILK',
                            num_seeds=1)
   config.backbone.num_epochs = 3
@@ -286,7 +278,7 @@ def test_the_ablation_draws_its_missing_groups():
   assert 'groups' in exp.plots and 'test_by_group.*.ndcg@20' in exp.metrics
 
 
-def test_grid_progress_gives_the_time_left(tmp_path, monkeypatch, caplog):
+def test_grid_progress_gives_the_time_left(tmp_path, monkeypatch, caplog, tiny_experiment):
   runs = experiment.plan_runs(tiny_experiment(), str(tmp_path))  # ERM 0, 1, MILK 0, 1.
   done = {'test': {'ndcg@20': 0.5}, 'best_epoch': 2}
   monkeypatch.setattr(experiment, 'finished_results',

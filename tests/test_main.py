@@ -22,7 +22,7 @@ def _run(*args):
 
 
 @pytest.mark.slow  # Two CLI processes, each compiling the epoch.
-def test_train_then_eval(tmp_path):
+def test_train_then_eval(tmp_path, write_items_folder):
   workdir = str(tmp_path / 'run')
   done = _run('--config=configs/default.py', f'--workdir={workdir}', '--config.train.beta=50',
               '--config.data.setting=mtmt', *TINY)
@@ -41,16 +41,15 @@ def test_train_then_eval(tmp_path):
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   with open(os.path.join(workdir, 'eval.json')) as f:
     assert json.load(f)['test'] == pytest.approx(results['test'])
-  _serve_from_the_command_line(workdir, saved, tmp_path)
+  _serve_from_the_command_line(workdir, saved, tmp_path, write_items_folder)
 
 
-def _serve_from_the_command_line(workdir, saved, tmp_path):
+def _serve_from_the_command_line(workdir, saved, tmp_path, write_items_folder):
   """Without --config, eval, recommend and export read the run's own config."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import milk_jax  # pylint: disable=import-outside-toplevel
   from milk_jax.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
-  from tests.test_api import write_items_folder  # pylint: disable=import-outside-toplevel
 
   assert _run(f'--workdir={workdir}', '--mode=eval').returncode == 0
   conflicting = _run(f'--workdir={workdir}', '--mode=eval', '--config=configs/default.py')

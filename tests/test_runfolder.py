@@ -8,8 +8,6 @@ import pytest
 from milk_jax import runfolder
 from milk_jax.errors import ConfigError
 from milk_jax.errors import RunFolderError
-from tests.helpers import fails_instead_of_hanging
-from tests.helpers import tiny_config
 
 
 def test_a_second_holder_of_the_lock_is_refused_with_the_pid(tmp_path):
@@ -82,8 +80,8 @@ def test_append_and_rewrite_keep_whole_lines(tmp_path):
   assert open(path).read() == '{"epoch": 0}\n'
 
 
-def test_config_saved_before_added_fields_still_matches():
-  config = tiny_config()
+def test_config_saved_before_added_fields_still_matches(make_config):
+  config = make_config()
   saved = json.loads(config.to_json())
   for field in ('sampler', 'feature_dtype', 'data_parallel', 'shard_user_table',
                 'divergence_factor', 'divergence_epochs'):
@@ -91,11 +89,12 @@ def test_config_saved_before_added_fields_still_matches():
   saved['benchmark']['num_steps'] = 7  # The benchmark section never blocks a resume.
   saved['train']['checkpoint_every'] = 1  # How often to save never changes the results.
   assert runfolder.changed_fields(saved, config) == []
-  assert runfolder.changed_fields(saved, tiny_config(sampler='device')) == ['train.sampler']
+  device = make_config(train={'sampler': 'device'})
+  assert runfolder.changed_fields(saved, device) == ['train.sampler']
 
 
-def test_config_saved_before_the_data_id_fields_still_matches():
-  config = tiny_config()
+def test_config_saved_before_the_data_id_fields_still_matches(make_config):
+  config = make_config()
   saved = json.loads(config.to_json())
   for field in ('ids', 'item_ids_file', 'min_rating', 'split'):
     del saved['data'][field]
@@ -111,8 +110,8 @@ def test_config_saved_before_the_data_id_fields_still_matches():
     (20, 20, 5, 10, 'has trained 20 epochs, more than config.train.num_epochs=10'),
     (20, 8, 5, 10, None),  # A shorter cap the run never passed.
 ])
-def test_check_continuation(tmp_path, saved, trained, eval_every, new, message):
-  config = tiny_config(num_epochs=new, eval_every=eval_every)
+def test_check_continuation(tmp_path, saved, trained, eval_every, new, message, make_config):
+  config = make_config(train={'num_epochs': new, 'eval_every': eval_every})
   if message is None:
     runfolder.check_continuation(str(tmp_path), saved, trained, config)
   else:
@@ -120,9 +119,9 @@ def test_check_continuation(tmp_path, saved, trained, eval_every, new, message):
       runfolder.check_continuation(str(tmp_path), saved, trained, config)
 
 
-def test_a_run_compares_only_the_fields_its_method_reads():
-  milk_run = json.loads(tiny_config().to_json())
-  changed = tiny_config()
+def test_a_run_compares_only_the_fields_its_method_reads(make_config):
+  milk_run = json.loads(make_config().to_json())
+  changed = make_config()
   changed.methods.bprmf.reg_weight = 0.5  # Another method's section.
   changed.backbone.num_epochs = 3  # MILK reads no backbone.
   assert runfolder.changed_fields(milk_run, changed) == []
@@ -130,7 +129,7 @@ def test_a_run_compares_only_the_fields_its_method_reads():
   assert 'method' in runfolder.changed_fields(milk_run, changed)
 
   bprmf_run = json.loads(changed.to_json())
-  other = tiny_config()
+  other = make_config()
   other.method = 'bprmf'
   other.backbone.num_epochs = 3
   other.methods.bprmf.reg_weight = 0.5
@@ -140,11 +139,11 @@ def test_a_run_compares_only_the_fields_its_method_reads():
   assert runfolder.changed_fields(bprmf_run, other) == ['methods.bprmf.reg_weight']
 
 
-def test_a_config_saved_before_methods_existed_is_a_milk_run():
-  saved = json.loads(tiny_config().to_json())
+def test_a_config_saved_before_methods_existed_is_a_milk_run(make_config):
+  saved = json.loads(make_config().to_json())
   for key in ('method', 'methods', 'backbone'):
     del saved[key]
-  assert runfolder.changed_fields(saved, tiny_config()) == []
+  assert runfolder.changed_fields(saved, make_config()) == []
 
 
 def test_two_writers_of_one_file_do_not_collide_and_the_last_one_wins(tmp_path):
@@ -191,7 +190,7 @@ def _dead_pid():
   return process.pid  # Reaped: no process has this pid now (until the kernel reuses it).
 
 
-def test_a_fifo_is_refused_before_it_is_opened(tmp_path):
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path, fails_instead_of_hanging):
   path = tmp_path / runfolder.CONFIG_FILE
   os.mkfifo(path)
   with fails_instead_of_hanging():  # A regression blocks in open().

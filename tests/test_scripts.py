@@ -13,7 +13,6 @@ import pytest
 from configs import authors
 from configs import ml100k
 from milk_jax import data
-from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ML100K = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'ml100k-mm')
@@ -101,9 +100,9 @@ def _gar_layout_module():
   return module
 
 
-def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked():
+def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked(make_config):
   layout_lib = _gar_layout_module()
-  dataset = data.load_dataset(tiny_config())
+  dataset = data.load_dataset(make_config())
   num_users, num_items = dataset.num_users, dataset.num_items
   rng = np.random.default_rng(0)
   cf_users = rng.normal(size=(num_users, 4)).astype(np.float32)
@@ -132,11 +131,11 @@ def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked():
 
 
 @pytest.mark.slow  # Two tiny trainings, then the script in a subprocess.
-def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path):
+def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path, make_config):
   from milk_jax import run as run_lib  # pylint: disable=import-outside-toplevel
   found = {}
   for pool in ('all_new', 'split'):
-    config = tiny_config(num_epochs=4, eval_every=2)
+    config = make_config(train={'num_epochs': 4, 'eval_every': 2})
     config.eval.candidates = pool
     found[pool] = run_lib.train_and_evaluate(config, str(tmp_path / pool / 'seed_0'))
   done = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'candidate_pools.py'),

@@ -10,13 +10,11 @@ from milk_jax import serving
 from milk_jax.data import dataset as dataset_lib
 from milk_jax.data import ids
 from milk_jax.errors import RunFolderError
-from tests import helpers
-from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize('imputation', ['mean', 'zero', 'learned'])
-def test_saved_preprocessing_prepares_items_as_training_did(imputation, tmp_path):
-  config = tiny_config()
+def test_saved_preprocessing_prepares_items_as_training_did(imputation, tmp_path, make_config):
+  config = make_config()
   config.data.setting = 'mtmt'
   config.data.imputation = imputation
   dataset = dataset_lib.load_dataset(config)
@@ -55,12 +53,6 @@ def test_a_damaged_serving_file_is_named(tmp_path):
     serving.read_serving(str(tmp_path))
 
 
-def _crafted(tmp_path, change):
-  config = tiny_config()
-  serving.write_serving(str(tmp_path), dataset_lib.load_dataset(config), {}, normalize=True)
-  helpers.edit_npz(os.path.join(tmp_path, serving.SERVING_FILE), change)
-
-
 @pytest.mark.parametrize('change, message', [
     (lambda a: a.pop('feature_dims'), "no 'feature_dims' array"),
     (lambda a: a.update(fill_0=np.zeros((3, 3), np.float32)),
@@ -76,8 +68,9 @@ def _crafted(tmp_path, change):
     (lambda a: a.update(num_users=np.asarray([1, 2])), r"'num_users' is int64 of shape \(2,\)"),
     (lambda a: a.update(extra__table=np.asarray(['a'])), "'extra__table' is <U1"),
 ])
-def test_a_crafted_serving_file_is_named(tmp_path, change, message):
-  _crafted(tmp_path, change)
+def test_a_crafted_serving_file_is_named(tmp_path, change, message, small_dataset, edit_npz):
+  serving.write_serving(str(tmp_path), small_dataset, {}, normalize=True)
+  edit_npz(os.path.join(tmp_path, serving.SERVING_FILE), change)
   with pytest.raises(RunFolderError, match=r'serving\.npz: ' + message):
     serving.read_serving(str(tmp_path))
 
@@ -97,9 +90,9 @@ def test_crafted_vectors_are_named(tmp_path, arrays, message):
     serving.read_vectors(str(tmp_path), 3, 4)
 
 
-def test_id_maps_round_trip(tmp_path):
+def test_id_maps_round_trip(tmp_path, small_dataset):
   # A raw id may hold any character but a tab or a newline, U+2028 and \x1c too.
-  dataset = dataset_lib.load_dataset(tiny_config())
+  dataset = small_dataset
   user_ids = np.array([f'u\u2028{u}\x1c' for u in range(dataset.num_users)])
   dataset = dataclasses.replace(dataset, user_ids=user_ids)
   serving.write_id_maps(str(tmp_path), dataset)

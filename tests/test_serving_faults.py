@@ -16,15 +16,6 @@ import pytest
 
 from milk_jax import runfolder
 from milk_jax import serving
-from tests import helpers
-from tests.helpers import snapshot
-# The command line as the fault tests drive it: one process per call, JAX on the CPU.
-from tests.test_faults import COMPARED
-from tests.test_faults import _cli
-from tests.test_faults import _log
-from tests.test_faults import _one_error_line
-from tests.test_faults import _results
-from tests.test_faults import _start
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +24,6 @@ TINY = ['--config=configs/default.py', '--config.data.synthetic.num_users=150',
         '--config.train.batch_size=256', '--config.train.num_epochs=6',
         '--config.train.eval_every=1', '--config.train.patience=400']
 EXTENDED = TINY + ['--config.train.num_epochs=160']  # The same run, trained on.
-TIMEOUT = 300  # As `_cli`: a hang (a FIFO read, a lock wait) fails instead of stalling.
 
 
 def _recommend_args(items, output, *more):
@@ -41,7 +31,7 @@ def _recommend_args(items, output, *more):
           f'--config.recommend.output={output}', *more]
 
 
-def _names(folder):
+def _names(folder, snapshot):
   """The paths under `folder`, but orbax's data files (`.../d/<content hash>`) left out."""
   return sorted(path for path in snapshot(folder)
                 if os.path.basename(os.path.dirname(path)) != 'd')
@@ -62,11 +52,11 @@ def _new_items(folder, workdir, count=40, seed=0):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, cli):
   """A finished 6-epoch run and a folder of new items beside it."""
   root = tmp_path_factory.mktemp('serving')
   workdir = str(root / 'run')
-  done = _cli(workdir, *TINY)
+  done = cli.run(workdir, *TINY)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, _new_items(str(root / 'new_items'), workdir)
 
@@ -77,35 +67,32 @@ def _copy(trained, tmp_path):
   return workdir
 
 
-def test_recommend_beside_a_training_run_leaves_it_untouched(trained, tmp_path):
+def test_recommend_beside_a_training_run_leaves_it_untouched(trained, tmp_path, cli, snapshot):
   reference = str(tmp_path / 'reference')
   shutil.copytree(trained[0], reference)
-  done = _cli(reference, *EXTENDED)  # Extended alone.
+  done = cli.run(reference, *EXTENDED)  # Extended alone.
   assert done.returncode == 0, done.stderr[-3000:]
 
   workdir = _copy(trained, tmp_path)
-  trainer = _start(workdir, *EXTENDED)
+  trainer = cli.start(workdir, *EXTENDED)
   readers = []
   try:
     while trainer.poll() is None:  # Recommend in a loop for as long as the run trains on.
       output = str(tmp_path / f'top_{len(readers)}.tsv')
-      readers.append(_cli(workdir, *_recommend_args(trained[1], output)))
+      readers.append(cli.run(workdir, *_recommend_args(trained[1], output)))
   finally:
-    _, stderr = trainer.communicate(timeout=TIMEOUT)
+    _, stderr = trainer.communicate(timeout=cli.TIMEOUT)
   assert trainer.returncode == 0, stderr[-3000:]
   assert readers, 'no recommend ran while the run trained'
   for done in readers:
     assert done.returncode == 0, done.stderr[-3000:]
     assert 'ranking with epoch' in done.stdout  # Progress lines go to stdout.
-  results, expected = _results(workdir), _results(reference)
-  for key in COMPARED:
-    assert results[key] == expected[key], key
-  assert _log(workdir) == _log(reference)
+  cli.assert_same_run(workdir, reference)
   # The same files in the end: no reader added, kept or removed any.
-  assert _names(workdir) == _names(reference)
+  assert _names(workdir, snapshot) == _names(reference, snapshot)
 
 
-def test_serving_writes_nothing_into_the_run_folder(trained, tmp_path):
+def test_serving_writes_nothing_into_the_run_folder(trained, tmp_path, cli, snapshot):
   """recommend and export (outputs elsewhere) leave every file as it was, orbax's temporary
   folders of a save in flight included, and take no lock."""
   workdir = _copy(trained, tmp_path)
@@ -114,21 +101,21 @@ def test_serving_writes_nothing_into_the_run_folder(trained, tmp_path):
     os.makedirs(os.path.join(workdir, 'checkpoints', which, '99.orbax-checkpoint-tmp-1',
                              'arrays'))
   before = snapshot(workdir)
-  done = _cli(workdir, *_recommend_args(trained[1], str(tmp_path / 'top.tsv')))
+  done = cli.run(workdir, *_recommend_args(trained[1], str(tmp_path / 'top.tsv')))
   assert done.returncode == 0, done.stderr[-3000:]
-  done = _cli(workdir, '--mode=export', f'--config.export.output={tmp_path / "export"}',
-              f'--config.export.new_items={trained[1]}')
+  done = cli.run(workdir, '--mode=export', f'--config.export.output={tmp_path / "export"}',
+                 f'--config.export.new_items={trained[1]}')
   assert done.returncode == 0, done.stderr[-3000:]
   assert snapshot(workdir) == before
 
 
-def test_two_recommends_at_once_leave_one_whole_output(trained, tmp_path):
+def test_two_recommends_at_once_leave_one_whole_output(trained, tmp_path, cli):
   output = str(tmp_path / 'top.tsv')
   workdir, items = trained
-  runs = {k: _start(workdir, *_recommend_args(items, output, f'--config.recommend.k={k}'))
+  runs = {k: cli.start(workdir, *_recommend_args(items, output, f'--config.recommend.k={k}'))
           for k in (3, 5)}
   for k, process in runs.items():
-    _, stderr = process.communicate(timeout=TIMEOUT)
+    _, stderr = process.communicate(timeout=cli.TIMEOUT)
     assert process.returncode == 0, stderr[-3000:]
   with open(output) as f:
     lines = f.read().split('\n')[1:-1]
@@ -138,26 +125,26 @@ def test_two_recommends_at_once_leave_one_whole_output(trained, tmp_path):
   assert not [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
 
 
-def test_a_killed_recommend_leaves_nothing_that_breaks_the_next(trained, tmp_path):
+def test_a_killed_recommend_leaves_nothing_that_breaks_the_next(trained, tmp_path, cli):
   output = str(tmp_path / 'top.tsv')
   workdir, items = trained
-  killed = _cli(workdir, *_recommend_args(items, output), crash_at='write_file@0')
+  killed = cli.run(workdir, *_recommend_args(items, output), crash_at='write_file@0')
   assert killed.returncode == -signal.SIGKILL
   left = [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
   assert len(left) == 1 and left[0].startswith('top.tsv.')  # Killed between write and rename.
-  done = _cli(workdir, *_recommend_args(items, output))
+  done = cli.run(workdir, *_recommend_args(items, output))
   assert done.returncode == 0, done.stderr[-3000:]
   assert not [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
 
 
-def test_a_fifo_feature_file_is_one_error_line(trained, tmp_path):
+def test_a_fifo_feature_file_is_one_error_line(trained, tmp_path, cli):
   items = str(tmp_path / 'items')
   shutil.copytree(trained[1], items)
   os.remove(os.path.join(items, 'text_feat.npy'))
   os.mkfifo(os.path.join(items, 'text_feat.npy'))  # Opening it would block forever.
-  done = _cli(trained[0], *_recommend_args(items, str(tmp_path / 'top.tsv')))
+  done = cli.run(trained[0], *_recommend_args(items, str(tmp_path / 'top.tsv')))
   assert done.returncode == 1
-  assert 'text_feat.npy: a FIFO (named pipe), not a regular file' in _one_error_line(done)
+  assert 'text_feat.npy: a FIFO (named pipe), not a regular file' in cli.one_error_line(done)
 
 
 def _edit_config(workdir, field, value):
@@ -169,27 +156,29 @@ def _edit_config(workdir, field, value):
     json.dump(config, f)
 
 
-def _edit_serving(workdir, change):
-  helpers.edit_npz(os.path.join(workdir, serving.SERVING_FILE), change)
+def _edit_serving(workdir, edit_npz, change):
+  edit_npz(os.path.join(workdir, serving.SERVING_FILE), change)
 
 
 @pytest.mark.parametrize('damage, message', [
-    (lambda w: _edit_config(w, 'item_ids_file', '/etc/hostname'),
+    (lambda w, _: _edit_config(w, 'item_ids_file', '/etc/hostname'),
      "config.json: data.item_ids_file='/etc/hostname' must be a file name inside"),
-    (lambda w: _edit_config(w, 'availability_file', '../../availability.npy'),
+    (lambda w, _: _edit_config(w, 'availability_file', '../../availability.npy'),
      "config.json: data.availability_file='../../availability.npy' must be a file name inside"),
-    (lambda w: open(os.path.join(w, 'users.tsv'), 'wb').write(b'index\tid\n0\t\xff\xfe\n'),
+    (lambda w, _: open(os.path.join(w, 'users.tsv'), 'wb').write(b'index\tid\n0\t\xff\xfe\n'),
      'users.tsv: not UTF-8 text'),
-    (lambda w: _edit_serving(w, lambda a: a.pop('feature_dims')),
+    (lambda w, edit: _edit_serving(w, edit, lambda a: a.pop('feature_dims')),
      "serving.npz: no 'feature_dims' array"),
-    (lambda w: _edit_serving(w, lambda a: a.update(fill_0=np.zeros((3, 3), np.float32))),
+    (lambda w, edit: _edit_serving(
+        w, edit, lambda a: a.update(fill_0=np.zeros((3, 3), np.float32))),
      "serving.npz: 'fill_0' is float32 of shape (3, 3), expected shape (64,)"),
-    (lambda w: _edit_serving(w, lambda a: a.update(map_x_1_weights=np.zeros(2))),
+    (lambda w, edit: _edit_serving(w, edit, lambda a: a.update(map_x_1_weights=np.zeros(2))),
      "serving.npz: unknown array 'map_x_1_weights'"),
 ])
-def test_a_crafted_run_folder_is_one_error_line(trained, tmp_path, damage, message):
+def test_a_crafted_run_folder_is_one_error_line(trained, tmp_path, damage, message, cli,
+                                                edit_npz):
   workdir = _copy(trained, tmp_path)
-  damage(workdir)
-  done = _cli(workdir, *_recommend_args(trained[1], str(tmp_path / 'top.tsv')))
+  damage(workdir, edit_npz)
+  done = cli.run(workdir, *_recommend_args(trained[1], str(tmp_path / 'top.tsv')))
   assert done.returncode == 1
-  assert message in _one_error_line(done)
+  assert message in cli.one_error_line(done)

@@ -14,6 +14,17 @@ It defines
 
 and its hyper-parameters live in `configs/methods/<name>.py` (get_config(), one
 comment per field), which configs/base.py mounts at `config.methods.<name>`.
+
+Variables, as Flax's `params` and `batch_stats`: `init` returns one dict of
+named entries, the method's variables. Those named in `Method.non_trainable`
+(BatchNorm's running statistics, MICRO's epoch graphs) are the model state,
+kept in TrainState.model_state, never seen by the optimiser; the rest are the
+trained params. `loss` and `embed` receive the variables as `init` returned
+them (`merge_variables(params, model_state)`), the gradient is taken with
+respect to the params only, and the shared update (training/step.py) applies
+the optimiser's step to the params, then `update_model_state` to the model
+state with what the loss measured (e.g. the batch moments). A method writes its
+own `update` only when its step is not one gradient step of its loss.
 MILK keeps its historical fields (`config.model.*`, `config.train.beta`, ...),
 declared in its INFO.fields like any other method's.
 
@@ -121,9 +132,15 @@ class MethodInfo(NamedTuple):
 
 
 class Method(NamedTuple):
-  """A method as pure functions (optax-style); the loop jits closures over them."""
-  init: Callable[[jax.Array], Params]  # key -> params.
-  loss: Callable[[Params, Batch, Any, Tables], tuple[jax.Array, dict[str, jax.Array]]]
+  """A method as pure functions (optax-style); the loop jits closures over them.
+
+  `init`, `loss` and `embed` deal in the variables: the trained params merged with the
+  model state (`non_trainable`), one dict as `init` returns it (module docstring).
+  """
+  init: Callable[[jax.Array], Params]  # key -> variables (a dict of named entries).
+  # (variables, batch, step_input, tables) -> (value, metrics); with `update_model_state`
+  # set, (value, (metrics, measured)), `measured` what that hook reads (e.g. batch moments).
+  loss: Callable[[Params, Batch, Any, Tables], tuple[jax.Array, Any]]
   embed: Callable[[Params, Tables], tuple[jax.Array, jax.Array]]  # -> users (U, d), items (I, d).
   # (train_key, first_step, num_steps) -> a pytree with leading axis num_steps, drawn once per
   # epoch before the scan: MILK's environment weights; by default one key per step.
@@ -131,8 +148,16 @@ class Method(NamedTuple):
   optimizer: optax.GradientTransformation | None = None  # None: adam(train.learning_rate).
   # Host side, once per run: (dataset, extras from the backbone) -> extras for `Tables`.
   prepare: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]] = no_extras
+  # The entries of init's variables that are not trained (TrainState.model_state): BatchNorm's
+  # running statistics ('batch_stats'), MICRO's epoch graphs. The optimiser never sees them.
+  non_trainable: tuple[str, ...] = ()
+  # (model_state, measured) -> model_state: what the shared update does to the model state
+  # after the gradient step, `measured` coming from the loss (its aux's second part), e.g.
+  # `layers.batch_stats_update(momentum)`. None: the model state is left as it is.
+  update_model_state: Callable | None = None
   # Escape hatch: (state, batch, step_input, tables) -> (state, metrics), for methods whose
-  # step is not one gradient step of `loss` (GAR's alternating players).
+  # step is not one gradient step of `loss` (GAR's alternating players, MICRO's graph rebuilt
+  # at each epoch's first step under a decaying learning rate).
   update: Callable | None = None
   log_keys: tuple[str, ...] = ()  # Metrics shown in the epoch's log line besides 'loss'.
   # The best epoch is the last one: for a warm backbone, whose vectors do not score new items.
@@ -147,6 +172,21 @@ class Method(NamedTuple):
   reference_loss: Callable | None = None
 
 
+def merge_variables(params: Params, model_state: Mapping[str, Any]) -> Params:
+  """The variables `loss` and `embed` read: the params with the model state's entries beside
+  them (the params themselves when there is no model state)."""
+  return {**params, **model_state} if model_state else params
+
+
+def split_variables(variables: Params, non_trainable: tuple[str, ...]
+                    ) -> tuple[Params, dict[str, Any]]:
+  """(params, model_state) of init's variables: the entries named in `non_trainable` apart."""
+  if not non_trainable:
+    return variables, {}
+  return ({k: v for k, v in variables.items() if k not in non_trainable},
+          {k: variables[k] for k in non_trainable})
+
+
 def names() -> tuple[str, ...]:
   """Every method module under milk_jax/methods/ (those defining `make`; `layers` is a helper)."""
   modules = sorted(m.name for m in pkgutil.iter_modules(__path__))
@@ -157,8 +197,8 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> types.ModuleType:
   """The module milk_jax.methods.<name>; ConfigError names the choices."""
   if name not in names():
-    raise ConfigError(f'config.method={name!r}: no milk_jax/methods/{name}.py; '
-                      f'one of {", ".join(names())}')
+    raise ConfigError(f'config.method={name!r}: no milk_jax/methods/{name}.py nor '
+                      f'milk_jax/methods/{name}/; one of {", ".join(names())}')
   return importlib.import_module(f'milk_jax.methods.{name}')
 
 

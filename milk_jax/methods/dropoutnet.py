@@ -15,7 +15,8 @@ two pairs, one with an item drawn uniformly from that user's top-N warm
 items (the table is built once in `prepare`) and one with a uniform warm
 item; all draws come from the step key. The shared sampler's triples only set
 B. BatchNorm keeps running statistics (momentum 0.01, eps 1e-3, as the torch
-original) in params['batch_stats'], updated by `Method.update`.
+original) in the non-trainable variables' 'batch_stats', blended with the
+batch moments that the loss returns by the shared update.
 """
 
 import functools
@@ -117,7 +118,7 @@ def pair_loss(params, users: jax.Array, items: jax.Array, drop_user: jax.Array,
   Args:
     users, items, drop_user, drop_item: (P,) pairs and their CF-dropout masks.
   Returns:
-    (mse, batch moments shaped like params['batch_stats']).
+    (mse, batch moments shaped like variables['batch_stats']).
   """
   user_in = jnp.where(drop_user[:, None], 0.0, tables.extras['cf_users_std'][users])
   f, user_moments = layers.tower_train(params['user_tower'], user_in, eps)
@@ -167,15 +168,11 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     return {'user_tower': user_tower, 'item_tower': item_tower,
             layers.STATS: {'user_tower': user_stats, 'item_tower': item_stats}}
 
-  def loss_with_moments(params, batch, step_input, tables):
+  def loss(variables, batch, step_input, tables):
     draws = step_draws(step_input, batch['users'].shape[0], dropout, tables)
-    mse, moments = pair_loss(params, *draws, tables, eps)
+    mse, moments = pair_loss(variables, *draws, tables, eps)
     return mse, ({'loss': mse}, moments)
 
-  def loss(params, batch, step_input, tables):
-    value, (metrics, _) = loss_with_moments(params, batch, step_input, tables)
-    return value, metrics
-
   return Method(init=init, loss=loss, embed=functools.partial(embed, eps=eps),
-                optimizer=optimizer, prepare=prepare,
-                update=layers.update_with_running_stats(loss_with_moments, optimizer, momentum))
+                optimizer=optimizer, prepare=prepare, non_trainable=(layers.STATS,),
+                update_model_state=layers.batch_stats_update(momentum))

@@ -27,9 +27,12 @@ divergence. L_G, its adversarial term and the L1 similarity are logged too.
 
 BatchNorm is TF's: running statistics start at mean 0 and variance 1 and move
 by running <- 0.99 running + 0.01 batch (momentum 0.01 here), with the
-batch's biased variance (TF's non-fused path), eps 1e-3; they live in
-params['batch_stats'] (checkpointed, never touched by the optimiser) and are
-blended in by each player's own half-step. In the original D step the TF
+batch's biased variance (TF's non-fused path), eps 1e-3; they are the
+non-trainable variables' 'batch_stats' (the train state's model state,
+checkpointed, never seen by the optimiser) and are blended in by each
+player's own half-step. The half-steps below work on the variables (both
+players' parameters and 'batch_stats' in one dict); `Method.update` splits
+them back into params and model state. In the original D step the TF
 graph's UPDATE_OPS (collected by the scope regex 'D', which also matches the
 reused scopes 'D_1', 'D_2' of the two G-loss passes through R) blend three
 sets of moments into R's statistics: those of the [real; negative; fake]
@@ -330,8 +333,8 @@ def _g_pass_moments(r_params, fake: jax.Array, users: jax.Array, real: jax.Array
 def recommender_step(hyper: Hyper, params, opt_state, batch, key: jax.Array, tables: Tables):
   """R's half-step: one Adam step of L_R on R, then R's running statistics.
 
-  Only params[RECOMMENDER], params[STATS][RECOMMENDER] and
-  opt_state[RECOMMENDER] change.
+  `params` are the variables (the players' parameters and STATS); only
+  params[RECOMMENDER], params[STATS][RECOMMENDER] and opt_state[RECOMMENDER] change.
 
   Returns:
     (params, opt_state, metrics).
@@ -357,8 +360,8 @@ def recommender_step(hyper: Hyper, params, opt_state, batch, key: jax.Array, tab
 def generator_step(hyper: Hyper, params, opt_state, batch, key: jax.Array, tables: Tables):
   """G's half-step: one Adam step of L_G on G, then G's running statistics.
 
-  Only params[GENERATOR], params[STATS][GENERATOR] and opt_state[GENERATOR]
-  change.
+  `params` are the variables (as `recommender_step`'s); only params[GENERATOR],
+  params[STATS][GENERATOR] and opt_state[GENERATOR] change.
 
   Returns:
     (params, opt_state, metrics).
@@ -379,9 +382,9 @@ def two_player_adam(learning_rate: float) -> optax.GradientTransformation:
   """Adam per player: state {'generator': adam state, 'recommender': adam state}.
 
   `update` steps both players on their own states and gives zero updates to
-  everything else (the running statistics). GAR's `Method.update` calls each
-  player's Adam in its own half-step instead; this transform is what builds
-  (and checkpoints) that state.
+  anything else in the tree. GAR's `Method.update` calls each player's Adam in
+  its own half-step instead; this transform is what builds (and checkpoints)
+  that state.
   """
   adam = optax.adam(learning_rate)
 
@@ -444,12 +447,14 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   def update(state, batch, step_input, tables):
     sample_key, r_key, g_key = jax.random.split(step_input, 3)
     batch = step_batch(batch, sample_key, tables)
-    params, opt_state, r_metrics = recommender_step(hyper, state.params, state.opt_state, batch,
-                                                    r_key, tables)
-    params, opt_state, g_metrics = generator_step(hyper, params, opt_state, batch, g_key,
-                                                  tables)
+    variables, opt_state, r_metrics = recommender_step(hyper, state.variables, state.opt_state,
+                                                       batch, r_key, tables)
+    variables, opt_state, g_metrics = generator_step(hyper, variables, opt_state, batch, g_key,
+                                                     tables)
     metrics = {'loss': r_metrics['r_loss'], **r_metrics, **g_metrics}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    params, model_state = methods.split_variables(variables, (STATS,))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
 
   def loss(params, batch, step_input, tables):
     """L_R at `params`, with L_G's metrics beside it, each with its half-step's keys and modes."""
@@ -465,5 +470,6 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     return r_value, {'loss': r_value, **r_metrics, **g_metrics}
 
   return Method(init=init, loss=loss, embed=functools.partial(embed, eps=hyper.bn_eps),
-                optimizer=two_player_adam(hyper.learning_rate), update=update, prepare=prepare,
+                optimizer=two_player_adam(hyper.learning_rate), non_trainable=(STATS,),
+                update=update, prepare=prepare,
                 log_keys=('g_loss', 'g_adversarial', 'similarity'))

@@ -29,8 +29,9 @@ Clusters (`prepare`, host numpy, once): k-means (k-means++ start with a fixed
 seed, Lloyd iterations) on the content c_i of the warm items
 (`cluster_fit='warm'`) or of all items ('all'); every item, new ones
 included, is labelled by its nearest centroid. BatchNorm keeps running
-statistics (torch's momentum 0.1, eps 1e-5) in params['batch_stats'],
-updated by `Method.update`, left alone by the optimiser.
+statistics (torch's momentum 0.1, eps 1e-5) in the non-trainable variables'
+'batch_stats' (never seen by the optimiser), blended with the batch moments
+that the loss returns by the shared update.
 
 Departures from the original:
 - Batches: the original visits the warm items in shuffled batches of 256,
@@ -296,7 +297,7 @@ def item_loss(params, items: jax.Array, noise: jax.Array, noise_c: jax.Array,
     items: (n,) warm item ids; noise, noise_c: (n, d); content_scale: (n, F)
       multiplies the decoder's content (dropout).
   Returns:
-    (loss, (metrics, batch moments shaped like params['batch_stats'])).
+    (loss, (metrics, batch moments shaped like variables['batch_stats'])).
   """
   c = joint_content(tables, items)
   e = tables.extras['cf_items'][items]
@@ -382,17 +383,14 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
             'positions': batch_positions(pass_key, first_step, num_steps, item_batch_size,
                                          spec.num_warm_items)}
 
-  def loss_with_moments(params, batch, step_input, tables):
+  def loss(variables, batch, step_input, tables):
     del batch  # The triples only set the number of steps: GoRec trains on warm items.
     items = tables.warm_items[step_input['positions']]
     draws = step_draws(step_input['key'], item_batch_size, d, content_dim, dropout)
-    return item_loss(params, items, *draws, tables, eps, uni_coeff, kl_coeff, kl_form)
-
-  def loss(params, batch, step_input, tables):
-    value, (metrics, _) = loss_with_moments(params, batch, step_input, tables)
-    return value, metrics
+    return item_loss(variables, items, *draws, tables, eps, uni_coeff, kl_coeff, kl_form)
 
   return Method(init=init, loss=loss, embed=functools.partial(embed, eps=eps),
                 step_inputs=step_inputs, optimizer=optimizer, prepare=prepare,
-                update=layers.update_with_running_stats(loss_with_moments, optimizer, momentum),
+                non_trainable=(layers.STATS,),
+                update_model_state=layers.batch_stats_update(momentum),
                 log_keys=('reconstruction', 'uniformity', 'kl'), serve_extras=serve_extras)

@@ -14,7 +14,8 @@ with replacement, positives not rejected, drawn on device from the step key)
 + reg * sum ||W||^2 + ||b||^2 over every dense layer + alpha * sum over the
 pairs of ||c_i - V_i||^2. New items always take the content path (delta = 1).
 BatchNorm keeps running statistics (TF decay 0.9, i.e. momentum 0.1, eps
-1e-3) in params['batch_stats'], updated by `Method.update`.
+1e-3) in the non-trainable variables' 'batch_stats', blended with the batch
+moments that the loss returns by the shared update.
 
 The epoch's line shows mse, reg_term and similarity_term, the weighted terms
 that add up to the loss (their means over the epoch's steps), as the original
@@ -125,7 +126,7 @@ def pair_loss(params, users: jax.Array, items: jax.Array, labels: jax.Array,
   smaller than the step's pairs (MovieLens-100K: 1682 items, 12288 pairs).
 
   Returns:
-    (loss, (metrics, batch moments shaped like params['batch_stats'])).
+    (loss, (metrics, batch moments shaped like variables['batch_stats'])).
   """
   cf_items = tables.extras['cf_items_std'][items]
   if catalogue:
@@ -191,16 +192,12 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
             'user_tower': user_tower, 'item_tower': item_tower,
             layers.STATS: {'user_tower': user_stats, 'item_tower': item_stats}}
 
-  def loss_with_moments(params, batch, step_input, tables):
+  def loss(variables, batch, step_input, tables):
     draws = step_draws(step_input, batch['users'], batch['positives'], num_negatives, dropout,
                        tables)
-    return pair_loss(params, *draws, tables, eps, reg_weight, alpha, catalogue)
-
-  def loss(params, batch, step_input, tables):
-    value, (metrics, _) = loss_with_moments(params, batch, step_input, tables)
-    return value, metrics
+    return pair_loss(variables, *draws, tables, eps, reg_weight, alpha, catalogue)
 
   return Method(init=init, loss=loss, embed=functools.partial(embed, eps=eps),
-                optimizer=optimizer, prepare=prepare,
-                update=layers.update_with_running_stats(loss_with_moments, optimizer, momentum),
+                optimizer=optimizer, prepare=prepare, non_trainable=(layers.STATS,),
+                update_model_state=layers.batch_stats_update(momentum),
                 log_keys=('mse', 'reg_term', 'similarity_term'))

@@ -9,10 +9,11 @@ method uses, so that a fix or a check lands once:
   losses    BPR and ColdRec's batch L2;
   CF input  the standardisation of a warm backbone's vectors (host side);
   BatchNorm and towers of tanh(BN(W h + b)) blocks (DropoutNet, Heater, and
-            the BatchNorm of GoRec and SiBraR), whose running statistics live in
-            `params['batch_stats']` and are updated outside the gradient (by
-            `update_with_running_stats`), so that they are checkpointed with the
-            parameters and left alone by the optimiser.
+            the BatchNorm of GoRec and SiBraR), whose running statistics are
+            the variables' 'batch_stats' entry, non-trainable (the train
+            state's model state, never seen by the optimiser): the loss
+            returns the batch moments and the shared update blends them in
+            after the gradient step (`batch_stats_update`).
 A helper is shared only where the arithmetic is identical (same operations in
 the same order, same epsilon, same PRNG draws); a method whose original differs
 keeps its own (CCFCRec's biases, SiBraR's kaiming init, GAR's MLP).
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-STATS = 'batch_stats'  # The params entry that holds BatchNorm running statistics.
+STATS = 'batch_stats'  # The variables' entry that holds BatchNorm running statistics.
 OPTIMIZERS = ('adam', 'momentum')  # What `make_optimizer` builds.
 NORM_EPS = 1e-12  # torch's F.normalize: a row's norm is floored here.
 
@@ -215,29 +216,14 @@ def tower_infer(params: dict[str, Any], stats: dict[str, Any], x: jax.Array,
 
 
 def make_optimizer(kind: str, learning_rate: float) -> optax.GradientTransformation:
-  """Adam (the protocol's) or SGD with momentum 0.9 (the originals'), frozen on batch_stats."""
-  trained = (optax.adam(learning_rate) if kind == 'adam'
-             else optax.sgd(learning_rate, momentum=0.9))
-  def labels(params):
-    return {k: jax.tree.map(lambda _, k=k: 'frozen' if k == STATS else 'trained', v)
-            for k, v in params.items()}
-  return optax.multi_transform({'trained': trained, 'frozen': optax.set_to_zero()}, labels)
+  """Adam (the protocol's) or SGD with momentum 0.9 (the originals')."""
+  return (optax.adam(learning_rate) if kind == 'adam'
+          else optax.sgd(learning_rate, momentum=0.9))
 
 
-def update_with_running_stats(loss_with_moments: Callable, optimizer: optax.GradientTransformation,
-                              momentum: float) -> Callable:
-  """A `Method.update`: one optimiser step, then the running statistics blended in.
-
-  `loss_with_moments(params, batch, step_input, tables)` returns
-  (loss, (metrics, moments)), moments shaped like params['batch_stats'].
-  """
-  grad_fn = jax.grad(loss_with_moments, has_aux=True)
-
-  def update(state, batch, step_input, tables):
-    grads, (metrics, moments) = grad_fn(state.params, batch, step_input, tables)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params = {**params, STATS: blend_running_stats(state.params[STATS], moments, momentum)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
+def batch_stats_update(momentum: float) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+  """A `Method.update_model_state`: model_state['batch_stats'] blended with the step's batch
+  moments (the loss's measured part, shaped like the statistics) at `momentum`."""
+  def update(model_state: dict[str, Any], moments: Any) -> dict[str, Any]:
+    return {**model_state, STATS: blend_running_stats(model_state[STATS], moments, momentum)}
   return update

@@ -28,10 +28,11 @@ for the rest of the epoch: `update` does this with lax.cond on
 step % steps_per_epoch (steps per epoch come from `prepare`). In between,
 T_m and X^(m) get zero gradients and Adam moves them by its moments alone,
 as torch 1.x's Adam did with the original's zeroed gradients. The epoch's
-graph lives in params['graph'] (indices and normalised weights, (M, I, k)),
-left alone by the optimiser (optax.multi_transform with set_to_zero), so it
-is checkpointed and a resumed run repeats an uninterrupted one. `embed`
-rebuilds it from the current parameters, as the official evaluation does.
+graph is the non-trainable variables' 'graph' (indices and normalised
+weights, (M, I, k); the train state's model state, never seen by the
+optimiser), so it is checkpointed and a resumed run repeats an uninterrupted
+one. `embed` rebuilds it from the current parameters, as the official
+evaluation does.
 `Method.loss` is the loss of an epoch's first step (graph rebuilt).
 
 Departures from the original:
@@ -93,7 +94,7 @@ INFO = methods.MethodInfo(
     # New items' vectors aggregate WARM items' id rows over the content kNN graphs (by
     # design); they never read their own id row or another new item's.
     new_items_read_warm_rows=True)
-GRAPH = 'graph'  # The params entry holding the epoch's learned graphs (not trained).
+GRAPH = 'graph'  # The variables' entry holding the epoch's learned graphs (not trained).
 # Tables.extras entries made by `prepare`.
 FIXED_INDICES = 'micro_fixed_indices'  # (M, I, k) int32.
 FIXED_WEIGHTS = 'micro_fixed_weights'  # (M, I, k) float32, normalised.
@@ -330,15 +331,6 @@ def training_graph(dataset) -> tuple[np.ndarray, np.ndarray]:
   return pairs[order, 0].astype(np.int32), pairs[order, 1].astype(np.int32)
 
 
-def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
-  """Adam on everything but params['graph'], which only `update` writes."""
-  def labels(params):
-    return {k: jax.tree.map(lambda _, k=k: 'frozen' if k == GRAPH else 'trained', v)
-            for k, v in params.items()}
-  return optax.multi_transform({'trained': optax.adam(learning_rate),
-                                'frozen': optax.set_to_zero()}, labels)
-
-
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   section = config.methods.micro
   d = int(config.model.embed_dim)
@@ -353,7 +345,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
            'ui_layers': int(section.ui_layers), 'loss_ratio': float(section.loss_ratio),
            'temperature': float(section.temperature), 'decay': float(section.decay),
            'chunk_rows': chunk_rows}
-  optimizer = make_optimizer(float(config.train.learning_rate))
+  optimizer = optax.adam(float(config.train.learning_rate))
 
   def prepare(dataset, extras):
     fixed_indices, fixed_weights = fixed_graphs(dataset.features, dataset.availability, k,
@@ -396,7 +388,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
 
   def update(state, batch, step_input, tables):
     del step_input  # Nothing random beyond the shared sampler's batch.
-    params = state.params
+    params, epoch_graph = state.params, state.model_state[GRAPH]
     steps_per_epoch = tables.extras[STEPS_PER_EPOCH]
 
     def with_new_graph(trained):
@@ -404,22 +396,20 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
       return grads, metrics, graph
 
     def with_epoch_graph(trained):
-      grads, metrics = jax.grad(objective, has_aux=True)(trained, params[GRAPH], batch, tables,
+      grads, metrics = jax.grad(objective, has_aux=True)(trained, epoch_graph, batch, tables,
                                                          hyper)
-      return grads, metrics, params[GRAPH]
+      return grads, metrics, epoch_graph
 
     grads, metrics, graph = jax.lax.cond(state.step % steps_per_epoch == 0, with_new_graph,
-                                         with_epoch_graph, trained_part(params))
-    grads = {**grads, GRAPH: jax.tree.map(jnp.zeros_like, params[GRAPH])}
+                                         with_epoch_graph, params)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     # The original's LambdaLR, epoch e at lr * lr_decay^(e / lr_decay_epochs): Adam's step
     # is proportional to its learning rate.
     epoch = (state.step // steps_per_epoch).astype(jnp.float32)
     scale = lr_decay ** (epoch / lr_decay_epochs)
-    trained = optax.apply_updates(trained_part(params),
-                                  jax.tree.map(lambda u: scale * u, trained_part(updates)))
-    return state.replace(step=state.step + 1, params={**trained, GRAPH: graph},
-                         opt_state=opt_state), metrics
+    trained = optax.apply_updates(params, jax.tree.map(lambda u: scale * u, updates))
+    return state.replace(step=state.step + 1, params=trained, opt_state=opt_state,
+                         model_state={**state.model_state, GRAPH: graph}), metrics
 
   def embed(params, tables):
     graph = learned_graphs(params, tables, k, chunk_rows, isolate)
@@ -428,4 +418,5 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
     return users, items
 
   return Method(init=init, loss=loss, embed=embed, optimizer=optimizer, prepare=prepare,
-                update=update, log_keys=('bpr', 'decay', 'contrastive'), serve_extras=None)
+                non_trainable=(GRAPH,), update=update, log_keys=('bpr', 'decay', 'contrastive'),
+                serve_extras=None)

@@ -278,16 +278,9 @@ def objective(params: dict, users: jax.Array, items: jax.Array, picks: jax.Array
   return total, (metrics, moments)
 
 
-def make_optimizer(learning_rate: float, weight_decay: float,
-                   batch_norm: bool) -> optax.GradientTransformation:
-  """AdamW (the original's; torch's decoupled decay on every weight), frozen on batch_stats."""
-  adamw = optax.adamw(learning_rate, weight_decay=weight_decay)
-  if not batch_norm:
-    return adamw
-  def labels(params):
-    return {k: jax.tree.map(lambda _, k=k: 'frozen' if k == layers.STATS else 'trained', v)
-            for k, v in params.items()}
-  return optax.multi_transform({'trained': adamw, 'frozen': optax.set_to_zero()}, labels)
+def make_optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+  """AdamW (the original's; torch's decoupled decay on every trained weight)."""
+  return optax.adamw(learning_rate, weight_decay=weight_decay)
 
 
 def embed(params: dict, tables: Tables, use_interactions: bool,
@@ -314,23 +307,21 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   input_dims = tuple(spec.feature_dims) + ((spec.num_users,) if use_interactions else ())
   hyper = dict(use_interactions=use_interactions, dropout=float(section.input_dropout), eps=eps,
                reg_weight=float(section.reg_weight), temperature=float(section.temperature))
-  optimizer = make_optimizer(float(config.train.learning_rate), float(section.weight_decay),
-                             batch_norm)
+  optimizer = make_optimizer(float(config.train.learning_rate), float(section.weight_decay))
 
   def init(key):
     return init_params(key, spec.num_users, input_dims, int(section.modality_dim),
                        tuple(int(h) for h in section.hidden), d, batch_norm)
 
-  def loss_with_moments(params, batch, step_input, tables):
+  def loss(variables, batch, step_input, tables):
     negative_key, modality_key, dropout_key = jax.random.split(step_input, 3)
     items = row_items(negative_key, batch, tables.extras, num_negatives)
     available = modality_availability(tables, use_interactions)[items.reshape(-1)]
     picks = sample_modalities(modality_key, available, k)
-    return objective(params, batch['users'], items, picks, dropout_key, tables, **hyper)
-
-  def loss(params, batch, step_input, tables):
-    value, (metrics, _) = loss_with_moments(params, batch, step_input, tables)
-    return value, metrics
+    value, (metrics, moments) = objective(variables, batch['users'], items, picks, dropout_key,
+                                          tables, **hyper)
+    # With BatchNorm the batch moments go to the shared update (Method.update_model_state).
+    return value, ((metrics, moments) if batch_norm else metrics)
 
   def prepare(dataset, extras):
     out = {**extras, **device_sampling.complement_extras(dataset, pool, _EXTRAS_PREFIX)}
@@ -338,9 +329,9 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
       out[_PAIRS] = np.asarray(dataset.train_pairs, np.int32)
     return out
 
-  update = (layers.update_with_running_stats(loss_with_moments, optimizer, momentum)
-            if batch_norm else None)
   return Method(init=init, loss=loss,
                 embed=functools.partial(embed, use_interactions=use_interactions, eps=eps),
-                optimizer=optimizer, prepare=prepare, update=update,
+                optimizer=optimizer, prepare=prepare,
+                non_trainable=(layers.STATS,) if batch_norm else (),
+                update_model_state=layers.batch_stats_update(momentum) if batch_norm else None,
                 log_keys=('bpr', 'regulariser') if k == 2 else ('bpr',))

@@ -130,7 +130,7 @@ class Training:
     self.dataset = dataset
     self.program = program
     self.state = program.fresh_state()
-    self.best_params = None
+    self.best_params = None  # The best epoch's variables (params and model state).
     self.loop = LoopState()
     self.history: list[dict[str, Any]] = []
     self.log_path = os.path.join(workdir, 'metrics.jsonl')
@@ -143,8 +143,6 @@ class Training:
 
   # ------------------------------------------------------------ checkpoints
 
-  def _latest_like(self) -> dict[str, Any]:
-    return {'state': checkpoint.state_tree(self.state), 'best_params': self.state.params}
 
   def save_latest(self, epoch: int) -> None:
     arrays = {'state': checkpoint.state_tree(self.state), 'best_params': self.best_params}
@@ -184,7 +182,8 @@ class Training:
     """Restore the newest intact latest checkpoint, if any; returns its epoch (0: fresh)."""
     restored = None
     if self.config.train.resume:
-      restored = self.checkpoints.restore_newest(checkpoint.LATEST, self._latest_like())
+      like, older = checkpoint.latest_like(self.state)  # Older run folders' layouts too.
+      restored = self.checkpoints.restore_newest(checkpoint.LATEST, like, older)
     if restored is None:
       # Starting over: a best checkpoint or log left by an attempt that died before its
       # first latest checkpoint is stale.
@@ -231,17 +230,17 @@ class Training:
     loop = self.loop
     if not self.held_out:  # Nothing to rank: every evaluation point keeps its epoch, silently.
       loop.best_epoch, loop.evals_since_best = epoch, 0
-      self.best_params = jax.tree.map(jnp.copy, self.state.params)
+      self.best_params = jax.tree.map(jnp.copy, self.state.variables)
       self.save_best()
       return False
-    val = self.program.evaluate(self.state.params, 'val')
+    val = self.program.evaluate(self.state.variables, 'val')
     # A warm backbone cannot score new items: its best epoch is its last.
     improved = (loop.best_metric is None or val[self.select] > loop.best_metric
                 or self.program.method.select_last)
     if improved:
       loop.best_metric, loop.best_epoch, loop.evals_since_best = val[self.select], epoch, 0
       loop.best_val = val
-      self.best_params = jax.tree.map(jnp.copy, self.state.params)  # The next epoch donates.
+      self.best_params = jax.tree.map(jnp.copy, self.state.variables)  # The next epoch donates.
       self.save_best()
     else:
       loop.evals_since_best += 1

@@ -27,9 +27,22 @@ INIT_STREAM, TRAIN_STREAM, SAMPLE_STREAM = 0, 1, 2
 
 @flax.struct.dataclass
 class TrainState:
+  """What a run trains: the params (what the optimiser sees), its state, and the model state.
+
+  The model state holds the method's non-trainable variables (`Method.non_trainable`:
+  BatchNorm's running statistics, MICRO's epoch graphs), {} for methods without any, as
+  Flax keeps `batch_stats` beside `params`.
+  """
   step: jax.Array  # Updates applied so far: the per-step keys fold it in.
   params: Any
   opt_state: optax.OptState
+  model_state: dict[str, Any] = flax.struct.field(default_factory=dict)
+
+  @property
+  def variables(self) -> Any:
+    """The params merged with the model state: what `Method.loss` and `embed` read, and what
+    the best checkpoint holds."""
+    return methods.merge_variables(self.params, self.model_state)
 
 
 def make_method(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> Method:
@@ -37,16 +50,25 @@ def make_method(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) ->
   return methods.get(config.method).make(config, methods.data_spec(dataset))
 
 
+def train_state(method: Method, variables: Any,
+                optimizer: optax.GradientTransformation) -> TrainState:
+  """Step 0 at `variables` (as `Method.init` returns them): the params and the model state
+  apart, and `optimizer`'s fresh state of the params."""
+  params, model_state = methods.split_variables(variables, method.non_trainable)
+  opt_state = optimizer.init(params)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                    model_state=model_state)
+
+
 def create_train_state(config: ml_collections.ConfigDict, method: Method, key: jax.Array,
                        num_users: int) -> TrainState:
-  """Fresh parameters and optimiser state; the user table is padded when it is sharded."""
-  params = method.init(key)
+  """Fresh variables and optimiser state; the user table is padded when it is sharded."""
+  variables = method.init(key)
   padding = sharding.num_user_rows(config, num_users) - num_users
-  if padding and 'user_embedding' in params:
+  if padding and 'user_embedding' in variables:
     # Zero rows appended after the draw: the real rows match an unsharded run.
-    params['user_embedding'] = jnp.pad(params['user_embedding'], ((0, padding), (0, 0)))
-  opt_state = methods.optimizer(method, config).init(params)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    variables['user_embedding'] = jnp.pad(variables['user_embedding'], ((0, padding), (0, 0)))
+  return train_state(method, variables, methods.optimizer(method, config))
 
 
 def tables_on_device(dataset: data_lib.Dataset, feature_dtype: str = 'float32',

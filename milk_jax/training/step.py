@@ -32,18 +32,33 @@ def make_update(config: ml_collections.ConfigDict, method: Method,
                 loss_fn: Callable | None = None) -> Callable:
   """update(state, batch, step_input, tables) -> (state, metrics): one optimiser step; pure.
 
-  `loss_fn` defaults to the method's; the benchmark passes MILK's reference.
+  The loss reads the variables (params merged with the model state); the
+  gradient is the params' only, and the optimiser steps them. Then the method's
+  `update_model_state` (if any) turns the model state and what the loss measured
+  (its aux's second part, e.g. BatchNorm's batch moments) into the next model
+  state. A method's own `update` replaces all of this. `loss_fn` defaults to the
+  method's; the benchmark passes MILK's reference.
   """
   if method.update is not None and loss_fn is None:
     return method.update
   optimizer = methods.optimizer(method, config)
-  grad_fn = jax.grad(loss_fn or method.loss, has_aux=True)
+  loss_fn = loss_fn or method.loss
+  update_model_state = method.update_model_state
+
+  def objective(params, model_state, batch, step_input, tables):
+    return loss_fn(methods.merge_variables(params, model_state), batch, step_input, tables)
+
+  grad_fn = jax.grad(objective, has_aux=True)
 
   def update(state: TrainState, batch, step_input, tables):
-    grads, metrics = grad_fn(state.params, batch, step_input, tables)
+    grads, aux = grad_fn(state.params, state.model_state, batch, step_input, tables)
+    metrics, measured = aux if update_model_state is not None else (aux, None)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    model_state = (state.model_state if update_model_state is None
+                   else update_model_state(state.model_state, measured))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
 
   return update
 
@@ -195,10 +210,11 @@ class EpochProgram:
       self.last_compile_seconds = time.perf_counter() - tic
     return self._compiled(*args)
 
-  def vectors(self, params) -> tuple[jax.Array, jax.Array]:
-    """(users (U, d), items (I, d)) that the evaluation ranks with."""
-    return self.embed(params, self.tables)
+  def vectors(self, variables) -> tuple[jax.Array, jax.Array]:
+    """(users (U, d), items (I, d)) that the evaluation ranks with, from a state's `variables`
+    (params and model state, as the best checkpoint holds them)."""
+    return self.embed(variables, self.tables)
 
-  def evaluate(self, params, split: str, by_group: bool = False) -> dict[str, Any]:
-    return evaluate.evaluate_split(self.config.eval, *self.vectors(params), self.dataset, split,
-                                   by_group)
+  def evaluate(self, variables, split: str, by_group: bool = False) -> dict[str, Any]:
+    return evaluate.evaluate_split(self.config.eval, *self.vectors(variables), self.dataset,
+                                   split, by_group)

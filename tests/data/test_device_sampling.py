@@ -7,8 +7,6 @@ import pytest
 
 from milk_jax import data
 from milk_jax.data import device_sampling
-from tests.data.conftest import as_set
-from tests.data.conftest import small_config
 
 
 def hand_dataset(train_pairs, num_users=2, num_items=8, warm_items=(0, 1, 2, 3, 4)):
@@ -108,8 +106,8 @@ def test_a_user_with_the_whole_pool_is_refused():
 
 
 @pytest.mark.parametrize('batch_size', [7, 64, 5000])
-def test_epoch_triples_match_the_host_contract(batch_size):
-  dataset = data.load_dataset(small_config())
+def test_epoch_triples_match_the_host_contract(batch_size, data_config, as_set):
+  dataset = data.load_dataset(data_config())
   n = len(dataset.train_pairs)
   tables = device_sampling.sampler_tables(dataset, 'warm')
   triples = jax.jit(device_sampling.epoch_triples, static_argnums=(2, 3))(

@@ -8,13 +8,8 @@ import pytest
 from milk_jax import data
 from milk_jax.data import DataError
 from milk_jax.data import features
-from tests.data.conftest import assert_data_error
-from tests.data.conftest import NUM_ITEMS
-from tests.data.conftest import RAW_ITEMS
-from tests.data.conftest import RAW_USERS
-from tests.data.conftest import tsv_config
-from tests.data.conftest import write_declared_folder
-from tests.data.conftest import write_raw_folder
+
+NUM_ITEMS = 20  # The items of tsv_folder (conftest.py's catalogue); the messages below say 20.
 
 
 @pytest.mark.parametrize('array,problem', [
@@ -24,19 +19,19 @@ from tests.data.conftest import write_raw_folder
     (np.array([[object()]] * NUM_ITEMS, dtype=object), 'numeric'),
     (np.zeros((NUM_ITEMS - 1, 2), np.float32), 'rows'),
 ])
-def test_bad_feature_file(tsv_folder, array, problem):
+def test_bad_feature_file(tsv_folder, array, problem, tsv_config, assert_data_error):
   np.save(tsv_folder / 'text_feat.npy', array, allow_pickle=True)
   assert_data_error(tsv_config(tsv_folder), 'text_feat.npy', problem)
 
 
-def test_nan_in_features(tsv_folder):
+def test_nan_in_features(tsv_folder, tsv_config, assert_data_error):
   image = np.load(tsv_folder / 'image_feat.npy')
   image[[3, 7, 7], [0, 1, 2]] = [np.nan, np.inf, np.nan]
   np.save(tsv_folder / 'image_feat.npy', image)
   assert_data_error(tsv_config(tsv_folder), 'image_feat.npy', 'NaN/inf in 2 rows (first: 3)')
 
 
-def test_float32_overflow_refused(tsv_folder):
+def test_float32_overflow_refused(tsv_folder, tsv_config):
   image = np.load(tsv_folder / 'image_feat.npy').astype(np.float64)
   image[6, 1] = 1e200
   np.save(tsv_folder / 'image_feat.npy', image)
@@ -45,7 +40,7 @@ def test_float32_overflow_refused(tsv_folder):
     data.load_dataset(tsv_config(tsv_folder))
 
 
-def test_float32_underflow_refused(tsv_folder):
+def test_float32_underflow_refused(tsv_folder, tsv_config):
   image = np.load(tsv_folder / 'image_feat.npy').astype(np.float64)
   image[2] = 1e-60
   np.save(tsv_folder / 'image_feat.npy', image)
@@ -54,7 +49,7 @@ def test_float32_underflow_refused(tsv_folder):
     data.load_dataset(tsv_config(tsv_folder))
 
 
-def test_all_zero_feature_row_refused(tsv_folder):
+def test_all_zero_feature_row_refused(tsv_folder, tsv_config):
   text = np.load(tsv_folder / 'text_feat.npy')
   text[[9, 4]] = 0.0
   np.save(tsv_folder / 'text_feat.npy', text)
@@ -63,14 +58,15 @@ def test_all_zero_feature_row_refused(tsv_folder):
     data.load_dataset(tsv_config(tsv_folder))
 
 
-def test_zero_width_feature_file_refused(tsv_folder):
+def test_zero_width_feature_file_refused(tsv_folder, tsv_config):
   np.save(tsv_folder / 'text_feat.npy', np.zeros((NUM_ITEMS, 0), np.float32))
   with pytest.raises(DataError, match=r'text_feat\.npy: has no feature columns \(shape '
                      r'\(20, 0\)\)'):
     data.load_dataset(tsv_config(tsv_folder))
 
 
-def test_missing_rows_nan_marks_missing_and_refuses_partly_nan_rows(tsv_folder):
+def test_missing_rows_nan_marks_missing_and_refuses_partly_nan_rows(tsv_folder, tsv_config,
+                                                                    assert_data_error):
   image = np.load(tsv_folder / 'image_feat.npy')
   text = np.load(tsv_folder / 'text_feat.npy')
   image[3], text[[5, 6]] = np.nan, np.nan
@@ -90,7 +86,8 @@ def test_missing_rows_nan_marks_missing_and_refuses_partly_nan_rows(tsv_folder):
                     'text_feat.npy', 'contains NaN/inf in 1 rows (first: 8)', 'entirely NaN')
 
 
-def test_missing_rows_nan_or_zero_reads_all_zero_rows_as_missing(tsv_folder):
+def test_missing_rows_nan_or_zero_reads_all_zero_rows_as_missing(tsv_folder, tsv_config,
+                                                                 assert_data_error):
   text = np.load(tsv_folder / 'text_feat.npy')
   text[4], text[9] = 0.0, np.nan
   np.save(tsv_folder / 'text_feat.npy', text)
@@ -101,7 +98,8 @@ def test_missing_rows_nan_or_zero_reads_all_zero_rows_as_missing(tsv_folder):
   assert dataset.availability[:, 0].all()
 
 
-def test_item_without_any_modality_refused(tmp_path):
+def test_item_without_any_modality_refused(tmp_path, tsv_config, write_declared_folder,
+                                           assert_data_error):
   declared = write_declared_folder(tmp_path, num_items=40)
   declared[[7, 30]] = False
   np.save(tmp_path / 'availability.npy', declared)
@@ -126,7 +124,7 @@ def test_item_without_any_modality_refused(tmp_path):
     (np.ones((NUM_ITEMS, 2), np.float32), 'bool or 0/1 integer'),
     (np.full((NUM_ITEMS, 2), 2), 'values other than 0/1 in 20 rows (first: 0)'),
 ])
-def test_bad_availability_file(tsv_folder, array, problem):
+def test_bad_availability_file(tsv_folder, array, problem, tsv_config, assert_data_error):
   np.save(tsv_folder / 'availability.npy', array)
   assert_data_error(tsv_config(tsv_folder, setting='given'), 'availability.npy', problem)
 
@@ -136,10 +134,11 @@ def write_availability_table(folder: Path, rows, header='item\ttext\timage'):
       header + '\n' + ''.join('\t'.join(map(str, row)) + '\n' for row in rows))
 
 
-def test_availability_table_by_raw_item_id(tmp_path):
-  write_raw_folder(tmp_path, [(u, i, 0) for u in RAW_USERS for i in RAW_ITEMS])
+def test_availability_table_by_raw_item_id(tmp_path, tsv_config, write_raw_folder, catalogue):
+  write_raw_folder(tmp_path, [(u, i, 0) for u in catalogue.RAW_USERS for i in catalogue.RAW_ITEMS])
   # Columns in any order; unlisted items keep every modality.
-  write_availability_table(tmp_path, [(RAW_ITEMS[3], 1, 0), (RAW_ITEMS[8], 0, 1)])
+  raw_items = catalogue.RAW_ITEMS
+  write_availability_table(tmp_path, [(raw_items[3], 1, 0), (raw_items[8], 0, 1)])
   config = tsv_config(tmp_path, ids='raw', setting='given', availability_file='availability.tsv')
   expected = np.ones((NUM_ITEMS, 2), bool)  # Columns (image, text) as data.modalities.
   expected[3, 0] = False
@@ -154,8 +153,9 @@ def test_availability_table_by_raw_item_id(tmp_path):
     ([('tt0003', 1, 2)], 'item\ttext\timage', 'line 2: expected an item id and 0/1'),
     ([('tt0003', 1)], 'item\ttext', 'expected a header "item" then the modalities image, text'),
 ])
-def test_bad_availability_table_is_refused(tmp_path, rows, header, message):
-  write_raw_folder(tmp_path, [(u, i, 0) for u in RAW_USERS for i in RAW_ITEMS])
+def test_bad_availability_table_is_refused(tmp_path, rows, header, message, tsv_config,
+                                           write_raw_folder, assert_data_error, catalogue):
+  write_raw_folder(tmp_path, [(u, i, 0) for u in catalogue.RAW_USERS for i in catalogue.RAW_ITEMS])
   write_availability_table(tmp_path, rows, header)
   config = tsv_config(tmp_path, ids='raw', setting='given', availability_file='availability.tsv')
   assert_data_error(config, 'availability.tsv', message)

@@ -5,22 +5,16 @@ import pytest
 from milk_jax import data
 from milk_jax.data import DataError
 from milk_jax.data import files
-from tests.data.conftest import assert_data_error
-from tests.data.conftest import NUM_USERS
-from tests.data.conftest import small_config
-from tests.data.conftest import tsv_config
-from tests.data.conftest import write_features
-from tests.data.conftest import write_milk
 
 
-def test_missing_files(tsv_folder):
+def test_missing_files(tsv_folder, tsv_config, assert_data_error):
   (tsv_folder / 'text_feat.npy').unlink()
   assert_data_error(tsv_config(tsv_folder), str(tsv_folder / 'text_feat.npy'))
   assert_data_error(tsv_config(tsv_folder, interactions_file='other.tsv'),
                     str(tsv_folder / 'other.tsv'))
 
 
-def test_corrupt_npy_header_refused(tsv_folder):
+def test_corrupt_npy_header_refused(tsv_folder, tsv_config):
   path = tsv_folder / 'text_feat.npy'
   path.write_bytes(path.read_bytes().replace(b"'shape'", b"'sha(e'"))
   with pytest.raises(DataError, match=r'text_feat\.npy: cannot be read as a numeric \.npy'):
@@ -32,10 +26,11 @@ def test_corrupt_npy_header_refused(tsv_folder):
     ('interactions.tsv', 'user\titem\n0\t1\n# caf\u00e9\n'),
     ('train.txt', '0 0 1 2\n# caf\u00e9\n'),
 ])
-def test_latin1_text_refused(tmp_path, name, content):
+def test_latin1_text_refused(tmp_path, name, content, data_config, tsv_config, write_features,
+                             write_milk):
   if name == 'train.txt':
     write_milk(tmp_path)
-    config = small_config(format='milk', path=str(tmp_path))
+    config = data_config(format='milk', path=str(tmp_path))
   else:
     write_features(tmp_path)
     config = tsv_config(tmp_path)
@@ -44,10 +39,10 @@ def test_latin1_text_refused(tmp_path, name, content):
     data.load_dataset(config)
 
 
-def test_utf8_bom_is_accepted(tsv_folder):
+def test_utf8_bom_is_accepted(tsv_folder, tsv_config, catalogue):
   path = tsv_folder / 'interactions.tsv'
   path.write_bytes(b'\xef\xbb\xbf' + path.read_bytes())
-  assert data.load_dataset(tsv_config(tsv_folder)).num_users == NUM_USERS
+  assert data.load_dataset(tsv_config(tsv_folder)).num_users == catalogue.NUM_USERS
 
 
 def test_text_lines_split_at_newline_only():

@@ -7,33 +7,24 @@ import pytest
 
 from milk_jax import data
 from milk_jax.data import missing
-from tests.data.conftest import DIMS
-from tests.data.conftest import new_items_of
-from tests.data.conftest import NUM_ITEMS
-from tests.data.conftest import small_config
-from tests.data.conftest import tsv_config
-from tests.data.conftest import write_declared_folder
-from tests.data.conftest import write_features
-from tests.data.conftest import write_milk
-from tests.data.conftest import write_tsv
 
 
-def test_ftft_everything_present():
-  dataset = data.load_dataset(small_config(setting='ftft'))
+def test_ftft_everything_present(data_config):
+  dataset = data.load_dataset(data_config(setting='ftft'))
   assert dataset.availability.all() and not dataset.num_missing.any()
 
 
-def test_ftmt_counts():
-  dataset = data.load_dataset(small_config(setting='ftmt', test_missing_rate=0.5))
+def test_ftmt_counts(data_config, new_items_of):
+  dataset = data.load_dataset(data_config(setting='ftmt', test_missing_rate=0.5))
   new = new_items_of(dataset)
   assert len(new) == 10
   assert dataset.availability[dataset.warm_items].all()
   np.testing.assert_array_equal(np.bincount(dataset.num_missing[new], minlength=2), [5, 5])
 
 
-def test_mtmt_counts_and_same_new_mask_as_ftmt():
-  mtmt = data.load_dataset(small_config(setting='mtmt', train_missing_rate=0.3))
-  ftmt = data.load_dataset(small_config(setting='ftmt'))
+def test_mtmt_counts_and_same_new_mask_as_ftmt(data_config, new_items_of):
+  mtmt = data.load_dataset(data_config(setting='mtmt', train_missing_rate=0.3))
+  ftmt = data.load_dataset(data_config(setting='ftmt'))
   warm_missing = mtmt.num_missing[mtmt.warm_items]
   assert warm_missing.max() == 1 and warm_missing.sum() == 12  # round(0.3 * 40).
   new = new_items_of(mtmt)
@@ -41,7 +32,7 @@ def test_mtmt_counts_and_same_new_mask_as_ftmt():
   np.testing.assert_array_equal(mtmt.availability[new], ftmt.availability[new])
 
 
-def test_groups_counts(tmp_path):
+def test_groups_counts(tmp_path, tsv_config, write_features, write_tsv, new_items_of):
   write_features(tmp_path, num_items=100, dims={'image': 3, 'audio': 2, 'text': 2})
   write_tsv(tmp_path / 'interactions.tsv', 'user\titem', [(u, i) for u in range(3)
                                                           for i in range(100)])
@@ -82,9 +73,9 @@ def test_l2_normalize_exact_for_huge_and_tiny_rows():
                              [[0.6, 0.8]], rtol=1e-6)
 
 
-def test_load_normalizes_huge_features_like_unscaled(tsv_folder):
+def test_load_normalizes_huge_features_like_unscaled(tsv_folder, tsv_config, catalogue):
   unscaled = data.load_dataset(tsv_config(tsv_folder))
-  for name in DIMS:
+  for name in catalogue.DIMS:
     np.save(tsv_folder / f'{name}_feat.npy', np.load(tsv_folder / f'{name}_feat.npy') * 1e30)
   scaled = data.load_dataset(tsv_config(tsv_folder))
   for a, b in zip(unscaled.features, scaled.features):
@@ -121,12 +112,12 @@ def test_learned_imputation_averages_the_present_modalities():
 
 
 @pytest.mark.parametrize('imputation', ['mean', 'zero'])
-def test_load_imputes_missing_rows(tsv_folder, imputation):
+def test_load_imputes_missing_rows(tsv_folder, imputation, tsv_config, write_features, catalogue):
   raw = write_features(tsv_folder)  # Same seed as the fixture: the clean features.
   config = tsv_config(tsv_folder, setting='mtmt', test_missing_rate=1.0,
                       train_missing_rate=1.0, imputation=imputation, normalize=False)
   dataset = data.load_dataset(config)
-  warm = np.zeros(NUM_ITEMS, bool)
+  warm = np.zeros(catalogue.NUM_ITEMS, bool)
   warm[dataset.warm_items] = True
   for m, name in enumerate(dataset.modality_names):
     present = dataset.availability[:, m]
@@ -136,7 +127,7 @@ def test_load_imputes_missing_rows(tsv_folder, imputation):
     fill = (raw[name][present & warm].mean(axis=0, dtype=np.float64) if imputation == 'mean'
             else 0.0)
     np.testing.assert_allclose(dataset.features[m][~present],
-                               np.broadcast_to(fill, (int((~present).sum()), DIMS[name])),
+                               np.broadcast_to(fill, (int((~present).sum()), catalogue.DIMS[name])),
                                rtol=1e-6)
   config.data.normalize = True
   normalized = data.load_dataset(config)
@@ -147,7 +138,8 @@ def test_load_imputes_missing_rows(tsv_folder, imputation):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), expected, rtol=1e-5)
 
 
-def test_load_learns_the_cross_modal_maps_on_warm_items_only(tsv_folder):
+def test_load_learns_the_cross_modal_maps_on_warm_items_only(tsv_folder, tsv_config,
+                                                             write_features):
   raw = write_features(tsv_folder)
   config = tsv_config(tsv_folder, setting='ftmt', test_missing_rate=1.0,
                       imputation='learned', normalize=False)
@@ -163,7 +155,7 @@ def test_load_learns_the_cross_modal_maps_on_warm_items_only(tsv_folder):
                                rtol=1e-5, atol=1e-6)
 
 
-def write_hand_milk(folder: Path) -> dict[str, np.ndarray]:
+def write_hand_milk(folder: Path, write_milk) -> dict[str, np.ndarray]:
   """The milk layout of `write_milk` (warm 0-4 and 9, cold 5-8) with hand-made features."""
   write_milk(folder)
   items = np.arange(10, dtype=np.float32)
@@ -173,13 +165,14 @@ def write_hand_milk(folder: Path) -> dict[str, np.ndarray]:
   return features
 
 
-def test_given_setting_loads_the_declared_mask_and_imputes_from_warm_items(tmp_path):
-  features = write_hand_milk(tmp_path)
+def test_given_setting_loads_the_declared_mask_and_imputes_from_warm_items(tmp_path, data_config,
+                                                                           write_milk):
+  features = write_hand_milk(tmp_path, write_milk)
   declared = np.ones((10, 2), bool)
   declared[[1, 5, 9], 0] = False  # image: warm 1 and 9, val item 5.
   declared[[3, 7], 1] = False  # text: warm 3, test item 7.
   np.save(tmp_path / 'availability.npy', declared.astype(np.int8))
-  config = small_config(format='milk', path=str(tmp_path), setting='given', normalize=False)
+  config = data_config(format='milk', path=str(tmp_path), setting='given', normalize=False)
   dataset = data.load_dataset(config)
   np.testing.assert_array_equal(dataset.availability, declared)
   # Warm items with an image: 0, 2, 3, 4 -> mean (0 + 2 + 3 + 4) / 4 = 2.25 and
@@ -218,7 +211,8 @@ def test_random_subset_mask_draws_among_present_modalities_only():
     ('mtmt', {'test_missing_rate': 1.0, 'train_missing_rate': 1.0}),
     ('groups', {'group_fractions': (0.0, 0.0, 1.0)}),
 ])
-def test_simulation_on_top_of_the_declared_mask(tmp_path, setting, fields):
+def test_simulation_on_top_of_the_declared_mask(tmp_path, setting, fields, tsv_config,
+                                                write_declared_folder, new_items_of):
   declared = write_declared_folder(tmp_path)
   config = tsv_config(tmp_path, setting=setting, modalities=('image', 'audio', 'text'), **fields)
   dataset = data.load_dataset(config)

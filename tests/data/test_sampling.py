@@ -7,14 +7,10 @@ import pytest
 
 from milk_jax import data
 from milk_jax.data import sampling
-from tests.data.conftest import as_set
-from tests.data.conftest import new_items_of
-from tests.data.conftest import small_config
-from tests.data.conftest import tsv_config
 
 
-def test_negatives_avoid_positives_and_stay_warm():
-  dataset = data.load_dataset(small_config())
+def test_negatives_avoid_positives_and_stay_warm(data_config, as_set, new_items_of):
+  dataset = data.load_dataset(data_config())
   rng = np.random.default_rng(0)
   users = np.repeat(np.arange(dataset.num_users), 50).reshape(30, -1)
   negatives = data.sample_negatives(rng, dataset, users)
@@ -26,7 +22,7 @@ def test_negatives_avoid_positives_and_stay_warm():
   assert np.isin(everywhere, new_items_of(dataset)).any()
 
 
-def test_negatives_for_user_with_all_but_one_warm_item(tsv_folder):
+def test_negatives_for_user_with_all_but_one_warm_item(tsv_folder, tsv_config):
   dataset = data.load_dataset(tsv_config(tsv_folder))
   # Every user trained on every warm item; give user 0 back one free item.
   free = dataset.warm_items[3]
@@ -38,15 +34,15 @@ def test_negatives_for_user_with_all_but_one_warm_item(tsv_folder):
     data.sample_negatives(np.random.default_rng(0), dataset, np.array([1]))
 
 
-def test_unknown_negative_pool():
-  dataset = data.load_dataset(small_config())
+def test_unknown_negative_pool(data_config):
+  dataset = data.load_dataset(data_config())
   with pytest.raises(data.DataError, match='negatives'):
     data.sample_negatives(np.random.default_rng(0), dataset, np.array([0]), pool='new')
 
 
 @pytest.mark.parametrize('batch_size', [7, 64, 5000])
-def test_epoch_triples(batch_size):
-  dataset = data.load_dataset(small_config())
+def test_epoch_triples(batch_size, data_config, as_set):
+  dataset = data.load_dataset(data_config())
   n = len(dataset.train_pairs)
   users, positives, negatives = data.epoch_triples(np.random.default_rng(0), dataset, batch_size)
   steps = -(-n // batch_size)

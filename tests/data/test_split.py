@@ -1,18 +1,9 @@
 """milk_jax/data/split.py: the new-item split, random and by first interaction time."""
 
 import numpy as np
-import pytest
 
 from milk_jax import data
 from milk_jax.data import split
-from tests.data.conftest import as_set
-from tests.data.conftest import dense_rows
-from tests.data.conftest import ML100K
-from tests.data.conftest import NUM_ITEMS
-from tests.data.conftest import NUM_USERS
-from tests.data.conftest import small_config
-from tests.data.conftest import tsv_config
-from tests.data.conftest import write_tsv
 
 
 def test_new_item_split_fractions_and_partition():
@@ -26,20 +17,21 @@ def test_new_item_split_fractions_and_partition():
     assert items.dtype == np.int32 and np.all(np.diff(items) > 0)
 
 
-def test_load_partitions_items_and_interactions(tsv_folder):
+def test_load_partitions_items_and_interactions(tsv_folder, tsv_config, dense_rows, as_set,
+                                                catalogue):
   dataset = data.load_dataset(tsv_config(tsv_folder))
   assert (len(dataset.warm_items), len(dataset.val_items), len(dataset.test_items)) == (16, 2, 2)
   items = np.concatenate([dataset.warm_items, dataset.val_items, dataset.test_items])
-  np.testing.assert_array_equal(np.sort(items), np.arange(NUM_ITEMS))
+  np.testing.assert_array_equal(np.sort(items), np.arange(catalogue.NUM_ITEMS))
   assert np.isin(dataset.train_pairs[:, 1], dataset.warm_items).all()
   assert np.isin(dataset.val_pairs[:, 1], dataset.val_items).all()
   assert np.isin(dataset.test_pairs[:, 1], dataset.test_items).all()
   parts = [as_set(p) for p in (dataset.train_pairs, dataset.val_pairs, dataset.test_pairs)]
-  assert sum(len(p) for p in parts) == NUM_USERS * NUM_ITEMS
+  assert sum(len(p) for p in parts) == catalogue.NUM_USERS * catalogue.NUM_ITEMS
   assert set().union(*parts) == {(u, i) for u, i, _ in dense_rows()}
   for pairs in (dataset.train_pairs, dataset.val_pairs, dataset.test_pairs):
     assert pairs.dtype == np.int32 and pairs.shape[1] == 2
-  assert dataset.num_users == NUM_USERS and dataset.num_items == NUM_ITEMS
+  assert dataset.num_users == catalogue.NUM_USERS and dataset.num_items == catalogue.NUM_ITEMS
 
 
 def test_time_item_split_hand_computed():
@@ -54,10 +46,12 @@ def test_time_item_split_hand_computed():
     assert items.dtype == np.int32
 
 
-def test_time_split_from_the_first_interaction(tsv_folder):
+def test_time_split_from_the_first_interaction(tsv_folder, tsv_config, write_tsv, as_set,
+                                               catalogue):
   # Item i is first seen at time 1000 - i except items 3 and 11, first seen
   # at 2000 and 3000 by user 3 only; 7 is seen earliest but also latest.
-  rows = [(u, i, 1000 - i + u) for u in range(3) for i in range(NUM_ITEMS) if i not in (3, 11)]
+  rows = [(u, i, 1000 - i + u) for u in range(3) for i in range(catalogue.NUM_ITEMS)
+          if i not in (3, 11)]
   rows += [(3, 3, 2000), (3, 11, 3000), (3, 7, 9999), (2, 3, 2500)]
   write_tsv(tsv_folder / 'interactions.tsv', 'user\titem\ttimestamp', rows)
   dataset = data.load_dataset(tsv_config(tsv_folder, split='time', new_item_fraction=0.2))
@@ -67,14 +61,12 @@ def test_time_split_from_the_first_interaction(tsv_folder):
   assert as_set(dataset.val_pairs) == {(u, i) for u in range(3) for i in (0, 1)}
 
 
-def test_ml100k_time_split_orders_items_by_first_interaction():
-  if not ML100K.is_dir():
-    pytest.skip(f'{ML100K} is absent')
-  config = small_config(format='interactions', path=str(ML100K), modalities=('genre', 'text'),
-                        split='time')
+def test_ml100k_time_split_orders_items_by_first_interaction(data_config, ml100k):
+  config = data_config(format='interactions', path=str(ml100k), modalities=('genre', 'text'),
+                       split='time')
   dataset = data.load_dataset(config)
   assert len(dataset.val_items) == len(dataset.test_items) == 168
-  rows = np.loadtxt(ML100K / 'interactions.tsv', skiprows=1, dtype=np.int64)
+  rows = np.loadtxt(ml100k / 'interactions.tsv', skiprows=1, dtype=np.int64)
   first = np.full(dataset.num_items, np.iinfo(np.int64).max)
   np.minimum.at(first, rows[:, 1], rows[:, 2])
   warm, val, test = (first[items] for items in (

@@ -4,7 +4,6 @@ import numpy as np
 
 from milk_jax import data
 from milk_jax.data import synthetic
-from tests.data.conftest import small_config
 
 
 def test_gumbel_top_k_matches_softmax():
@@ -26,8 +25,8 @@ def test_synthetic_features_have_no_all_zero_rows():
     assert x.any(axis=1).all()
 
 
-def test_synthetic_shapes():
-  dataset = data.load_dataset(small_config())
+def test_synthetic_shapes(data_config):
+  dataset = data.load_dataset(data_config())
   assert [x.shape for x in dataset.features] == [(50, 6), (50, 4)]
   assert dataset.num_users == 60 and dataset.source == 'synthetic(seed=0)'
   assert len(np.unique(dataset.train_pairs, axis=0)) == len(dataset.train_pairs)

@@ -110,7 +110,7 @@ def test_every_method_declares_fields_the_config_has_and_has_a_test_module(make_
 def test_shapes_finite_loss_and_one_compilation(name, make_program):
   config, dataset, program = make_program(name)
   state = program.fresh_state()
-  users, items = program.vectors(state.params)
+  users, items = program.vectors(state.variables)
   chex.assert_rank([users, items], 2)
   assert users.shape[0] >= dataset.num_users and items.shape[0] == dataset.num_items
   assert users.shape[1] == items.shape[1]
@@ -144,7 +144,7 @@ def test_new_items_do_not_read_any_cf_row(name, make_program):
   """Scrambling every CF input (backbone rows, item id rows) leaves new items' vectors as they
   are."""
   config, dataset, program = make_program(name)
-  params = program.fresh_state().params
+  params = program.fresh_state().variables
   _, items = program.vectors(params)
   rng = np.random.default_rng(0)
   scrambled_tables = program.tables._replace(extras={
@@ -172,7 +172,7 @@ def test_new_items_embed_alone_as_in_the_catalogue(name, make_program):
   if program.method.serve_extras is None:  # Said plainly by api.Run (test_api.py).
     assert methods.info(name).no_serving_reason, name
     return
-  params = program.fresh_state().params
+  params = program.fresh_state().variables
   _, items = program.vectors(params)
   new = np.union1d(dataset.val_items, dataset.test_items)
   tables = api.new_item_tables(program.method, program.extras, dataset.warm_items,

@@ -10,6 +10,7 @@ import pytest
 from milk_jax.errors import ConfigError
 from milk_jax.methods import dropoutnet
 from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 
 TRAIN_PAIRS = np.array([[0, 0], [0, 2], [2, 1]], np.int32)  # User 1 has no training pair.
 SECTION = {'hidden': (3,), 'top_n': 2}  # DropoutNet at width 2, one hidden layer of 3.
@@ -69,7 +70,7 @@ def test_step_loss_is_the_pair_loss_of_the_step_draws(setup, two_tower):
   params = two_tower.explicit_params(method, 7)
   batch = {k: jnp.zeros((4,), jnp.int32) for k in ('users', 'positives', 'negatives')}
   key = jax.random.key(3)
-  got, metrics = jax.jit(method.loss)(params, batch, key, tables)
+  got, (metrics, _) = jax.jit(method.loss)(params, batch, key, tables)
   users, items, drop_user, drop_item = (np.asarray(a) for a in _draws(key, 4, 0.5, tables))
   np.testing.assert_allclose(got, np_loss(two_tower, params, users, items, drop_user, drop_item),
                              rtol=1e-5)
@@ -136,16 +137,15 @@ def test_embed_gives_new_items_a_zero_cf_input_and_uses_running_stats(setup, two
 def test_update_blends_the_step_moments_with_torch_momentum(setup, two_tower):
   config, method, tables = setup()
   params = two_tower.explicit_params(method, 7)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=method.optimizer.init(params))
+  state = state_lib.train_state(method, params, method.optimizer)
   batch = {k: jnp.zeros((4,), jnp.int32) for k in ('users', 'positives', 'negatives')}
   key = jax.random.key(5)
-  new, _ = jax.jit(method.update)(state, batch, key, tables)
+  new, _ = jax.jit(step_lib.make_update(config, method))(state, batch, key, tables)
   draws = _draws(key, 4, config.methods.dropoutnet.dropout, tables)
   _, moments = _pair_loss(params, *draws, tables, two_tower.EPS)
   want = jax.tree.map(lambda r, b: 0.99 * r + 0.01 * b, params['batch_stats'], moments)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
-               new.params['batch_stats'], want)
+               new.model_state['batch_stats'], want)
 
 
 @pytest.mark.parametrize('field,value', [('dropout', 1.0), ('hidden', ()), ('top_n', 0),

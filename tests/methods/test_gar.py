@@ -185,8 +185,7 @@ def test_each_half_step_changes_only_its_own_player(setup, player, other):
 @pytest.mark.parametrize('sampler', ['shared', 'original'])
 def test_update_is_the_recommender_half_step_then_the_generator_half_step(setup, sampler):
   hyper, method, tables, params = setup(sampler=sampler)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=method.optimizer.init(params))
+  state = state_lib.train_state(method, params, method.optimizer)
   key = jax.random.key(9)
   new, metrics = jax.jit(method.update)(state, BATCH, key, tables)
   sample_key, r_key, g_key = jax.random.split(key, 3)
@@ -195,7 +194,7 @@ def test_update_is_the_recommender_half_step_then_the_generator_half_step(setup,
   p, o, r_metrics = _r_step(hyper, params, state.opt_state, batch, r_key, tables)
   p, o, g_metrics = _g_step(hyper, p, o, batch, g_key, tables)
   assert int(new.step) == 1
-  chex.assert_trees_all_close(new.params, p, rtol=1e-6)
+  chex.assert_trees_all_close(new.variables, p, rtol=1e-6)
   chex.assert_trees_all_close(new.opt_state, o, rtol=1e-6)
   np.testing.assert_allclose(metrics['loss'], r_metrics['r_loss'], rtol=1e-6)
   np.testing.assert_allclose(metrics['g_loss'], g_metrics['g_loss'], rtol=1e-6)

@@ -10,6 +10,7 @@ import pytest
 from milk_jax.errors import ConfigError
 from milk_jax.methods import gorec
 from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 
 EPS = 1e-5  # GoRec's BatchNorm epsilon (torch's default).
 UNI, KL = 0.7, 3.0  # Far from the defaults' ratio so that each term shows in the total.
@@ -117,7 +118,7 @@ def test_step_loss_is_the_item_loss_of_the_step_draws(setup, two_tower):
   config, method, tables = setup(dropout=0.3)
   params = two_tower.explicit_params(method, 3)
   step_input = _step_input(method, 8, 5)
-  got, metrics = jax.jit(method.loss)(params, BATCH, step_input, tables)
+  got, (metrics, _) = jax.jit(method.loss)(params, BATCH, step_input, tables)
   items = two_tower.WARM[np.asarray(step_input['positions'])]
   # item_batch_size 256 is capped at the 3 warm items.
   assert sorted(items) == sorted(two_tower.WARM)
@@ -240,16 +241,15 @@ def test_no_item_reads_its_own_cf_row(setup, two_tower):
 def test_update_blends_the_step_moments_and_the_optimizer_leaves_the_stats_alone(setup, two_tower):
   config, method, tables = setup()
   params = two_tower.explicit_params(method, 3)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=method.optimizer.init(params))
+  state = state_lib.train_state(method, params, method.optimizer)
   step_input = _step_input(method, 4, 0)
-  new, _ = jax.jit(method.update)(state, BATCH, step_input, tables)
+  new, _ = jax.jit(step_lib.make_update(config, method))(state, BATCH, step_input, tables)
   items = tables.warm_items[step_input['positions']]
   draws = _draws(step_input['key'], 3, 2, 5, config.methods.gorec.dropout)
   _, (_, moments) = _item_loss(params, items, *draws, tables, EPS, UNI, KL, 'softmax')
   want = jax.tree.map(lambda r, b: 0.9 * r + 0.1 * b, params['batch_stats'], moments)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
-               new.params['batch_stats'], want)
+               new.model_state['batch_stats'], want)
   assert int(new.step) == 1
   assert not np.allclose(new.params['decoder']['hidden']['w'], params['decoder']['hidden']['w'])
 

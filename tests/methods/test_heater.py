@@ -10,6 +10,7 @@ import pytest
 from milk_jax.errors import ConfigError
 from milk_jax.methods import heater
 from milk_jax.training import state as state_lib
+from milk_jax.training import step as step_lib
 
 REG, ALPHA = 0.01, 0.1  # Larger than the defaults so that every term shows in the total.
 SECTION = {'num_experts': 3, 'reg_weight': REG, 'alpha': ALPHA}
@@ -168,19 +169,18 @@ def test_experts_are_distinct(setup):
 def test_update_blends_the_step_moments_with_decay_0_9(setup, two_tower):
   config, method, tables = setup()
   params = two_tower.explicit_params(method, 11)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=method.optimizer.init(params))
+  state = state_lib.train_state(method, params, method.optimizer)
   batch = {'users': jnp.array([0, 2, 1, 2]), 'positives': jnp.array([0, 1, 2, 2]),
            'negatives': jnp.zeros((4,), jnp.int32)}
   key = jax.random.key(6)
-  new, metrics = jax.jit(method.update)(state, batch, key, tables)
+  new, metrics = jax.jit(step_lib.make_update(config, method))(state, batch, key, tables)
   assert set(metrics) == {'loss', 'mse', 'reg_term', 'similarity_term', 'squared_weights',
                           'similarity_sum'}
   draws = _draws(key, batch['users'], batch['positives'], 5, 0.5, tables)
   _, (_, moments) = _pair_loss(params, *draws, tables, two_tower.EPS, REG, ALPHA)
   want = jax.tree.map(lambda r, b: 0.9 * r + 0.1 * b, params['batch_stats'], moments)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
-               new.params['batch_stats'], want)
+               new.model_state['batch_stats'], want)
 
 
 def test_prepare_clips_items_to_one_and_users_to_five(make_config, two_tower):

@@ -4,8 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import struct
 
 from milk_jax.methods import layers
 
@@ -106,35 +104,12 @@ def test_squared_weights_counts_dense_layers_only():
   assert float(layers.squared_weights(params)) == 4 * 4.0 + 2 * 1.0
 
 
-@struct.dataclass
-class _State:
-  step: jax.Array
-  params: dict
-  opt_state: optax.OptState
-
-
-def test_update_blends_running_stats_and_the_optimizer_leaves_them_alone():
-  params, stats = layers.tower_init(jax.random.key(0), 3, (4,), 2)
-  params = {'tower': params, layers.STATS: {'tower': stats}}
-  x = jax.random.normal(jax.random.key(1), (8, 3))
-
-  def loss_with_moments(p, batch, step_input, tables):
-    out, moments = layers.tower_train(p['tower'], x, 1e-3)
-    value = jnp.mean(jnp.square(out - 1.0))
-    return value, ({'loss': value}, {'tower': moments})
-
-  optimizer = layers.make_optimizer('adam', 0.1)
-  state = _State(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  update = jax.jit(layers.update_with_running_stats(loss_with_moments, optimizer, 0.25))
-  new, metrics = update(state, None, None, None)
-  assert int(new.step) == 1 and metrics['loss'].shape == ()
-  h = np.asarray(x) @ np.asarray(params['tower']['block_0']['dense']['w'])
-  running = new.params[layers.STATS]['tower']['block_0']
-  np.testing.assert_allclose(running['mean'], 0.25 * h.mean(0), rtol=1e-4, atol=1e-7)
-  np.testing.assert_allclose(running['var'], 0.75 + 0.25 * h.var(0, ddof=1), rtol=1e-5)
-  assert not np.allclose(new.params['tower']['out']['w'], params['tower']['out']['w'])
-  # The optimiser's own update of the statistics is zero.
-  grads = jax.tree.map(jnp.ones_like, params)
-  updates, _ = optimizer.update(grads, optimizer.init(params), params)
-  assert all(not np.asarray(u).any() for u in jax.tree.leaves(updates[layers.STATS]))
-  assert all(np.asarray(u).all() for u in jax.tree.leaves(updates['tower']))
+def test_batch_stats_update_blends_the_moments_into_the_running_statistics_only():
+  _, stats = layers.tower_init(jax.random.key(0), 3, (4,), 2)
+  model_state = {layers.STATS: {'tower': stats}, 'other': jnp.arange(3.0)}
+  moments = {'tower': {'block_0': {'mean': jnp.full(4, 2.0), 'var': jnp.full(4, 3.0)}}}
+  new = layers.batch_stats_update(0.25)(model_state, moments)
+  running = new[layers.STATS]['tower']['block_0']
+  np.testing.assert_allclose(running['mean'], 0.25 * 2.0)  # From mean 0.
+  np.testing.assert_allclose(running['var'], 0.75 + 0.25 * 3.0)  # From variance 1.
+  np.testing.assert_array_equal(new['other'], model_state['other'])

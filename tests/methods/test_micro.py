@@ -164,14 +164,13 @@ def test_loss_equals_numpy(setup, item_layers):
 def test_graph_is_rebuilt_with_gradient_at_each_epoch_start_only(decaying):
   method, tables, params, update = decaying
   tables = _with_steps_per_epoch(tables, 2)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=method.optimizer.init(params))
-  graphs, losses, param_history = [], [], [state.params]
+  state = state_lib.train_state(method, params, method.optimizer)
+  graphs, losses, param_history = [], [], [state.variables]
   for _ in range(3):
     state, metrics = update(state, BATCH, None, tables)
-    graphs.append(state.params[micro.GRAPH])
+    graphs.append(state.model_state[micro.GRAPH])
     losses.append(float(metrics['loss']))
-    param_history.append(state.params)
+    param_history.append(state.variables)
   # Step 0 builds the graph from the initial parameters, step 1 reuses it, step 2 rebuilds.
   for m in range(2):
     first = dense(graphs[0]['indices'][m], graphs[0]['weights'][m])
@@ -186,8 +185,8 @@ def test_graph_is_rebuilt_with_gradient_at_each_epoch_start_only(decaying):
   # The projections get a gradient only through the rebuilt graph: from a fresh Adam state
   # (no momentum), a step inside an epoch leaves them as they are, an epoch's first moves them.
   def projection_step(at):
-    state = state_lib.TrainState(step=jnp.asarray(at, jnp.int32), params=param_history[1],
-                                 opt_state=method.optimizer.init(param_history[1]))
+    state = state_lib.train_state(method, param_history[1], method.optimizer).replace(
+        step=jnp.asarray(at, jnp.int32))
     new, _ = update(state, BATCH, None, tables)
     return np.abs(np.asarray(new.params['projections']['modality_0']['w'])
                   - np.asarray(param_history[1]['projections']['modality_0']['w'])).max()
@@ -268,8 +267,8 @@ def test_learning_rate_decays_per_epoch(decaying):
   method, tables, params, update = decaying
   tables = _with_steps_per_epoch(tables, 1)
   def step(at):
-    state = state_lib.TrainState(step=jnp.asarray(at, jnp.int32), params=params,
-                                 opt_state=method.optimizer.init(params))
+    state = state_lib.train_state(method, params, method.optimizer).replace(
+        step=jnp.asarray(at, jnp.int32))
     new, _ = update(state, BATCH, None, tables)
     return np.asarray(new.params['user_embedding']) - np.asarray(params['user_embedding'])
   np.testing.assert_allclose(step(2), 0.25 * step(0), rtol=1e-4, atol=1e-7)

@@ -135,8 +135,8 @@ def test_loss_with_one_modality_has_no_regulariser(make_method):
   # The method's loss draws one modality per item: finite, no regulariser either.
   batch = {'users': jnp.asarray(users, jnp.int32), 'positives': jnp.array([3, 0], jnp.int32),
            'negatives': jnp.array([1, 3], jnp.int32)}
-  value, metrics = jax.jit(method.loss)(jax.tree.map(jnp.asarray, params), batch,
-                                        jax.random.key(1), tables)
+  value, (metrics, _) = jax.jit(method.loss)(jax.tree.map(jnp.asarray, params), batch,
+                                             jax.random.key(1), tables)
   assert np.isfinite(float(value)) and set(metrics) == {'loss', 'bpr'}
 
 

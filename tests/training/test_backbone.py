@@ -19,20 +19,23 @@ from milk_jax.training import backbone
 from milk_jax.training import loop as loop_lib
 from milk_jax.training import state as state_lib
 from milk_jax.training import step as step_lib
-from tests.helpers import tiny_config
 
 READER = 'heater'  # A method that reads the backbone's vectors.
 
 
-def reader_config(run_dir, **train_overrides):
-  config = tiny_config(**train_overrides)
-  config.method = READER
-  config.backbone.num_epochs = 4
-  config.backbone.run_dir = run_dir
+@pytest.fixture(scope='session')
+def reader_config(make_config):
+  """reader_config(run_dir, **train) -> make_config(READER, train=train) with a 4-epoch
+  backbone in run_dir (None: the run's own folder)."""
+  def config(run_dir, **train):
+    config = make_config(READER, train=train)
+    config.backbone.num_epochs = 4
+    config.backbone.run_dir = run_dir
+    return config
   return config
 
 
-def test_the_backbone_config_ignores_the_reader_s_training_fields():
+def test_the_backbone_config_ignores_the_reader_s_training_fields(reader_config):
   a = backbone.backbone_config(reader_config(None))
   other = reader_config(None, learning_rate=0.05, batch_size=128, num_epochs=3)
   other.method = 'dropoutnet'
@@ -47,7 +50,7 @@ def json_of(config):
   return json.loads(config.to_json())
 
 
-def test_trained_once_then_reused(tmp_path):
+def test_trained_once_then_reused(tmp_path, reader_config):
   run_dir = str(tmp_path / 'bb')
   config = reader_config(run_dir)
   dataset = data_lib.load_dataset(config)
@@ -64,7 +67,7 @@ def test_trained_once_then_reused(tmp_path):
   assert np.all(np.abs(first['cf_items'][dataset.warm_items]).sum(axis=1) > 0)
 
 
-def test_a_backbone_of_other_settings_is_refused_not_retrained(tmp_path):
+def test_a_backbone_of_other_settings_is_refused_not_retrained(tmp_path, reader_config):
   run_dir = str(tmp_path / 'bb')
   config = reader_config(run_dir)
   dataset = data_lib.load_dataset(config)
@@ -79,11 +82,11 @@ def test_a_backbone_of_other_settings_is_refused_not_retrained(tmp_path):
     backbone.check_backbone_folder(other_seed, str(tmp_path))
 
 
-def test_default_folder_is_inside_the_run():
+def test_default_folder_is_inside_the_run(reader_config):
   assert backbone.backbone_dir(reader_config(None), '/runs/x') == '/runs/x/backbone'
 
 
-def test_evaluating_a_run_never_trains_a_backbone(tmp_path):
+def test_evaluating_a_run_never_trains_a_backbone(tmp_path, reader_config):
   config = reader_config(str(tmp_path / 'absent'))
   dataset = data_lib.load_dataset(config)
   with pytest.raises(RunFolderError, match='absent holds no finished bprmf backbone'):
@@ -91,7 +94,7 @@ def test_evaluating_a_run_never_trains_a_backbone(tmp_path):
   assert not os.path.exists(tmp_path / 'absent' / 'checkpoints')
 
 
-def test_the_refusal_names_what_chose_the_folder(tmp_path):
+def test_the_refusal_names_what_chose_the_folder(tmp_path, reader_config):
   other_seed = reader_config(None)
   other_seed.seed = 1
   saved = json_of(backbone.backbone_config(other_seed))
@@ -110,7 +113,8 @@ def _lines(caplog):
   return [r.getMessage() for r in caplog.records]
 
 
-def test_the_backbone_ranks_nothing_and_its_vectors_are_those_of_bprmf_alone(tmp_path, caplog):
+def test_the_backbone_ranks_nothing_and_its_vectors_are_those_of_bprmf_alone(tmp_path, caplog,
+                                                                             reader_config):
   config = reader_config(str(tmp_path / 'bb'))
   dataset = data_lib.load_dataset(config)
   with caplog.at_level(logging.INFO, logger='milk_jax'):
@@ -144,7 +148,8 @@ def test_the_backbone_ranks_nothing_and_its_vectors_are_those_of_bprmf_alone(tmp
   np.testing.assert_array_equal(vectors['cf_items'], items)  # Bit for bit.
 
 
-def test_an_interrupted_backbone_resumes_to_the_same_vectors(tmp_path, monkeypatch, capsys):
+def test_an_interrupted_backbone_resumes_to_the_same_vectors(tmp_path, monkeypatch, capsys,
+                                                             reader_config):
   config = reader_config(str(tmp_path / 'bb'))
   dataset = data_lib.load_dataset(config)
   whole = run_lib.cf_vectors(reader_config(str(tmp_path / 'whole')), str(tmp_path), dataset)

@@ -4,16 +4,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from milk_jax import data as data_lib
-from milk_jax import evaluate
+from milk_jax import methods
 from milk_jax.data import device_sampling
-from milk_jax.methods import milk
-from milk_jax.methods.milk import objective
+from milk_jax.methods import layers
 from milk_jax.training import state as state_lib
 from milk_jax.training import step as step_lib
-from tests.helpers import tiny_config
 
 
 def _batch(dataset, size, seed=0):
@@ -23,9 +22,9 @@ def _batch(dataset, size, seed=0):
 
 
 @pytest.fixture(scope='module')
-def setup():
-  config = tiny_config()
-  dataset = data_lib.load_dataset(config)
+def setup(make_config, small_dataset):
+  config = make_config()
+  dataset = small_dataset
   method = state_lib.make_method(config, dataset)
   state = state_lib.create_train_state(config, method, jax.random.key(0), dataset.num_users)
   return config, dataset, state, state_lib.tables_on_device(dataset)
@@ -62,25 +61,14 @@ def test_train_step_compiles_once(setup):
     state, _ = step(state, _batch(dataset, 64, seed), jax.random.key(seed), item_data)
 
 
-def test_erm_has_no_variance_and_no_alignment(setup):
+def test_erm_has_no_variance_and_no_alignment(setup, make_config):
   config, dataset, state, item_data = setup
-  config = tiny_config()
+  config = make_config()
   config.model.use_invariance = False
   config.model.use_alignment = False
   _, metrics = jax.jit(_step(config, dataset))(
       state, _batch(dataset, 64), jax.random.key(1), item_data)
   assert float(metrics['env_variance']) == 0.0 and float(metrics['alignment']) == 0.0
-
-
-def test_fixed_weights_ignore_the_step_key():
-  config = tiny_config()
-  config.model.resample_weights = False
-  a = milk.step_weights(objective.read_hyper(config), jax.random.key(1), 3)
-  b = milk.step_weights(objective.read_hyper(config), jax.random.key(2), 3)
-  chex.assert_trees_all_close(a, b)
-  config.model.resample_weights = True
-  assert not np.allclose(milk.step_weights(objective.read_hyper(config), jax.random.key(1), 3),
-                         milk.step_weights(objective.read_hyper(config), jax.random.key(2), 3))
 
 
 def test_scanned_epoch_equals_step_by_step_loop(setup):
@@ -130,10 +118,30 @@ def test_bfloat16_features_keep_float32_parameters_and_close_losses(setup):
   np.testing.assert_allclose(half['loss'], full['loss'], rtol=2e-2)
 
 
-def test_candidates_all_new_or_the_splits_own(setup):
-  _, dataset, _, _ = setup
-  all_new = evaluate.candidate_items(dataset, 'test', 'all_new')
-  np.testing.assert_array_equal(all_new, np.union1d(dataset.val_items, dataset.test_items))
-  np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'val', 'split'), dataset.val_items)
-  np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'test', 'split'),
-                                dataset.test_items)
+def test_the_shared_update_steps_the_params_then_the_model_state_the_optimiser_never_sees():
+  """Non-trainable BatchNorm statistics: the loss reads them beside the params, the gradient
+  step is the params' only, then `update_model_state` blends in the loss's batch moments."""
+  tower, stats = layers.tower_init(jax.random.key(0), 3, (4,), 2)
+  x = jax.random.normal(jax.random.key(1), (8, 3))
+
+  def loss(variables, batch, step_input, tables):
+    assert set(variables) == {'tower', layers.STATS}
+    out, moments = layers.tower_train(variables['tower'], x, 1e-3)
+    value = jnp.mean(jnp.square(out - 1.0))
+    return value, ({'loss': value}, {'tower': moments})
+
+  optimizer = optax.adam(0.1)
+  method = methods.Method(init=lambda key: {'tower': tower, layers.STATS: {'tower': stats}},
+                          loss=loss, embed=None, optimizer=optimizer,
+                          non_trainable=(layers.STATS,),
+                          update_model_state=layers.batch_stats_update(0.25))
+  state = state_lib.train_state(method, method.init(None), optimizer)
+  assert set(state.params) == {'tower'} and set(state.model_state) == {layers.STATS}
+  new, metrics = jax.jit(step_lib.make_update(None, method))(state, None, None, None)
+  assert int(new.step) == 1 and metrics['loss'].shape == ()
+  h = np.asarray(x) @ np.asarray(tower['block_0']['dense']['w'])
+  running = new.model_state[layers.STATS]['tower']['block_0']
+  np.testing.assert_allclose(running['mean'], 0.25 * h.mean(0), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(running['var'], 0.75 + 0.25 * h.var(0, ddof=1), rtol=1e-5)
+  assert not np.allclose(new.params['tower']['out']['w'], tower['out']['w'])
+  chex.assert_trees_all_equal_structs(new.opt_state, optimizer.init(state.params))

@@ -6,17 +6,9 @@ from milk_jax import data
 from milk_jax.data import DataError
 from milk_jax.data.layouts import interactions
 from milk_jax.data.layouts import mmrec
-from tests.data.conftest import as_set
-from tests.data.conftest import assert_data_error
-from tests.data.conftest import dense_rows
-from tests.data.conftest import NUM_ITEMS
-from tests.data.conftest import NUM_USERS
-from tests.data.conftest import tsv_config
-from tests.data.conftest import write_features
-from tests.data.conftest import write_tsv
 
 
-def test_interactions_reader_expected_pairs(tmp_path):
+def test_interactions_reader_expected_pairs(tmp_path, write_features, write_tsv, as_set):
   write_features(tmp_path, num_items=5)
   write_tsv(tmp_path / 'log.tsv', 'user\titem', [(0, 1), (2, 4), (0, 1), (1, 0)])
   raw = interactions.read_interactions(tmp_path, ('image', 'text'), 'log.tsv')
@@ -31,18 +23,19 @@ def test_interactions_reader_expected_pairs(tmp_path):
     ('1e20', r'interactions\.tsv: user id 1e\+20 on data row 81 is out of range; ids must be '
      r'dense, 0-based and fit int32'),
 ])
-def test_huge_user_id_refused(tsv_folder, user, message):
+def test_huge_user_id_refused(tsv_folder, user, message, tsv_config, write_tsv, dense_rows):
   write_tsv(tsv_folder / 'interactions.tsv', 'user\titem', [r[:2] for r in dense_rows()]
             + [(user, 0)])
   with pytest.raises(DataError, match=message):
     data.load_dataset(tsv_config(tsv_folder))
 
 
-def test_user_id_gaps_within_the_margin_load(tsv_folder):
-  rows = [(u * 300, i) for u in range(NUM_USERS) for i in range(NUM_ITEMS)]  # 897 unused rows.
+def test_user_id_gaps_within_the_margin_load(tsv_folder, tsv_config, write_tsv, catalogue):
+  rows = [(u * 300, i) for u in range(catalogue.NUM_USERS)  # 897 unused rows.
+          for i in range(catalogue.NUM_ITEMS)]
   write_tsv(tsv_folder / 'interactions.tsv', 'user\titem', rows)
   dataset = data.load_dataset(tsv_config(tsv_folder))
-  assert dataset.num_users == 901 and dataset.inactive_counts()[0] == 901 - NUM_USERS
+  assert dataset.num_users == 901 and dataset.inactive_counts()[0] == 901 - catalogue.NUM_USERS
 
 
 @pytest.mark.parametrize('text,problem', [
@@ -55,12 +48,12 @@ def test_user_id_gaps_within_the_margin_load(tsv_folder):
     ('user\titem\n', 'no interaction rows'),
     ('user\titem\tts\tx\n0\t1\t2\t3\n', 'columns'),
 ])
-def test_bad_interactions_file(tsv_folder, text, problem):
+def test_bad_interactions_file(tsv_folder, text, problem, tsv_config, assert_data_error):
   (tsv_folder / 'interactions.tsv').write_text(text)
   assert_data_error(tsv_config(tsv_folder), 'interactions.tsv', problem)
 
 
-def test_min_rating_keeps_the_well_rated_rows(tmp_path):
+def test_min_rating_keeps_the_well_rated_rows(tmp_path, write_features, write_tsv, as_set):
   write_features(tmp_path, num_items=5)
   rows = [(0, 1, 5.0, 10), (0, 2, 3.5, 11), (1, 2, 4.0, 12), (2, 4, 1.0, 13), (1, 3, 4.5, 14)]
   write_tsv(tmp_path / 'interactions.tsv', 'user\titem\trating\ttimestamp', rows)
@@ -97,7 +90,8 @@ def test_min_rating_keeps_the_well_rated_rows(tmp_path):
     ('user\titem\tdate\trating', [(0, 1, 5, 3.0)], {},
      r'interactions\.tsv: expected columns user, item\[, timestamp\]\[, rating\]'),
 ])
-def test_bad_ratings_and_timestamps(tmp_path, header, rows, fields, message):
+def test_bad_ratings_and_timestamps(tmp_path, header, rows, fields, message, tsv_config,
+                                    write_features, write_tsv):
   write_features(tmp_path)
   write_tsv(tmp_path / 'interactions.tsv', header, rows)
   with pytest.raises(DataError, match=message):

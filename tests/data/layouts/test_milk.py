@@ -7,15 +7,11 @@ import pytest
 
 from milk_jax import data
 from milk_jax.data import DataError
-from tests.data.conftest import as_set
-from tests.data.conftest import assert_data_error
-from tests.data.conftest import small_config
-from tests.data.conftest import write_milk
 
 
-def test_milk_layout_given_split(tmp_path):
+def test_milk_layout_given_split(tmp_path, data_config, write_milk, as_set):
   write_milk(tmp_path)
-  dataset = data.load_dataset(small_config(format='milk', path=str(tmp_path), setting='ftft'))
+  dataset = data.load_dataset(data_config(format='milk', path=str(tmp_path), setting='ftft'))
   assert as_set(dataset.train_pairs) == {(0, 0), (0, 1), (0, 2), (1, 3)}
   assert as_set(dataset.val_pairs) == {(0, 5), (1, 6)}
   assert as_set(dataset.test_pairs) == {(1, 7), (3, 7)}
@@ -25,11 +21,11 @@ def test_milk_layout_given_split(tmp_path):
   assert dataset.num_users == 4 and dataset.num_items == 10
 
 
-def test_huge_user_id_refused_in_milk_layout(tmp_path):
+def test_huge_user_id_refused_in_milk_layout(tmp_path, data_config, write_milk):
   write_milk(tmp_path, test='1 7\n1000000000000 7\n')
   with pytest.raises(DataError, match=r'test\.txt: user ids are sparse: max id 1000000000000 '
                      r'but 4 distinct ids'):
-    data.load_dataset(small_config(format='milk', path=str(tmp_path)))
+    data.load_dataset(data_config(format='milk', path=str(tmp_path)))
 
 
 @pytest.mark.parametrize('files,problem', [
@@ -39,9 +35,9 @@ def test_huge_user_id_refused_in_milk_layout(tmp_path):
     ({'cold': (5, 6, 12)}, 'cold_item_index.npy'),
     ({'train': '0 x\n'}, 'train.txt'),
 ])
-def test_bad_milk_layout(tmp_path, files, problem):
+def test_bad_milk_layout(tmp_path, files, problem, data_config, write_milk, assert_data_error):
   write_milk(tmp_path, **files)
-  assert_data_error(small_config(format='milk', path=str(tmp_path)), problem)
+  assert_data_error(data_config(format='milk', path=str(tmp_path)), problem)
 
 
 # Which items miss what in the authors' files below: cold 5 no image, cold 7 no text;
@@ -71,11 +67,11 @@ def authors_mask(setting: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize('setting', ['ftmt', 'mtmt'])
-def test_authors_missing_files_give_the_mask(tmp_path, setting):
+def test_authors_missing_files_give_the_mask(tmp_path, setting, data_config, write_milk):
   write_milk(tmp_path)
   write_authors_files(tmp_path)
-  config = small_config(format='milk', path=str(tmp_path), setting=setting,
-                        test_missing_rate=0.0, train_missing_rate=1.0)
+  config = data_config(format='milk', path=str(tmp_path), setting=setting,
+                       test_missing_rate=0.0, train_missing_rate=1.0)
   np.testing.assert_array_equal(data.load_dataset(config).availability, authors_mask(setting))
   config.data.authors_missing_files = False  # Simulated instead: none missing at rate 0 in ftmt.
   simulated = data.load_dataset(config).availability
@@ -96,16 +92,18 @@ def test_authors_missing_files_give_the_mask(tmp_path, setting):
     ({'missing_by_setting': {'ftmt': {'image': [5]}}},
      'text_feat_missing_test.npy: missing, while the other modalities'),
 ])
-def test_inconsistent_authors_files_refused(tmp_path, change, problem):
+def test_inconsistent_authors_files_refused(tmp_path, change, problem, data_config, write_milk,
+                                            assert_data_error):
   write_milk(tmp_path)
   write_authors_files(tmp_path, **change)
-  assert_data_error(small_config(format='milk', path=str(tmp_path), setting='ftmt'), problem)
+  assert_data_error(data_config(format='milk', path=str(tmp_path), setting='ftmt'), problem)
 
 
-def test_authors_files_of_the_wrong_shape_or_warm_index_refused(tmp_path):
+def test_authors_files_of_the_wrong_shape_or_warm_index_refused(tmp_path, data_config, write_milk,
+                                                                assert_data_error):
   write_milk(tmp_path)
   write_authors_files(tmp_path, warm_missing=(1,))
-  config = small_config(format='milk', path=str(tmp_path), setting='mtmt')
+  config = data_config(format='milk', path=str(tmp_path), setting='mtmt')
   assert_data_error(config, 'warm_missing_item_index.npy: disagrees with', 'omits 1 items they '
                     'mark (first: 3)')
   config.data.setting = 'ftmt'  # The warm index describes _missing_all only.

@@ -6,14 +6,9 @@ from milk_jax import data
 from milk_jax.data import DataError
 from milk_jax.data.layouts import interactions
 from milk_jax.data.layouts import mmrec
-from tests.data.conftest import as_set
-from tests.data.conftest import assert_data_error
-from tests.data.conftest import small_config
-from tests.data.conftest import write_features
-from tests.data.conftest import write_tsv
 
 
-def test_mmrec_reader_pools_all_rows(tmp_path):
+def test_mmrec_reader_pools_all_rows(tmp_path, write_features, write_tsv, as_set):
   write_features(tmp_path, num_items=5)
   write_tsv(tmp_path / 'baby.inter', 'userID\titemID\trating\ttimestamp\tx_label',
             [(0, 1, 5.0, 11, 0), (1, 2, 4.0, 12, 1), (3, 4, 3.0, 13, 2), (3, 4, 1.0, 14, 0)])
@@ -22,9 +17,10 @@ def test_mmrec_reader_pools_all_rows(tmp_path):
     assert as_set(raw.pairs) == {(0, 1), (1, 2), (3, 4)} and raw.num_users == 4
 
 
-def test_mmrec_inter_file_errors(tmp_path):
+def test_mmrec_inter_file_errors(tmp_path, data_config, write_features, write_tsv,
+                                 assert_data_error):
   write_features(tmp_path, num_items=5)
-  config = small_config(format='mmrec', path=str(tmp_path))
+  config = data_config(format='mmrec', path=str(tmp_path))
   assert_data_error(config, str(tmp_path), '*.inter', 'none')
   write_tsv(tmp_path / 'a.inter', 'user\titemID', [(0, 1)])
   assert_data_error(config, 'a.inter', 'userID')
@@ -34,7 +30,7 @@ def test_mmrec_inter_file_errors(tmp_path):
   assert_data_error(config, str(tmp_path / 'c.inter'))
 
 
-def test_raw_ids_in_the_mmrec_layout(tmp_path):
+def test_raw_ids_in_the_mmrec_layout(tmp_path, write_features, write_tsv, as_set):
   write_features(tmp_path, num_items=3)
   (tmp_path / 'item_ids.txt').write_text('B0001\nB0002\nB0003\n')
   write_tsv(tmp_path / 'baby.inter', 'userID\titemID\trating\ttimestamp\tx_label',
@@ -45,8 +41,9 @@ def test_raw_ids_in_the_mmrec_layout(tmp_path):
   assert as_set(raw.pairs) == {(1, 2), (0, 0), (1, 0)}
 
 
-def test_time_split_needs_the_mmrec_timestamp_column(tmp_path):
+def test_time_split_needs_the_mmrec_timestamp_column(tmp_path, data_config, write_features,
+                                                     write_tsv):
   write_features(tmp_path, num_items=5)
   write_tsv(tmp_path / 'a.inter', 'userID\titemID\trating', [(0, 1, 5.0)])
   with pytest.raises(DataError, match=r'a\.inter: config\.data\.split=time needs timestamps'):
-    data.load_dataset(small_config(format='mmrec', path=str(tmp_path), split='time'))
+    data.load_dataset(data_config(format='mmrec', path=str(tmp_path), split='time'))

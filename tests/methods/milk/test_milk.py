@@ -33,8 +33,6 @@ from milk_jax.methods.milk import model
 from milk_jax.methods.milk import objective
 from milk_jax.training import state as state_lib
 from milk_jax.training import step as step_lib
-from tests import helpers
-from tests.helpers import tiny_config
 
 PINNED = {
     'milk_host': {'best_epoch': 6, 'test_ndcg@20': 0.30459750673306063,
@@ -52,12 +50,12 @@ PINNED = {
 }
 
 
-def _variant(name):
+def _variant(name, make_config):
   if name == 'milk_host':
-    return tiny_config()
+    return make_config()
   if name == 'milk_device':
-    return tiny_config(sampler='device')
-  config = tiny_config()
+    return make_config(train={'sampler': 'device'})
+  config = make_config()
   if name == 'erm':
     config.model.use_invariance = False
     config.model.use_alignment = False
@@ -72,8 +70,8 @@ def _variant(name):
     'milk_host', 'erm',
     pytest.param('milk_device', marks=pytest.mark.slow),
     pytest.param('milk_m3_groups', marks=pytest.mark.slow)])
-def test_results_are_those_recorded_before_the_move(name, tmp_path):
-  config = _variant(name)
+def test_results_are_those_recorded_before_the_move(name, tmp_path, make_config):
+  config = _variant(name, make_config)
   assert config.method == 'milk'  # The default method.
   results = run_lib.train_and_evaluate(config, str(tmp_path))
   losses = tuple(r['loss'] for r in runfolder.read_log(str(tmp_path / 'metrics.jsonl'))
@@ -86,10 +84,10 @@ def test_results_are_those_recorded_before_the_move(name, tmp_path):
   assert results['val']['ndcg@20'] == pinned['val_ndcg@20']
 
 
-def test_make_reads_the_config_once():
+def test_make_reads_the_config_once(make_config):
   """The Method's functions close over Python scalars: a config changed after `make`
   changes nothing they compute."""
-  config = tiny_config()
+  config = make_config()
   dataset = data_lib.load_dataset(config)
   method = state_lib.make_method(config, dataset)
   hyper = objective.read_hyper(config)
@@ -109,6 +107,17 @@ def test_make_reads_the_config_once():
   chex.assert_trees_all_equal(outputs(), before)
 
 
+def test_fixed_weights_ignore_the_step_key(make_config):
+  config = make_config()
+  config.model.resample_weights = False
+  a = milk.step_weights(objective.read_hyper(config), jax.random.key(1), 3)
+  b = milk.step_weights(objective.read_hyper(config), jax.random.key(2), 3)
+  chex.assert_trees_all_close(a, b)
+  config.model.resample_weights = True
+  assert not np.allclose(milk.step_weights(objective.read_hyper(config), jax.random.key(1), 3),
+                         milk.step_weights(objective.read_hyper(config), jax.random.key(2), 3))
+
+
 # ------------------------------------------------------------------ fusion
 
 
@@ -118,14 +127,14 @@ def _erm(config):
   return config
 
 
-def test_fusion_defaults_to_the_mean_of_eq_18():
+def test_fusion_defaults_to_the_mean_of_eq_18(make_config):
   assert base.get_config().model.fusion == 'mean'
-  assert tiny_config().model.fusion == 'mean'  # What PINNED above was recorded with.
+  assert make_config().model.fusion == 'mean'  # What PINNED above was recorded with.
   assert 'model.fusion' in milk.INFO.fields
   # A run saved before the field existed resumes: it ran with the mean.
-  saved = json.loads(tiny_config().to_json())  # As config.json holds it.
+  saved = json.loads(make_config().to_json())  # As config.json holds it.
   del saved['model']['fusion']
-  assert runfolder.changed_fields(saved, tiny_config()) == []
+  assert runfolder.changed_fields(saved, make_config()) == []
 
 
 def test_the_dataset_configs_keep_the_inference_their_validation_chose():
@@ -138,8 +147,8 @@ def test_the_dataset_configs_keep_the_inference_their_validation_chose():
         'mean', 'none', 0.0)
 
 
-def test_an_unknown_fusion_is_a_config_error():
-  config = tiny_config()
+def test_an_unknown_fusion_is_a_config_error(make_config):
+  config = make_config()
   config.model.fusion = 'max'
   with pytest.raises(ConfigError, match=r"config\.model\.fusion='max'.*'mean', 'present'"):
     config_lib.check_config(config)
@@ -163,8 +172,8 @@ def _batch_losses_and_grads(config, dataset, tables, item_batches):
 
 
 @pytest.mark.parametrize('erm', [False, True])
-def test_present_fusion_trains_complete_items_exactly_as_the_mean(erm):
-  config = tiny_config()
+def test_present_fusion_trains_complete_items_exactly_as_the_mean(erm, make_config):
+  config = make_config()
   config.data.setting = 'mtmt'  # Some warm items miss a modality.
   config = _erm(config) if erm else config
   dataset = data_lib.load_dataset(config)
@@ -183,8 +192,8 @@ def test_present_fusion_trains_complete_items_exactly_as_the_mean(erm):
   assert mean_mixed[0][0] != present_mixed[0][0]
 
 
-def test_present_fusion_embeds_an_incomplete_item_by_its_present_modalities():
-  config = tiny_config()
+def test_present_fusion_embeds_an_incomplete_item_by_its_present_modalities(make_config):
+  config = make_config()
   config.model.fusion = 'present'
   dataset = data_lib.load_dataset(config)  # ftmt: half the new items miss one modality.
   tables = state_lib.tables_on_device(dataset)
@@ -197,7 +206,7 @@ def test_present_fusion_embeds_an_incomplete_item_by_its_present_modalities():
                       (reps * available[..., None]).sum(axis=1) / available.sum(axis=1)[:, None])
   assert (~available.all(axis=1)).sum() > 10
   np.testing.assert_allclose(items, expected, rtol=1e-6, atol=1e-7)
-  mean_config = tiny_config()
+  mean_config = make_config()
   _, mean_items = state_lib.make_method(mean_config, dataset).embed(params, tables)
   full = available.all(axis=1)
   np.testing.assert_array_equal(np.asarray(items)[full], np.asarray(mean_items)[full])
@@ -206,19 +215,22 @@ def test_present_fusion_embeds_an_incomplete_item_by_its_present_modalities():
 
 @pytest.mark.slow  # Two short trainings.
 @pytest.mark.parametrize('erm', [False, True])
-def test_present_fusion_under_mtmt_beats_the_untrained_model(tmp_path, erm):
-  config = tiny_config(num_epochs=30, eval_every=5, patience=3)
+def test_present_fusion_under_mtmt_beats_the_untrained_model(tmp_path, erm,
+                                                             assert_training_beats_untrained,
+                                                             make_config):
+  config = make_config(train={'num_epochs': 30, 'eval_every': 5, 'patience': 3})
   config.data.synthetic.num_items = 500
   config.data.synthetic.num_users = 300
   config.data.setting = 'mtmt'
   config.model.fusion = 'present'
   config = _erm(config) if erm else config
-  helpers.assert_training_beats_untrained(config, tmp_path)
+  assert_training_beats_untrained(config, tmp_path)
 
 
 @pytest.mark.slow  # One short training, then serving.
-def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tmp_path):
-  config = tiny_config(num_epochs=2)
+def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tmp_path,
+                                                                              make_config):
+  config = make_config(train={'num_epochs': 2})
   config.model.fusion = 'present'
   run_lib.train_and_evaluate(config, str(tmp_path))
   run = milk_jax.load(str(tmp_path))
@@ -241,16 +253,16 @@ def test_a_served_new_item_missing_a_modality_gets_its_present_representation(tm
 # ------------------------------------------------------------------ modality dropout
 
 
-def test_modality_dropout_is_off_by_default_and_checked():
-  assert tiny_config().train.modality_dropout == 0.0  # What PINNED above was recorded with.
+def test_modality_dropout_is_off_by_default_and_checked(make_config):
+  assert make_config().train.modality_dropout == 0.0  # What PINNED above was recorded with.
   assert 'train.modality_dropout' in milk.INFO.fields
   # A run saved before the field existed resumes: it ran without dropout.
-  saved = json.loads(tiny_config().to_json())
+  saved = json.loads(make_config().to_json())
   del saved['train']['modality_dropout']
-  assert runfolder.changed_fields(saved, tiny_config()) == []
+  assert runfolder.changed_fields(saved, make_config()) == []
   # ... and so does its own config read back, as --mode=eval reads it.
   assert runfolder.changed_fields(saved, ml_collections.ConfigDict(saved)) == []
-  config = tiny_config()
+  config = make_config()
   config.train.modality_dropout = 1.5
   with pytest.raises(ConfigError, match=r'config\.train\.modality_dropout=1\.5: must be in'):
     config_lib.check_config(config)
@@ -260,8 +272,8 @@ def test_modality_dropout_is_off_by_default_and_checked():
     config_lib.check_config(config)
 
 
-def test_modality_dropout_scores_a_dropped_modality_by_its_imputed_fill():
-  config = _erm(tiny_config())
+def test_modality_dropout_scores_a_dropped_modality_by_its_imputed_fill(make_config):
+  config = _erm(make_config())
   config.train.modality_dropout = 1.0
   dataset = data_lib.load_dataset(config)
   method = state_lib.make_method(config, dataset)
@@ -296,12 +308,14 @@ def test_modality_dropout_scores_a_dropped_modality_by_its_imputed_fill():
 
 
 @pytest.mark.slow  # One short training.
-def test_modality_dropout_training_beats_the_untrained_model(tmp_path):
-  config = tiny_config(num_epochs=30, eval_every=5, patience=3)
+def test_modality_dropout_training_beats_the_untrained_model(tmp_path,
+                                                             assert_training_beats_untrained,
+                                                             make_config):
+  config = make_config(train={'num_epochs': 30, 'eval_every': 5, 'patience': 3})
   config.data.synthetic.num_items = 500
   config.data.synthetic.num_users = 300
   config.train.modality_dropout = 0.5
-  helpers.assert_training_beats_untrained(config, tmp_path)
+  assert_training_beats_untrained(config, tmp_path)
   # Inference is untouched: a served new item gets Eq. 18's vector from the trained weights.
   run = milk_jax.load(str(tmp_path))
   rng = np.random.default_rng(0)

@@ -8,13 +8,12 @@ from milk_jax import data as data_lib
 from milk_jax.methods import milk
 from milk_jax.methods.milk import objective
 from milk_jax.training import state as state_lib
-from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize('reg_target,fusion', [
     ('embeddings', 'mean'), ('params', 'mean'), ('embeddings', 'present')])
-def test_reference_loss_equals_the_fused_loss(reg_target, fusion):
-  config = tiny_config(reg_target=reg_target)
+def test_reference_loss_equals_the_fused_loss(reg_target, fusion, make_config):
+  config = make_config(train={'reg_target': reg_target})
   config.model.fusion = fusion
   config.data.setting = 'mtmt'  # Warm items missing a modality: 'present' renormalises them.
   dataset = data_lib.load_dataset(config)
@@ -32,9 +31,9 @@ def test_reference_loss_equals_the_fused_loss(reg_target, fusion):
                              rtol=1e-4, atol=1e-9)
 
 
-def test_modality_dropout_has_no_reference():
+def test_modality_dropout_has_no_reference(make_config):
   # The authors' step has no modality dropout: the benchmark then times no reference.
-  config = tiny_config()
+  config = make_config()
   config.train.modality_dropout = 0.5
   method = state_lib.make_method(config, data_lib.load_dataset(config))
   assert method.reference_loss is None
