@@ -56,13 +56,13 @@ def cf_vectors(config: ml_collections.ConfigDict, workdir: str, dataset: data_li
   """{'cf_users', 'cf_items'} of the backbone, trained first when it is not yet; {} if none.
 
   The backbone run (training/backbone.py) is a `train_and_evaluate` of its
-  own config in its own folder, under that folder's lock. With
+  own config in its own folder, under that folder's lock; the callers have
+  checked that folder's config (`backbone.check_backbone_folder`). With
   `train_if_missing` False (evaluating a trained run) a missing or
   unfinished backbone is a RunFolderError naming its folder.
   """
   if methods.backbone_of(config) is None:
     return {}
-  backbone.check_backbone_folder(config, workdir)
   bconfig = backbone.backbone_config(config)
   folder = backbone.backbone_dir(config, workdir)
   if backbone.is_finished(config, workdir):
@@ -107,6 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_config(config)
   dataset = data_lib.load_dataset(config)  # Raises DataError before anything is written.
   log.info('data: %s', dataset.summary())
+  backbone.check_backbone_folder(config, workdir)  # Reads only: refused before any write.
   with _workdir_lock(workdir):
     saved = runfolder.saved_config(workdir)
     runfolder.check_same_run(workdir, saved, config)  # Before a backbone is trained for it.
@@ -182,6 +183,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   dataset = data_lib.load_dataset(config)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise RunFolderError(f'no checkpoints under {workdir}: train first.')
+  backbone.check_backbone_folder(config, workdir)
   with _workdir_lock(workdir):
     runfolder.check_same_run(workdir, runfolder.saved_config(workdir), config)
     program = _program(config, dataset, workdir, train_backbone=False)

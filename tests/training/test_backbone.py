@@ -75,7 +75,11 @@ def test_a_backbone_of_other_settings_is_refused_not_retrained(tmp_path, reader_
   changed = reader_config(run_dir)
   changed.backbone.learning_rate = 0.01
   with pytest.raises(ConfigError, match='backbone/|train.learning_rate'):
-    run_lib.cf_vectors(changed, str(tmp_path), dataset)
+    backbone.check_backbone_folder(changed, str(tmp_path))
+  workdir = tmp_path / 'run'
+  with pytest.raises(ConfigError, match='backbone/|train.learning_rate'):
+    run_lib.train_and_evaluate(changed, str(workdir))
+  assert not workdir.exists()  # Refused before the run's folder (or its lock) is made.
   other_seed = reader_config(run_dir)
   other_seed.seed = 1
   with pytest.raises(ConfigError, match='seed'):
