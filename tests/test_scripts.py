@@ -210,3 +210,34 @@ def test_study_table_pairs_by_seed_and_twins_a_calibrated_run(tmp_path):
   missing = subprocess.run([sys.executable, 'scripts/study_table.py', str(tmp_path / 'none')],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
   assert missing.returncode == 1 and missing.stderr.startswith('error: ')
+
+
+def _write_run(folder, loss: float, seconds: float, item_row: float) -> None:
+  """A hand-made run folder of the files scripts/compare_runs.py reads."""
+  folder.mkdir(parents=True)
+  (folder / 'results.json').write_text(json.dumps(
+      {'best_epoch': 5, 'test': {'ndcg@20': 0.25}, 'train_seconds': seconds}))
+  (folder / 'config.json').write_text(json.dumps({'seed': 0}))
+  (folder / 'metrics.jsonl').write_text(
+      json.dumps({'epoch': 1, 'loss': loss, 'seconds': seconds, 'triples_per_second': 1 / seconds})
+      + '\n')
+  np.savez(folder / 'vectors.npz', users=np.ones((2, 3), np.float32),
+           items=np.full((4, 3), item_row, np.float32))
+
+
+def test_compare_runs_ignores_timings_and_finds_one_ulp(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+      'compare_runs', os.path.join(REPO, 'scripts', 'compare_runs.py'))
+  compare = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(compare)
+  _write_run(tmp_path / 'a' / 'run_x', loss=0.5, seconds=1.0, item_row=0.1)
+  _write_run(tmp_path / 'b' / 'run_x', loss=0.5, seconds=7.0, item_row=0.1)  # Slower: same.
+  assert compare.main(['compare_runs.py', str(tmp_path / 'a'), str(tmp_path / 'b')]) == 0
+  one_ulp = float(np.nextafter(np.float32(0.1), np.float32(1)))
+  _write_run(tmp_path / 'c' / 'run_x', loss=0.5, seconds=1.0, item_row=one_ulp)
+  assert compare.differences(tmp_path / 'a' / 'run_x', tmp_path / 'c' / 'run_x') == ['vectors.npz']
+  _write_run(tmp_path / 'd' / 'run_x', loss=0.5 + 1e-16, seconds=1.0, item_row=0.1)
+  assert compare.differences(tmp_path / 'a' / 'run_x', tmp_path / 'd' / 'run_x') == [
+      'metrics.jsonl']
+  (tmp_path / 'e').mkdir()
+  assert compare.main(['compare_runs.py', str(tmp_path / 'a'), str(tmp_path / 'e')]) == 1
