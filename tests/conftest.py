@@ -8,6 +8,7 @@ Fixtures are requested by argument; those that tests call return the function:
                                    files and folders: compare, guard, edit, write
   assert_training_beats_untrained  a short real run must beat the untrained model
   cli                              `python main.py` processes and what they wrote
+  interrupted_run                  a run stopped after a chosen epoch, for resume tests
 No test module imports another (nor a conftest); tests/data/ and tests/methods/ have their
 own conftest.py.
 """
@@ -298,3 +299,24 @@ class MainProcess:
 def cli():
   """MainProcess: run or start `python main.py`, read what the run wrote."""
   return MainProcess
+
+
+class StoppedByTest(Exception):
+  """What `interrupted_run`'s callback raises: a run cut off at a chosen epoch."""
+
+
+def _interrupted_run(run_fn, config, workdir: str, after_epoch: int) -> None:
+  def stop(epoch, metrics):
+    del metrics
+    if epoch == after_epoch:
+      raise StoppedByTest()
+
+  with pytest.raises(StoppedByTest):
+    run_fn(config, workdir, epoch_callback=stop)
+
+
+@pytest.fixture(scope='session')
+def interrupted_run():
+  """interrupted_run(train_and_evaluate, config, workdir, after_epoch): a run stopped right after
+  `after_epoch` (its latest checkpoint is what a crash there leaves), for resume tests."""
+  return _interrupted_run

@@ -199,22 +199,14 @@ def test_checkpoint_round_trip(name, make_program, tmp_path):
   chex.assert_trees_all_equal(arrays['state'], checkpoint.state_tree(state))
 
 
-class _Stop(Exception):
-  pass
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', METHODS)
-def test_resume_equals_an_uninterrupted_run_and_training_helps(name, contract_config, tmp_path):
+def test_resume_equals_an_uninterrupted_run_and_training_helps(name, contract_config, tmp_path,
+                                                              interrupted_run):
   config = contract_config(name, num_epochs=8, eval_every=2, patience=10)
   full = run_lib.train_and_evaluate(config, str(tmp_path / 'full'))
-
-  def stop_after_three(epoch, metrics):
-    if epoch == 3:
-      raise _Stop()
-
-  with pytest.raises(_Stop):
-    run_lib.train_and_evaluate(config, str(tmp_path / 'resumed'), epoch_callback=stop_after_three)
+  interrupted_run(run_lib.train_and_evaluate, config, str(tmp_path / 'resumed'), after_epoch=3)
   resumed = run_lib.train_and_evaluate(config, str(tmp_path / 'resumed'))
   for key in ('best_epoch', 'val', 'test', 'history'):
     assert resumed[key] == full[key], key

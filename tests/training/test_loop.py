@@ -53,9 +53,6 @@ def test_the_counters_are_saved_under_the_keys_older_run_folders_hold():
   assert loop_lib.LoopState.from_json(resumed).to_json() == resumed
 
 
-class _Stop(Exception):
-  pass
-
 
 def _rewrite_in_the_older_layout(config, workdir: str) -> None:
   """Re-save a run's latest checkpoints as run folders written before the model state held
@@ -90,18 +87,13 @@ def _rewrite_in_the_older_layout(config, workdir: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_run_folder_of_the_older_layout_resumes_as_if_never_stopped(make_config, tmp_path):
+def test_a_run_folder_of_the_older_layout_resumes_as_if_never_stopped(make_config, tmp_path,
+                                                                      interrupted_run):
   """SiBraR's BatchNorm statistics, saved by the older code inside its params with its AdamW
   frozen on them, are converted on restore: the resumed run equals an uninterrupted one."""
   config = make_config('sibrar', train={'num_epochs': 6, 'eval_every': 2, 'patience': 10})
   full = run_lib.train_and_evaluate(config, str(tmp_path / 'full'))
-
-  def stop_after_three(epoch, metrics):
-    if epoch == 3:
-      raise _Stop()
-
-  with pytest.raises(_Stop):
-    run_lib.train_and_evaluate(config, str(tmp_path / 'old'), epoch_callback=stop_after_three)
+  interrupted_run(run_lib.train_and_evaluate, config, str(tmp_path / 'old'), after_epoch=3)
   _rewrite_in_the_older_layout(config, str(tmp_path / 'old'))
   resumed = run_lib.train_and_evaluate(config, str(tmp_path / 'old'))
   for key in ('best_epoch', 'val', 'test', 'history'):
