@@ -11,7 +11,6 @@ per item), so XLA cannot merge the E projections.
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
 from milk_jax.methods.milk import environments
