@@ -2,8 +2,8 @@
 
 Read-only over the runs' results (results.json): nothing here trains, writes
 a file or draws.
-  statistics   metric, mean_std, paired_difference, confidence_half_width and
-               their formats, shared by every summary and scripts/study_table.py.
+  statistics   over seeds, in milk_jax/seed_statistics.py; `metric` reads a value
+               of a run's results by its dotted path.
   experiments  of a grid that milk_jax/experiment.py ran: summary_rows (one row
                per setting x variant x metric), summary_csv (summary.csv),
                summary_markdown (summary.md) and figures, the figures the grid
@@ -22,15 +22,15 @@ import sys
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import ml_collections
-import numpy as np
-from scipy import stats
+
+from milk_jax import seed_statistics
 
 log = logging.getLogger('milk_jax.report')
 
 USAGE = """Summaries of finished runs: mean and standard deviation over seeds.
 
-  python -m milk_jax.report runs/ml100k/milk runs/ml100k/erm
-  python -m milk_jax.report --metrics=test.ndcg@20,test_by_group.missing_1.ndcg@20 \
+  .venv/bin/python -m milk_jax.report runs/ml100k/milk runs/ml100k/erm
+  .venv/bin/python -m milk_jax.report --metrics=test.ndcg@20,test_by_group.missing_1.ndcg@20 \
       --baseline=runs/ml100k/erm runs/ml100k/milk
 
 Each folder holds run workdirs (one per seed, each with a results.json); a
@@ -66,64 +66,6 @@ def metric(result: dict, dotted: str) -> float | None:
       return None
     result = result[key]
   return float(result)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and sample standard deviation (ddof 1); the std is nan for one value, both for none.
-
-  One seed says nothing about the spread: nan shows as n/a, not as a spread of 0.
-  """
-  if len(values) == 0:
-    return math.nan, math.nan
-  values = np.asarray(values, np.float64)
-  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else math.nan
-
-
-def confidence_half_width(std: float, n: int, level: float = 0.95) -> float:
-  """Half-width of the Student-t confidence interval of a mean of n values; nan for n < 2."""
-  if n < 2 or math.isnan(std):
-    return math.nan
-  return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
-
-
-def paired_difference(values: Mapping[Any, float | None],
-                      baseline: Mapping[Any, float | None]) -> dict[str, float]:
-  """values[k] - baseline[k] over the keys (seeds) both have a value for.
-
-  Pairing by seed compares runs on the same split, which removes the
-  split-to-split spread. The p-value is the two-sided paired t-test
-  (scipy.stats.ttest_rel); nan with fewer than two pairs or identical differences.
-
-  Returns:
-    {'n': pairs, 'mean': mean difference, 'std': its sample std, 'p_value': p}.
-  """
-  keys = sorted(k for k, v in values.items()
-                if v is not None and baseline.get(k) is not None)
-  mine = np.array([values[k] for k in keys], np.float64)
-  theirs = np.array([baseline[k] for k in keys], np.float64)
-  mean, std = mean_std(mine - theirs)
-  p_value = math.nan
-  # Differences equal up to rounding have no spread to test (and make scipy warn).
-  if len(keys) >= 2 and std > 1e-12 * max(1.0, abs(mean)):
-    p_value = float(stats.ttest_rel(mine, theirs).pvalue)
-  return {'n': len(keys), 'mean': mean, 'std': std, 'p_value': p_value}
-
-
-def _spread(std: float) -> str:
-  return 'n/a' if math.isnan(std) else f'{std:.4f}'
-
-
-def format_mean_std(mean: float, std: float) -> str:
-  """'0.1234 +- 0.0100'; '0.1234 +- n/a' for one value (no spread), 'n/a' for none."""
-  return 'n/a' if math.isnan(mean) else f'{mean:.4f} +- {_spread(std)}'
-
-
-def format_difference(diff: Mapping[str, float]) -> str:
-  """'+0.0012 +- 0.0100 (p 0.81)': a signed paired difference and its p-value."""
-  if diff['n'] == 0:
-    return 'n/a'
-  p_value = 'n/a' if math.isnan(diff['p_value']) else f'{diff["p_value"]:.2f}'
-  return f'{diff["mean"]:+.4f} +- {_spread(diff["std"])} (p {p_value})'
 
 
 # An experiment's results: each run's results.json, by (setting, variant) then seed.
@@ -169,10 +111,10 @@ def summary_row(values: Mapping[Any, float | None],
   One cell of summary.csv, and of the command line's table.
   """
   present = [v for v in values.values() if v is not None]
-  mean, std = mean_std(present)
+  mean, std = seed_statistics.mean_std(present)
   row = {'n': len(present), 'mean': mean, 'std': std}
   if baseline is not None:
-    diff = paired_difference(values, baseline)
+    diff = seed_statistics.paired_difference(values, baseline)
     row.update(diff_n=diff['n'], diff_mean=diff['mean'], diff_std=diff['std'],
                p_value=diff['p_value'])
   return row
@@ -249,13 +191,13 @@ def setting_tables(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDic
     cells = []
     for metric in metrics:
       row = index[variant, metric]
-      text = format_mean_std(row['mean'], row['std'])
+      text = seed_statistics.format_mean_std(row['mean'], row['std'])
       cells.append(f'**{text}**' if row['mean'] == best[metric] else text)
     body.append([variant, str(max(index[variant, m]['n'] for m in metrics))] + cells)
   lines = [f'## {setting.upper()}', '']
   lines += _markdown_table(['variant', 'n'] + [metric_label(m) for m in metrics], body)
   if exp.baseline is not None and len(variants) > 1:
-    paired = [[v] + [format_difference({'n': index[v, m]['diff_n'],
+    paired = [[v] + [seed_statistics.format_difference({'n': index[v, m]['diff_n'],
                                          'mean': index[v, m]['diff_mean'],
                                          'std': index[v, m]['diff_std'],
                                          'p_value': index[v, m]['p_value']})
@@ -270,7 +212,7 @@ def setting_tables(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDic
 def setting_changes(results: Results, exp: ml_collections.ConfigDict) -> dict[str, dict]:
   """{variant: {setting: paired diff of plot_metric, setting minus the first setting}}."""
   first = exp.settings[0]
-  return {variant: {setting: paired_difference(
+  return {variant: {setting: seed_statistics.paired_difference(
       _values(results, setting, variant, exp.plot_metric),
       _values(results, first, variant, exp.plot_metric)) for setting in exp.settings[1:]}
           for variant, _ in exp.variants}
@@ -332,7 +274,7 @@ def extra_sections(results: Results, rows: Sequence[dict[str, Any]],
               'mean +- std, paired t-test p.', '']
     lines += _markdown_table(
         ['variant'] + [f'{s.upper()} - {exp.settings[0].upper()}' for s in exp.settings[1:]],
-        [[v] + [format_difference(d) for d in by_setting.values()]
+        [[v] + [seed_statistics.format_difference(d) for d in by_setting.values()]
          for v, by_setting in changes.items()])
     lines.append('')
   if 'groups' in exp.plots and exp.baseline is not None:
@@ -387,7 +329,7 @@ def paired_series(rows: Sequence[dict[str, Any]], exp: ml_collections.ConfigDict
       continue
     picked = [index[setting, variant, metric] for setting, metric in keys]
     series[variant] = ([r['diff_mean'] for r in picked],
-                       [confidence_half_width(r['diff_std'], r['diff_n']) for r in picked])
+                       [seed_statistics.confidence_half_width(r['diff_std'], r['diff_n']) for r in picked])
   return series
 
 
@@ -536,9 +478,9 @@ def summary_table(folders: Sequence[str], metrics: Sequence[str] = DEFAULT_METRI
     rows = [summary_row({name: metric(r, key) for name, r in results.items()},
                         {name: metric(r, key) for name, r in base.items()} if base else None)
             for key in metrics]
-    cells = [format_mean_std(row['mean'], row['std']) for row in rows]
+    cells = [seed_statistics.format_mean_std(row['mean'], row['std']) for row in rows]
     if base:
-      cells += [format_mean_std(row['diff_mean'], row['diff_std']) for row in rows]
+      cells += [seed_statistics.format_mean_std(row['diff_mean'], row['diff_std']) for row in rows]
     lines.append(f'| {folder} | {len(results)} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

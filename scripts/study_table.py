@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from milk_jax import report  # pylint: disable=wrong-import-position
+from milk_jax import seed_statistics  # pylint: disable=wrong-import-position
 
 METRIC = 'ndcg@20'
 UNCALIBRATED = ('test', 'test_by_group', 'test_within_group')
@@ -122,11 +122,11 @@ def table(variants: dict[str, dict[int, dict]], baseline: str, order: list[str])
     if name == baseline or not base:
       gain = within_gain = '-'
     else:
-      diff = report.paired_difference(test, column(base, 'test'))
+      diff = seed_statistics.paired_difference(test, column(base, 'test'))
       rel = 100 * diff['mean'] / np.mean([column(base, 'test')[s] for s in test if s in base])
       gain = (f'{diff["mean"]:+.4f} ({rel:+.1f}%, p {diff["p_value"]:.2f})' if diff['n'] > 1
               else f'{diff["mean"]:+.4f} (one seed)')
-      within = report.paired_difference(column(seeds, 'test_within_group', groups[-1]),
+      within = seed_statistics.paired_difference(column(seeds, 'test_within_group', groups[-1]),
                                         column(base, 'test_within_group', groups[-1]))
       within_gain = f'{within["mean"]:+.4f}'
     epochs = ' '.join(str(seeds[s]['best_epoch']) for s in sorted(seeds))
@@ -149,7 +149,7 @@ def validation_table(variants: dict[str, dict[int, dict]], baseline: str,
     values = {s: v for s, v in values.items() if not math.isnan(v)}
     if not values:
       continue
-    diff = report.paired_difference(values, base)
+    diff = seed_statistics.paired_difference(values, base)
     gap = ('-' if name == baseline or diff['n'] < 2 else
            f'{diff["mean"]:+.4f} ({diff["std"] / math.sqrt(diff["n"]):.4f})')
     lines.append(f'| {name} | {",".join(map(str, sorted(values)))} | '
