@@ -1,14 +1,14 @@
 """Command line for milk-jax: parses flags and dispatches; no logic lives here.
 
-  python main.py --config=configs/default.py --workdir=runs/default
-  python main.py --config=configs/ml100k.py --workdir=runs/ml100k --config.train.beta=50
-  python main.py --config=configs/ml100k.py --workdir=runs/ml100k_heater --config.method=heater
-  python main.py --workdir=runs/ml100k --mode=eval
-  python main.py --workdir=runs/ml100k --mode=recommend --config.recommend.new_items=new_items/
-  python main.py --workdir=runs/ml100k --mode=export
-  python main.py --config=configs/baby_synthetic.py --workdir=runs/bench --mode=benchmark
-  python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
-  python main.py --config=configs/ml100k.py --mode=fields
+  .venv/bin/python main.py --config=configs/default.py --workdir=runs/default
+  .venv/bin/python main.py --config=configs/ml100k.py --workdir=runs/ml100k --config.train.beta=50
+  .venv/bin/python main.py --config=configs/ml100k.py --workdir=runs/ml100k_heater --config.method=heater
+  .venv/bin/python main.py --workdir=runs/ml100k --mode=eval
+  .venv/bin/python main.py --workdir=runs/ml100k --mode=recommend --config.recommend.new_items=new_items/
+  .venv/bin/python main.py --workdir=runs/ml100k --mode=export
+  .venv/bin/python main.py --config=configs/baby_synthetic.py --workdir=runs/bench --mode=benchmark
+  .venv/bin/python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
+  .venv/bin/python main.py --config=configs/ml100k.py --mode=fields
 
 Progress goes to stdout; warnings and errors to stderr. A user's mistake
 (bad config or data, a run folder of another run, damaged or in use, a

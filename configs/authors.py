@@ -4,7 +4,7 @@ Point it at a folder in the authors' layout (train.txt, val.txt, test.txt,
 cold_item_index.npy, image_feat.npy, text_feat.npy and their
 *_missing_test / *_missing_all variants):
 
-  python main.py --config=configs/authors.py --config.data.path=DIR --workdir=runs/authors
+  .venv/bin/python main.py --config=configs/authors.py --config.data.path=DIR --workdir=runs/authors
 
 `scripts/make_authors_layout.py` writes such a folder from any dataset
 config. Where the authors' code departs from the paper (spec: "Behaviour of

@@ -6,8 +6,8 @@ then alpha in {0.01, 0.1, 1, 10}); docs/results/ml100k.md gives the search and t
 
 The baselines' fields below were chosen the same way, on validation NDCG@20
 (FTMT, seeds 0-2, each method's SEARCH one field at a time) by
-  python main.py --mode=experiment --config=configs/experiments/tune.py:ml100k --workdir=W
-  python scripts/choose_hparams.py W/summary.csv
+  .venv/bin/python main.py --mode=experiment --config=configs/experiments/tune.py:ml100k --workdir=W
+  .venv/bin/python scripts/choose_hparams.py W/summary.csv
 (docs/results/table2_ml100k.md gives the search and its cost).
 """
 

@@ -6,8 +6,8 @@ modality is not available in this copy, so M = 2.
 The baselines' fields below were chosen on validation NDCG@20 (FTMT, seeds
 0-2, each method's SEARCH one field at a time), for the methods whose search
 fits on a 2-core CPU (DUIF, DropoutNet, GoRec, MTPR) by
-  python main.py --mode=experiment --config=configs/experiments/tune.py:tiktok_mm,duif,dropoutnet,gorec,mtpr --workdir=W
-  python scripts/choose_hparams.py W/summary.csv
+  .venv/bin/python main.py --mode=experiment --config=configs/experiments/tune.py:tiktok_mm,duif,dropoutnet,gorec,mtpr --workdir=W
+  .venv/bin/python scripts/choose_hparams.py W/summary.csv
 The others keep their originals' defaults (docs/results/table2_tiktok_mm.md).
 """
 

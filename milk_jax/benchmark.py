@@ -1,6 +1,6 @@
 """Throughput of the jitted train step and of whole epochs.
 
-  python main.py --config=configs/baby_synthetic.py --mode=benchmark --workdir=runs/bench
+  .venv/bin/python main.py --config=configs/baby_synthetic.py --mode=benchmark --workdir=runs/bench
 
 Compiles once (timed apart), warms up, then times single steps (each waits
 for the device with `block_until_ready`) and whole epochs with either

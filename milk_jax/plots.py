@@ -9,7 +9,7 @@ benchmark's sweep is two log-log panels of step time (`plot_sweep`). A run's
 training curves (loss and validation metrics per epoch) are drawn from its
 metrics.jsonl at the end of training, or again by
 
-  python -m milk_jax.plots RUN_DIR [RUN_DIR ...]   # writes RUN_DIR/curves.png
+  .venv/bin/python -m milk_jax.plots RUN_DIR [RUN_DIR ...]   # writes RUN_DIR/curves.png
 """
 
 import math
@@ -259,7 +259,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str, title: str) -> None
   plt.close(figure)
 
 
-USAGE = 'usage: python -m milk_jax.plots RUN_DIR [RUN_DIR ...]'
+USAGE = 'usage: .venv/bin/python -m milk_jax.plots RUN_DIR [RUN_DIR ...]'
 
 
 def main(argv: Sequence[str]) -> int:

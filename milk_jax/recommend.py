@@ -1,7 +1,7 @@
 """`--mode=recommend` and `--mode=export`: a trained run serves items it never saw.
 
-  python main.py --mode=recommend --workdir=RUN --config.recommend.new_items=DIR
-  python main.py --mode=export --workdir=RUN [--config.export.new_items=DIR]
+  .venv/bin/python main.py --mode=recommend --workdir=RUN --config.recommend.new_items=DIR
+  .venv/bin/python main.py --mode=export --workdir=RUN [--config.export.new_items=DIR]
 
 Both read the run's own config (config.json) and refuse a conflicting one;
 every input is checked before anything is written, and every file is

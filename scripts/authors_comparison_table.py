@@ -1,6 +1,6 @@
 """The table of scripts/authors_comparison.sh: milk-jax's authors preset beside their code.
 
-  python scripts/authors_comparison_table.py OUT
+  .venv/bin/python scripts/authors_comparison_table.py OUT
 
 Reads OUT/milkjax_seed<n>/results.json and, when present, the authors'
 log OUT/authors_seed<n>.log (its closing lines print the test metrics at

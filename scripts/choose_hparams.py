@@ -1,6 +1,6 @@
 """Print the validation-best value of each searched field from a tune experiment's summary.csv.
 
-  python scripts/choose_hparams.py runs/tune/ml100k/summary.csv [--metric=val.ndcg@20]
+  .venv/bin/python scripts/choose_hparams.py runs/tune/ml100k/summary.csv [--metric=val.ndcg@20]
 
 For each method, each searched field takes the value whose variant has the
 highest mean validation metric over seeds, the method's defaults competing as

@@ -22,7 +22,7 @@ dataset=${1:?usage: scripts/comparison_parallel.sh DATASET OUT_DIR [--config.x=y
 out=${2:?usage: scripts/comparison_parallel.sh DATASET OUT_DIR [--config.x=y ...]}
 shift 2
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-.venv/bin/python}
 JOBS=${JOBS:-4}
 SETTINGS=${SETTINGS:-ftmt mtmt}
 runs="$out/$dataset/runs"

@@ -1,6 +1,6 @@
 """Write a dataset in the authors' MILK layout, for running their code beside milk-jax.
 
-  python scripts/make_authors_layout.py --config=configs/ml100k.py --out=runs/authors/ml100k_seed0 --seed=0
+  .venv/bin/python scripts/make_authors_layout.py --config=configs/ml100k.py --out=runs/authors/ml100k_seed0 --seed=0
 
 The split and the missing-modality masks are milk-jax's own for that seed
 (FTMT for the new items, MTMT's extra draw for the warm items), so both

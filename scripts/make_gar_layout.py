@@ -1,6 +1,6 @@
 """Write a milk-jax split in the file layout of GAR's original TF code, to run it beside ours.
 
-  python scripts/make_gar_layout.py --config=configs/ml100k.py --setting=ftmt --seed=0 \
+  .venv/bin/python scripts/make_gar_layout.py --config=configs/ml100k.py --setting=ftmt --seed=0 \
       --backbone_run=RUNS/ftmt/_backbone/seed_0 --out=runs/gar_original/ml100k
 
 The split, the features (imputed, normalised, the modalities concatenated, as

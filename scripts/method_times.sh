@@ -6,7 +6,7 @@
 # that read a backbone are timed on random CF vectors of its shape (nothing is trained first).
 set -euo pipefail
 out=${1:?usage: scripts/method_times.sh OUT_DIR [PYTHON] [METHOD ...]}
-python=${2:-python}
+python=${2:-.venv/bin/python}
 shift 2 || shift $#
 cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then

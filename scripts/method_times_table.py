@@ -1,6 +1,6 @@
 """A Markdown table of per-method benchmark.json files (scripts/method_times.sh).
 
-  python scripts/method_times_table.py runs/times/*/benchmark.json
+  .venv/bin/python scripts/method_times_table.py runs/times/*/benchmark.json
 """
 
 import json

@@ -1,7 +1,7 @@
 """Peak memory of MICRO's chunked whole-catalogue parts on random data (milk_jax/methods/micro.py).
 
-  python scripts/micro_memory.py --part=knn --items=50000 --dim=64 --chunk_rows=1024
-  python scripts/micro_memory.py --part=contrastive --items=50000 --dim=64 --chunk_rows=1024
+  .venv/bin/python scripts/micro_memory.py --part=knn --items=50000 --dim=64 --chunk_rows=1024
+  .venv/bin/python scripts/micro_memory.py --part=contrastive --items=50000 --dim=64 --chunk_rows=1024
 
 `knn` is one kNN search (k = 10) over the items; `contrastive` is the value and
 gradient of one modality's contrastive term. Prints one JSON line: XLA's

@@ -4,7 +4,7 @@
 # (PYTHON=... picks the interpreter; runs already finished are resumed, not redone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-.venv/bin/python}
 RUNS=${1:-runs/ml100k}
 for seed in 0 1 2 3 4; do
   "$PYTHON" main.py --config=configs/ml100k.py --workdir="$RUNS/milk/$seed" --config.seed=$seed

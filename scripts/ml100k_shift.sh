@@ -4,7 +4,7 @@
 # Usage: scripts/ml100k_shift.sh [RUNS_DIR]   (PYTHON=... picks the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-.venv/bin/python}
 RUNS=${1:-runs}
 ERM=(--config.model.use_alignment=False --config.model.use_invariance=False)
 ALL_MISSING=(--config.data.test_missing_rate=1.0)

@@ -5,7 +5,7 @@ beta in {0, 1, 10, 100, 1000} (lambda 0.05, alpha 0.1), then lambda in
 point is scored by validation NDCG@20 averaged over the seeds. Test metrics
 are never read. Finished runs under RUNS_DIR are resumed, not redone.
 
-  python scripts/ml100k_tune.py [RUNS_DIR]
+  .venv/bin/python scripts/ml100k_tune.py [RUNS_DIR]
 """
 
 import os

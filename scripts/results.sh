@@ -13,7 +13,7 @@
 # scripts/comparison_parallel.sh for Table 2 as parallel processes on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${1:-runs/results}
 shift || true
 if [ $# -eq 0 ]; then set -- ml100k synthetic_m3 baby_synthetic; fi

@@ -13,7 +13,7 @@ calibration. Every variant is
 compared with today's ERM, paired by seed, overall, per missing group in one
 shared ranking, and within each group.
 
-  python main.py --config=configs/experiments/fusion.py:ml100k --workdir=runs/fusion_ml100k --mode=experiment
+  .venv/bin/python main.py --config=configs/experiments/fusion.py:ml100k --workdir=runs/fusion_ml100k --mode=experiment
 
 ml100k runs FTMT and MTMT, synthetic_m3 the groups setting (items missing
 two), any other dataset FTMT; --config.experiment.only="('MILK_cal',)" runs

@@ -6,9 +6,9 @@ summary shows validation metrics only, so the choice never sees a test
 number. `scripts/choose_hparams.py SUMMARY_CSV` prints the best value of
 each field as config lines, which the dataset config then records:
 
-  python main.py --mode=experiment --config=configs/experiments/tune.py:ml100k \
+  .venv/bin/python main.py --mode=experiment --config=configs/experiments/tune.py:ml100k \
       --workdir=runs/tune/ml100k
-  python scripts/choose_hparams.py runs/tune/ml100k/summary.csv
+  .venv/bin/python scripts/choose_hparams.py runs/tune/ml100k/summary.csv
 
 `tune.py:ml100k,heater,clcrec` restricts the search to the methods named
 after the dataset.
