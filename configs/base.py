@@ -25,16 +25,23 @@ def get_config() -> ml_collections.ConfigDict:
   data.ids = 'dense'  # dense (0-based ints, feature row = item id) | raw (any strings).
   data.item_ids_file = 'item_ids.txt'  # ids=raw: line i = raw id of feature row i.
   data.min_rating = config_dict.placeholder(float)  # Positives: rating >= this; None = every row.
-  data.split = 'random'  # random | time (the newest items by first interaction are new).
+  # random | time (the newest items by first interaction are new) | popularity (DGMRec's).
+  data.split = 'random'
   data.new_item_fraction = 0.2  # Items that lose all training interactions.
   data.val_fraction = 0.5  # Share of the new items used for validation; rest test.
-  data.setting = 'ftmt'  # given | ftft | ftmt | mtmt | groups, on top of the declared mask.
+  # given | ftft | ftmt | mtmt | groups | stratified (DGMRec's), on top of the declared mask.
+  data.setting = 'ftmt'
   data.availability_file = 'availability.npy'  # Declared mask, read if present: .npy or .tsv by id.
   data.missing_rows = 'error'  # error | nan | nan_or_zero: rows that mark a missing modality.
   data.authors_missing_files = True  # milk, ftmt/mtmt: mask from *_feat_missing_*.npy if present.
   data.test_missing_rate = 0.5  # ftmt/mtmt: new items that miss one modality.
   data.train_missing_rate = 0.3  # mtmt: warm items that miss one modality.
   data.group_fractions = (0.1, 0.45, 0.45)  # groups: new items missing 0, 1, 2... modalities.
+  # split=popularity, setting=stratified: the least interacted share of items, the unpopular
+  # group (DGMRec: 70%).
+  data.unpopular_fraction = 0.7
+  # stratified: the share of each new/warm x popularity group that lacks some modality.
+  data.stratified_missing_rate = 2 / 3
   data.imputation = 'mean'  # mean | zero | learned (ridge maps); fitted on warm items only.
   data.imputation_ridge = 1.0  # learned: L2 penalty of each cross-modal ridge map.
   data.normalize = True  # L2-normalise each feature row after imputation.

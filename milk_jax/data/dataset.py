@@ -34,7 +34,7 @@ from milk_jax.data.layouts import mmrec
 FORMATS = ('synthetic', 'interactions', 'mmrec', 'milk')
 NEGATIVE_POOLS = ('warm', 'all')
 ID_KINDS = ('dense', 'raw')
-SPLITS = ('random', 'time')
+SPLITS = ('random', 'time', 'popularity')
 TABLE_FORMATS = ('interactions', 'mmrec')  # The layouts with raw ids, ratings and timestamps.
 MISSING_ROWS = ('error', 'nan', 'nan_or_zero')
 COMPLETE = 'none_missing'  # missing_report's key for items with every modality.
@@ -170,7 +170,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not isinstance(data.availability_file, str) or not data.availability_file:
     raise DataError(f'config.data.availability_file={data.availability_file!r}: must be a '
                     f'file name')
-  for field in ('new_item_fraction', 'val_fraction', 'test_missing_rate', 'train_missing_rate'):
+  for field in ('new_item_fraction', 'val_fraction', 'test_missing_rate', 'train_missing_rate',
+                'unpopular_fraction', 'stratified_missing_rate'):
     _check_fraction(data[field], field)
   if not data.imputation_ridge > 0:
     raise DataError(f'config.data.imputation_ridge={data.imputation_ridge}: must be positive')
@@ -185,6 +186,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if abs(sum(fractions) - 1.0) > 1e-6:
       raise DataError(f'config.data.group_fractions={fractions}: must sum to 1, '
                       f'sum is {sum(fractions)}')
+  if data.split == 'popularity' and data.format == 'milk':
+    raise DataError("config.data.split='popularity': the 'milk' format's split is given by its "
+                    'files')
   if data.format == 'synthetic':
     _check_synthetic_config(data.synthetic, len(modalities))
   elif data.path is None:
@@ -292,7 +296,16 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   raw, source = read_layout(data, seed)
   num_items = raw.features[0].shape[0]
   item_split = raw.item_split
-  if item_split is None and data.split == 'time':
+  # DGMRec's popularity groups, over all interactions: the strata of the popularity split and
+  # of the stratified setting.
+  popular = None
+  if data.split == 'popularity' or data.setting == 'stratified':
+    popular = split.popular_items(split.item_popularity(raw.pairs, num_items),
+                                  data.unpopular_fraction)
+  if item_split is None and data.split == 'popularity':
+    item_split = split.popularity_item_split(np.random.default_rng([seed, _SPLIT_STREAM]), popular,
+                                             data.new_item_fraction, data.val_fraction)
+  elif item_split is None and data.split == 'time':
     item_split = split.time_item_split(raw.first_time, data.new_item_fraction, data.val_fraction)
   elif item_split is None:
     item_split = split.new_item_split(np.random.default_rng([seed, _SPLIT_STREAM]), num_items,
@@ -309,7 +322,8 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
       setting, item_split.warm_items, item_split.new_items, len(raw.features),
       data.test_missing_rate, data.train_missing_rate, tuple(data.group_fractions),
       warm_rng=np.random.default_rng([seed, _MISSING_STREAM, 0]),
-      new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]), declared=declared)
+      new_rng=np.random.default_rng([seed, _MISSING_STREAM, 1]), declared=declared,
+      popular=popular, stratified_missing_rate=data.stratified_missing_rate)
   imputation = missing.fit_imputation(raw.features, available, data.imputation,
                                       fit_rows=item_split.warm_items, ridge=data.imputation_ridge)
   features = missing.apply_imputation(imputation, raw.features, available)

@@ -9,23 +9,30 @@ modalities a dataset says an item has; all of them unless it says otherwise):
   one modality.
 - groups: new items fall into groups by `group_fractions`: group g misses a
   uniformly random set of g modalities; warm items complete.
-Counts are rounded half up. New and warm items draw from separate generators,
-so the new-item mask of mtmt equals that of ftmt under the same seed, and
-the two settings differ only in training-time missingness.
+- stratified: DGMRec's masks (its data/preprocess_missing_modality.py), new and
+  warm items alike: see `stratified_mask`.
+Counts are rounded half up (stratified's are floored, as in the original). New
+and warm items draw from separate generators, so the new-item mask of mtmt
+equals that of ftmt under the same seed, and the two settings differ only in
+training-time missingness.
 
 Simulated draws pick only among an item's declared-present modalities, and an
 item never loses its last one: a draw that would remove every modality an
 item has left is skipped (the item keeps its declared mask), so the counts
 above are upper bounds when the dataset declares missingness of its own.
-With nothing declared, draws and counts are exactly those above.
+With nothing declared, draws and counts are exactly those above. stratified is
+the exception: as in the original, some of its items lose every modality
+(half of its missing items with M = 2; imputation fills them), and its
+patterns are ANDed with the declared mask as drawn.
 """
 
 import dataclasses
+import itertools
 from typing import Mapping, Sequence
 
 import numpy as np
 
-SETTINGS = ('given', 'ftft', 'ftmt', 'mtmt', 'groups')
+SETTINGS = ('given', 'ftft', 'ftmt', 'mtmt', 'groups', 'stratified')
 IMPUTATIONS = ('mean', 'zero', 'learned')
 
 
@@ -93,18 +100,81 @@ def group_counts(rng: np.random.Generator, num_rows: int,
   return counts[rng.permutation(num_rows)]
 
 
+def stratified_patterns(num_modalities: int) -> np.ndarray:
+  """The availability of DGMRec's chunks of missing items: (2^M - 2 + M, M) bool.
+
+  One chunk per proper non-empty set of missing modalities, sets by size,
+  then in itertools.combinations order of the modality indices, then M
+  chunks that miss every modality. The original has M = 2: its quarters miss
+  text, image, both, both (modalities (text, image) give that order);
+  its shipped TikTok masks (M = 3) have the 6 partial sets t, v, a, tv, ta,
+  va at 1/9 each and all three at 3/9, which this rule also gives.
+  """
+  patterns = []
+  for size in range(1, num_modalities):
+    for lost in itertools.combinations(range(num_modalities), size):
+      row = np.ones(num_modalities, bool)
+      row[list(lost)] = False
+      patterns.append(row)
+  patterns += [np.zeros(num_modalities, bool)] * num_modalities
+  return np.array(patterns)
+
+
+def chunk_bounds(num_rows: int, num_chunks: int) -> np.ndarray:
+  """(num_chunks + 1,) int: the cut of `num_rows` rows into near-equal chunks.
+
+  Bound i is int(i * (num_rows / num_chunks)), the original's float
+  arithmetic; the last bound is num_rows (the original asserts that).
+  """
+  width = num_rows / num_chunks
+  bounds = np.array([int(i * width) for i in range(num_chunks + 1)], np.int64)
+  bounds[-1] = num_rows
+  return bounds
+
+
+def stratified_mask(rng: np.random.Generator, strata: np.ndarray, missing_rate: float,
+                num_modalities: int) -> np.ndarray:
+  """DGMRec's missing-modality mask of some rows, drawn stratum by stratum.
+
+  In each stratum (ascending labels) of n rows, floor(missing_rate * n) rows
+  are drawn uniformly without replacement and, in the drawn order, cut by
+  `chunk_bounds` into the chunks of `stratified_patterns`: with M = 2, a quarter
+  misses image only, a quarter text only and half of them both. The
+  original's strata are new/old x cold/warm; here a call per new and per
+  warm items, strata = popularity groups.
+
+  Args:
+    strata: (rows,) int or bool stratum label of each row.
+  Returns:
+    (rows, num_modalities) bool, True = present.
+  """
+  patterns = stratified_patterns(num_modalities)
+  available = np.ones((len(strata), num_modalities), bool)
+  for label in np.unique(strata):
+    members = np.flatnonzero(strata == label)
+    drawn = rng.choice(members, int(np.floor(missing_rate * members.size)), replace=False)
+    bounds = chunk_bounds(drawn.size, len(patterns))
+    for pattern, start, stop in zip(patterns, bounds[:-1], bounds[1:]):
+      available[drawn[start:stop]] = pattern
+  return available
+
+
 def availability_mask(setting: str, warm_items: np.ndarray, new_items: np.ndarray,
                       num_modalities: int, test_missing_rate: float,
                       train_missing_rate: float, group_fractions: Sequence[float],
                       warm_rng: np.random.Generator,
                       new_rng: np.random.Generator,
-                      declared: np.ndarray | None = None) -> np.ndarray:
+                      declared: np.ndarray | None = None,
+                      popular: np.ndarray | None = None,
+                      stratified_missing_rate: float = 0.0) -> np.ndarray:
   """The availability mask A of all items under a missing-modality setting.
 
   Args:
     warm_items, new_items: disjoint int item ids covering all items.
     declared: (num_items, num_modalities) bool, the modalities the dataset
       says each item has (each row with at least one True); None = all.
+    popular: (num_items,) bool popularity group, stratified's strata (needed there).
+    stratified_missing_rate: stratified: share of each stratum that misses modalities.
   Returns:
     (num_items, num_modalities) bool, True = present: `declared` with the
     setting's simulated losses on top. For warm items it is the
@@ -114,6 +184,11 @@ def availability_mask(setting: str, warm_items: np.ndarray, new_items: np.ndarra
   if declared is None:
     declared = np.ones((num_items, num_modalities), bool)
   available = np.array(declared, bool)
+  if setting == 'stratified':
+    for items, rng in ((new_items, new_rng), (warm_items, warm_rng)):
+      available[items] &= stratified_mask(rng, popular[items], stratified_missing_rate,
+                                          num_modalities)
+    return available
   if setting == 'groups':
     new_counts = group_counts(new_rng, len(new_items), group_fractions)
   elif setting in ('ftmt', 'mtmt'):

@@ -4,7 +4,9 @@ Protocol (spec, "Protocol"): a random share of the items becomes new; those
 are divided into validation and test items. Interactions follow their item,
 so every interaction lands in exactly one of train / val / test and no user
 trains on a new item. The time split (config.data.split='time') makes the
-same share new, but picks the newest items by first interaction time.
+same share new, but picks the newest items by first interaction time. The
+popularity split (config.data.split='popularity') is DGMRec's: the same share
+of new items is drawn separately among the less and the more popular items.
 """
 
 from typing import NamedTuple
@@ -59,6 +61,51 @@ def time_item_split(first_time: np.ndarray, new_item_fraction: float,
   num_warm = num_items - num_new
   return sorted_split(order[:num_warm], order[num_warm:num_warm + num_val],
                       order[num_warm + num_val:])
+
+
+def item_popularity(pairs: np.ndarray, num_items: int) -> np.ndarray:
+  """(num_items,) int64: each item's interactions (pairs are unique, so its users)."""
+  return np.bincount(np.asarray(pairs)[:, 1].astype(np.int64), minlength=num_items)
+
+
+def popular_items(popularity: np.ndarray, unpopular_fraction: float) -> np.ndarray:
+  """(I,) bool, True = popular: all but the floor(unpopular_fraction * I) least popular items.
+
+  DGMRec's cold / warm item groups (data/preprocess_*.py there: the 70% least
+  popular items and the rest). Ties in popularity go by item id, the smaller
+  id counting as less popular, so the groups are a function of the counts
+  alone (the original sorts with pandas' unstable default sort).
+
+  Args:
+    popularity: (I,) interaction counts, e.g. `item_popularity`.
+  """
+  num_items = popularity.shape[0]
+  least_popular_first = np.lexsort((np.arange(num_items), popularity))
+  popular = np.ones(num_items, bool)
+  popular[least_popular_first[:int(np.floor(unpopular_fraction * num_items))]] = False
+  return popular
+
+
+def popularity_item_split(rng: np.random.Generator, popular: np.ndarray,
+                          new_item_fraction: float, val_fraction: float) -> ItemSplit:
+  """DGMRec's new items: floor(new_item_fraction * n) drawn uniformly within each group.
+
+  The groups are the unpopular and the popular items (`popular_items`; n is
+  the group's size), so both popularity levels are new in the same share.
+  Of all new items, floor(val_fraction * num_new) chosen uniformly are
+  validation items and the rest test items (DGMRec keeps no new-item
+  validation split: its new items' training interactions join the test set).
+
+  Args:
+    popular: (I,) bool, True = popular.
+  """
+  new_items = np.concatenate([
+      rng.choice(group, int(np.floor(new_item_fraction * group.size)), replace=False)
+      for group in (np.flatnonzero(~popular), np.flatnonzero(popular))])
+  new_items = rng.permutation(new_items)
+  num_val = int(np.floor(val_fraction * new_items.size))
+  warm_items = np.setdiff1d(np.arange(popular.shape[0]), new_items)
+  return sorted_split(warm_items, new_items[:num_val], new_items[num_val:])
 
 
 def split_sizes(num_items: int, new_item_fraction: float, val_fraction: float

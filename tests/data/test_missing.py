@@ -230,3 +230,105 @@ def test_simulation_on_top_of_the_declared_mask(tmp_path, setting, fields, tsv_c
   # Rates of 1: every item that can lose `wanted` modalities does; the others are skipped.
   np.testing.assert_array_equal(lost[simulated], np.where(can_lose, wanted, 0))
   assert can_lose.any() and not can_lose.all()
+
+
+def pattern_counts(available: np.ndarray, patterns: np.ndarray) -> list[int]:
+  """How many rows of `available` equal each distinct row of `patterns`, in their order."""
+  _, first = np.unique(patterns, axis=0, return_index=True)
+  return [int((available == patterns[i]).all(axis=1).sum()) for i in np.sort(first)]
+
+
+def test_stratified_patterns_and_chunks():
+  # M = 2: image missing, text missing, then two chunks missing both (the original's quarters).
+  np.testing.assert_array_equal(missing.stratified_patterns(2),
+                                [[False, True], [True, False], [False, False], [False, False]])
+  # M = 3: the 6 partial sets by size, then 3 all-missing chunks (2^3 - 2 + 3 = 9).
+  patterns = missing.stratified_patterns(3)
+  assert patterns.shape == (9, 3)
+  np.testing.assert_array_equal((~patterns).sum(axis=1), [1, 1, 1, 2, 2, 2, 3, 3, 3])
+  assert len(np.unique(patterns[:6], axis=0)) == 6
+  np.testing.assert_array_equal(missing.chunk_bounds(10, 4), [0, 2, 5, 7, 10])
+  # 241 missing items in 9 chunks: 26, 27, 27, 27, 26, 27 partial and 81 all-missing, the
+  # counts of the original's shipped TikTok mask for its popular new items.
+  np.testing.assert_array_equal(np.diff(missing.chunk_bounds(241, 9)),
+                                [26, 27, 27, 27, 26, 27, 27, 27, 27])
+
+
+@pytest.mark.parametrize('num_modalities,expected', [
+    # Stratum 0 (90 rows) and 1 (45 rows): floor(2/3 n) = 60 and 30 rows miss something, cut
+    # at int(i * 60 / K) and int(i * 30 / K). Counts: complete, then the chunks' patterns.
+    (2, [[30, 15, 15, 30], [15, 7, 8, 15]]),  # K = 4: image only, text only, both missing.
+    (3, [[30, 6, 7, 7, 6, 7, 7, 20], [15, 3, 3, 4, 3, 3, 4, 10]]),  # K = 9.
+])
+def test_stratified_mask_counts_per_stratum(num_modalities, expected):
+  strata = np.repeat([1, 0, 1, 0], [20, 90, 25, 0])  # Strata need not be contiguous.
+  mask = missing.stratified_mask(np.random.default_rng(0), strata, 2 / 3, num_modalities)
+  patterns = np.concatenate([np.ones((1, num_modalities), bool),
+                             missing.stratified_patterns(num_modalities)])
+  counts = [pattern_counts(mask[strata == label], patterns) for label in (0, 1)]
+  assert counts == expected
+  np.testing.assert_array_equal(
+      mask, missing.stratified_mask(np.random.default_rng(0), strata, 2 / 3, num_modalities))
+  assert not np.array_equal(
+      mask, missing.stratified_mask(np.random.default_rng(1), strata, 2 / 3, num_modalities))
+
+
+def write_popularity_folder(folder: Path, write_features, write_tsv, modalities) -> None:
+  """100 items, item i with 1 + i // 10 users: items 0..69 are the unpopular 70%."""
+  write_features(folder, num_items=100, dims={name: 2 for name in modalities})
+  write_tsv(folder / 'interactions.tsv', 'user\titem',
+            [(u, i) for i in range(100) for u in range(1 + i // 10)])
+
+
+def test_stratified_setting_counts_and_mean_fill(tmp_path, tsv_config, write_features, write_tsv,
+                                             new_items_of):
+  write_popularity_folder(tmp_path, write_features, write_tsv, ('image', 'text'))
+  config = tsv_config(tmp_path, setting='stratified', split='popularity', normalize=False)
+  dataset = data.load_dataset(config)
+  new = new_items_of(dataset)
+  patterns = np.array([[True, True], [False, True], [True, False], [False, False]])
+  counts = {}
+  for name, items in (('new', new), ('warm', dataset.warm_items)):
+    for group, in_group in (('unpopular', items < 70), ('popular', items >= 70)):
+      counts[name, group] = pattern_counts(dataset.availability[items[in_group]], patterns)
+  # Complete / image only / text only / both missing. New: 14 unpopular items, floor(2/3 * 14)
+  # = 9 miss something, cut at int(i * 9 / 4) = 2, 4, 6 -> 2, 2, 5; 6 popular: 4 -> 1, 1, 2.
+  # Warm: 56 -> 37 at 9, 18, 27 -> 9, 9, 19; 24 -> 16 -> 4, 4, 8.
+  assert counts == {('new', 'unpopular'): [5, 2, 2, 5], ('new', 'popular'): [2, 1, 1, 2],
+                    ('warm', 'unpopular'): [19, 9, 9, 19], ('warm', 'popular'): [8, 4, 4, 8]}
+  # DGMRec's imputation 1: the mean over the warm (old) items that have the modality.
+  raw = np.load(tmp_path / 'image_feat.npy')
+  has_image = dataset.warm_items[dataset.availability[dataset.warm_items, 0]]
+  lacks_image = ~dataset.availability[:, 0]
+  np.testing.assert_allclose(dataset.features[0][lacks_image],
+                             np.tile(raw[has_image].mean(axis=0), (lacks_image.sum(), 1)),
+                             rtol=1e-6)
+  again = data.load_dataset(config)
+  np.testing.assert_array_equal(again.availability, dataset.availability)
+  config.seed = 1
+  assert not np.array_equal(data.load_dataset(config).availability, dataset.availability)
+
+
+def test_stratified_setting_three_modalities_on_top_of_the_declared_mask(
+    tmp_path, tsv_config, write_features, write_tsv, new_items_of):
+  modalities = ('image', 'audio', 'text')
+  write_popularity_folder(tmp_path, write_features, write_tsv, modalities)
+  config = tsv_config(tmp_path, setting='stratified', split='popularity', modalities=modalities,
+                      stratified_missing_rate=0.6)
+  drawn = data.load_dataset(config).availability
+  # Warm unpopular: 56 items, floor(0.6 * 56) = 33 miss something: 3 or 4 per partial set
+  # (int(i * 33 / 9) = 3, 7, 11, 14, 18, 22) and 33 - 22 = 11 miss every modality.
+  dataset = data.load_dataset(config)
+  warm_unpopular = dataset.availability[dataset.warm_items[dataset.warm_items < 70]]
+  missing_count = 3 - warm_unpopular.sum(axis=1)
+  np.testing.assert_array_equal(np.bincount(missing_count, minlength=4), [23, 11, 11, 11])
+  declared = np.random.default_rng(0).random((100, 3)) < 0.7
+  declared[~declared.any(axis=1), 0] = True
+  np.save(tmp_path / 'availability.npy', declared)
+  # The same draws, ANDed with what the dataset declares.
+  np.testing.assert_array_equal(data.load_dataset(config).availability, drawn & declared)
+
+
+def test_stratified_missing_rate_is_checked(data_config, assert_data_error):
+  assert_data_error(data_config(setting='stratified', stratified_missing_rate=-0.1),
+                    'config.data.stratified_missing_rate=-0.1', '[0, 1]')

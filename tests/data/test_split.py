@@ -1,4 +1,5 @@
-"""milk_jax/data/split.py: the new-item split, random and by first interaction time."""
+"""milk_jax/data/split.py: the new-item split, random, by first interaction time and by
+popularity (DGMRec's)."""
 
 import numpy as np
 
@@ -72,3 +73,48 @@ def test_ml100k_time_split_orders_items_by_first_interaction(data_config, ml100k
   warm, val, test = (first[items] for items in (
       dataset.warm_items, dataset.val_items, dataset.test_items))
   assert test.min() >= val.max() and val.min() >= warm.max()
+
+
+def test_popular_items_hand_computed():
+  # Interaction counts of items 0..9; 1, 4 and 7 tie at 2: the smaller id is less popular.
+  popularity = np.array([5, 2, 9, 0, 2, 7, 1, 2, 8, 3])
+  popular = split.popular_items(popularity, 0.7)
+  # Least popular first: 3, 6, 1, 4, 7, 9, 0 (floor(0.7 * 10) = 7 unpopular), then 5, 8, 2.
+  np.testing.assert_array_equal(np.flatnonzero(popular), [2, 5, 8])
+  pairs = np.array([[0, 2], [1, 2], [1, 0], [3, 2]])
+  np.testing.assert_array_equal(split.item_popularity(pairs, 4), [1, 0, 3, 0])
+
+
+def test_popularity_item_split_draws_the_same_share_in_each_group():
+  popular = np.arange(100) >= 70  # Items 70..99 are the popular 30%.
+  item_split = split.popularity_item_split(np.random.default_rng(0), popular, 0.2, 0.5)
+  new = item_split.new_items
+  # floor(0.2 * 70) = 14 unpopular and floor(0.2 * 30) = 6 popular new items, half validation.
+  assert (np.sum(new < 70), np.sum(new >= 70)) == (14, 6)
+  assert len(item_split.val_items) == len(item_split.test_items) == 10
+  np.testing.assert_array_equal(np.sort(np.concatenate(item_split)), np.arange(100))
+  for items in item_split:
+    assert items.dtype == np.int32 and np.all(np.diff(items) > 0)
+  again = split.popularity_item_split(np.random.default_rng(0), popular, 0.2, 0.5)
+  other = split.popularity_item_split(np.random.default_rng(1), popular, 0.2, 0.5)
+  for a, b in zip(item_split, again):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(item_split.new_items, other.new_items)
+
+
+def test_load_popularity_split(tmp_path, tsv_config, data_config, write_features, write_tsv,
+                               assert_data_error, write_milk):
+  # Item i has 1 + i // 10 users: items 0..69 are the unpopular 70%.
+  write_features(tmp_path, num_items=100)
+  write_tsv(tmp_path / 'interactions.tsv', 'user\titem',
+            [(u, i) for i in range(100) for u in range(1 + i // 10)])
+  dataset = data.load_dataset(tsv_config(tmp_path, split='popularity'))
+  new = np.union1d(dataset.val_items, dataset.test_items)
+  assert (np.sum(new < 70), np.sum(new >= 70)) == (14, 6)
+  assert np.isin(dataset.train_pairs[:, 1], dataset.warm_items).all()
+  milk_folder = tmp_path / 'milk'
+  milk_folder.mkdir()
+  write_milk(milk_folder)
+  assert_data_error(data_config(format='milk', path=str(milk_folder), split='popularity'),
+                    "config.data.split='popularity'", 'given by its files')
+  assert_data_error(tsv_config(tmp_path, unpopular_fraction=1.5), 'unpopular_fraction=1.5')
