@@ -9,6 +9,7 @@
   .venv/bin/python main.py --config=configs/baby_synthetic.py --workdir=runs/bench --mode=benchmark
   .venv/bin/python main.py --config=configs/experiments/overall.py:ml100k --workdir=runs/overall --mode=experiment
   .venv/bin/python main.py --config=configs/ml100k.py --mode=fields
+  .venv/bin/python main.py --config=configs/default.py --workdir=runs/dp --config.train.data_parallel=True --jax_distributed  # on each host
 
 Progress goes to stdout; warnings and errors to stderr. A user's mistake
 (bad config or data, a run folder of another run, damaged or in use, a
@@ -52,7 +53,21 @@ _RUNS = {'train': 'milk_jax.run:train_and_evaluate',
          'fields': 'milk_jax.config_fields:print_fields'}
 _DISTRIBUTED = flags.DEFINE_bool(
     'jax_distributed', False,
-    'Call jax.distributed.initialize() first: one process per host, all hosts in one mesh.')
+    'One process of a multi-process run (one per host; docs/reliability.md): join the others '
+    'first (jax.distributed.initialize), all their devices in one mesh.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'With --jax_distributed: HOST:PORT of process 0, the '
+    "coordinator (default $JAX_COORDINATOR_ADDRESS, else the cluster's, e.g. SLURM's).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'With --jax_distributed: how many processes the run has (default '
+    "$JAX_NUM_PROCESSES, else the cluster's).")
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'With --jax_distributed: this process\'s index, 0 to num_processes-1 '
+    "(default $JAX_PROCESS_ID, else the cluster's).")
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout', 60, 'With --jax_distributed: seconds without a heartbeat after which '
+    'a process is taken as dead and the others stop with an error.')
+_DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id', 'heartbeat_timeout')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of an error.')
 
 
@@ -68,12 +83,18 @@ def main(argv):
   if not _VERBOSE.value:
     cli.quiet_background_errors()
   if _DISTRIBUTED.value:
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()  # Reads the coordinator from the cluster's environment.
+    start = cli.entry_point('milk_jax.distributed:start')
+    code = cli.run_reporting_errors(lambda: start(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                                  _PROCESS_ID.value, _HEARTBEAT.value),
+                                    verbose=_VERBOSE.value)
+    if code:
+      cli.exit_with(code)
+  elif any(flags.FLAGS[name].present for name in _DISTRIBUTED_FLAGS):
+    cli.exit_with(cli.usage_error(f'--{", --".join(_DISTRIBUTED_FLAGS)} need --jax_distributed'))
   with interrupt.graceful():
     code = cli.run_reporting_errors(
         lambda: cli.entry_point(_RUNS[_MODE.value])(_CONFIG.value, _WORKDIR.value),
-        verbose=_VERBOSE.value, folder=_WORKDIR.value)
+        verbose=_VERBOSE.value, folder=_WORKDIR.value, distributed=_DISTRIBUTED.value)
   cli.exit_with(code)
 
 

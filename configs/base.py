@@ -95,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.shard_user_table = False  # With data_parallel: split the user table by rows too.
 
   # ------------------------------------------------------------- methods
+  train.shard_item_features = False  # With data_parallel: split item features and per-item tables by rows.
   # Each baseline's hyper-parameters, from configs/methods/<name>.py; MILK's are
   # the model.* and train.* fields above (the method's module says which).
   config.methods = methods.all_sections()

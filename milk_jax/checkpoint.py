@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from milk_jax.errors import RunFolderError
 
@@ -50,11 +51,24 @@ class DamagedCheckpoint(Exception):
   """A checkpoint that cannot be read back, or whose digest does not match."""
 
 
+def _whole_value(leaf: Any) -> np.ndarray:
+  """A leaf's whole value on this host.
+
+  An array split over the devices of several processes (a row-sharded user
+  table on several hosts) is gathered from all of them: every process digests
+  the same leaves in the same order, so each takes part in each gather.
+  """
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and (
+      not leaf.is_fully_replicated):
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+  return np.asarray(jax.device_get(leaf))
+
+
 def tree_digest(arrays: Any, meta: dict[str, Any]) -> str:
   """SHA-256 over every array's dtype, shape and bytes, in tree order, and the JSON meta."""
   digest = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
-    value = np.asarray(jax.device_get(leaf))
+    value = _whole_value(leaf)
     digest.update(f'{jax.tree_util.keystr(path)}|{value.dtype.str}|{value.shape}'.encode())
     digest.update(np.ascontiguousarray(value).tobytes())
   digest.update(json.dumps(meta, sort_keys=True).encode())
@@ -199,7 +213,11 @@ def read_newest(directory: str, like: Any, older: tuple[Layout, ...] = (), attem
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=True,
-      cleanup_tmp_directories=True)  # Half-written saves of a killed run are removed.
+      cleanup_tmp_directories=True,  # Half-written saves of a killed run are removed.
+      # Several processes meet at barriers named by the step: 'latest' and 'best' save the
+      # same epoch at once, so each manager's barriers get its own prefix.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=os.path.basename(directory)))
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('arrays', 'meta'))
 

@@ -117,11 +117,35 @@ def _disk_message(error: OSError, folder: str | None) -> str:
   return f'{error.strerror or error}{where}'
 
 
+# How JAX's runtime reports a lost process of a multi-process run: a collective whose peer
+# closed its connection (gloo on CPU), a barrier or heartbeat of the coordination service.
+_LOST_PROCESS = re.compile(r'gloo|connection (closed|reset)|heartbeat|barrier|coordination|'
+                           r'UNAVAILABLE|DEADLINE_EXCEEDED', re.IGNORECASE)
+
+
+def _lost_process(error: BaseException) -> BaseException | None:
+  """The innermost runtime error in `error` and its causes that says a process was lost.
+
+  Innermost: orbax wraps the runtime's words in a TimeoutError of its own.
+  """
+  seen, found = set(), None
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if (type(error).__name__ in ('JaxRuntimeError', 'XlaRuntimeError', 'TimeoutError')
+        and _LOST_PROCESS.search(str(error))):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
+
+
 def run_reporting_errors(run: Callable[[], object], verbose: bool = False,
-                         folder: str | None = None) -> int:
+                         folder: str | None = None, distributed: bool = False) -> int:
   """Call `run`; returns the exit code after printing a user's error as one line.
 
   `folder` is where the command writes, named when a disk error lost its path.
+  `distributed`: this is one process of a multi-process run, where a runtime
+  error that says another process was lost is one line too (exit code 1), so
+  that the caller exits at once instead of waiting for the lost process.
   """
   try:
     run()
@@ -141,6 +165,13 @@ def run_reporting_errors(run: Callable[[], object], verbose: bool = False,
     print('interrupted', file=sys.stderr)
     return interrupt.EXIT_CODE
   except Exception as error:  # pylint: disable=broad-except
+    lost = _lost_process(error) if distributed else None
+    if lost is not None:
+      if verbose:
+        traceback.print_exc()
+      print(f'error: a process of the distributed run stopped, so this one cannot go on (see '
+            f'the others\' output for why): {one_line(lost)[:300]}', file=sys.stderr)
+      return 1
     disk = _disk_error(error)
     if disk is None or verbose:
       raise

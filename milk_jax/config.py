@@ -61,12 +61,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f'must be one of {tuple(FEATURE_DTYPES)}')
   require(config.train.data_parallel or not config.train.shard_user_table,
           'train.shard_user_table', 'needs config.train.data_parallel=True')
+  require(config.train.data_parallel or not config.train.shard_item_features,
+          'train.shard_item_features', 'needs config.train.data_parallel=True')
   if config.train.data_parallel:
     problem = sharding.check_batch(config.train.batch_size, sharding.make_mesh())
     require(problem is None, 'train.batch_size', problem or '')
-  # Host-sampled batches are numpy arrays of one process; several hosts share device ones.
-  require(jax.process_count() == 1 or config.train.sampler == 'device', 'train.sampler',
-          "must be 'device' when several processes train together")
+  # Several processes (--jax_distributed) train one model together only on the global mesh.
+  require(config.train.data_parallel or jax.process_count() == 1, 'train.data_parallel',
+          f'must be True when several processes train together ({jax.process_count()} here)')
   backbone = config.backbone
   require(backbone.num_epochs >= 1, 'backbone.num_epochs', 'must be at least 1')
   require(backbone.learning_rate > 0, 'backbone.learning_rate', 'must be positive')

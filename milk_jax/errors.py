@@ -38,3 +38,12 @@ class Interrupted(UserError):
   Not a mistake: the command line prints its message without `error:`.
   """
   exit_code = 130
+
+
+class DistributedError(UserError):
+  """A multi-process run (--jax_distributed) that cannot start, or that lost a process."""
+
+
+class DistributedFlagError(DistributedError):
+  """A bad --coordinator_address, --num_processes, --process_id or --heartbeat_timeout."""
+  exit_code = 2  # As any bad flag.

@@ -241,12 +241,14 @@ IGNORED_SECTIONS = ('benchmark.', 'recommend.', 'export.')
 # Fields added after runs were first saved, with the value those runs used.
 ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'train.data_parallel': False, 'train.shard_user_table': False,
+                'train.shard_item_features': False,
                 'train.divergence_factor': 10.0, 'train.divergence_epochs': 3,
                 'train.task_loss': 'mean', 'data.ids': 'dense',
                 'data.item_ids_file': 'item_ids.txt', 'data.min_rating': None,
                 'data.split': 'random', 'method': 'milk', 'eval.calibration': 'none',
                 'eval.calibration_shrinkage': 50.0, 'model.fusion': 'mean',
-                'train.modality_dropout': 0.0}
+                'train.modality_dropout': 0.0, 'data.synthetic.sampler': 'softmax',
+                'data.synthetic.candidate_factor': 10.0}
 
 
 def _unread_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -5,7 +5,14 @@ One mesh axis, 'data', over every device (every host's, after
 split over it; parameters and item features are replicated, and with
 `config.train.shard_user_table` the user table and its Adam moments are
 split by rows, for catalogues whose user table does not fit one device.
-XLA inserts the gradient all-reduce; the math is the single-device step's.
+With `config.train.shard_item_features` the per-item tables (features,
+availability, is_new, item-sized extras) are split by rows too, for
+catalogues whose features do not fit one device: they are padded to a
+multiple of the device count, and the programs drop the padding rows
+(`drop_item_padding`) before a method reads them, so a method sees exactly
+the catalogue's items. XLA inserts the gradient all-reduce and, for rows
+gathered from a split table, a masked local gather summed over the devices;
+the math is the single-device step's.
 """
 
 import math
@@ -43,6 +50,11 @@ def num_user_rows(config: ml_collections.ConfigDict, num_users: int) -> int:
   return math.ceil(num_users / devices) * devices
 
 
+def padded_rows(count: int, mesh: Mesh) -> int:
+  """`count` rounded up to a multiple of the mesh's devices: the rows of a table split by rows."""
+  return math.ceil(count / mesh.size) * mesh.size
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -71,3 +83,60 @@ def check_batch(batch_size: int, mesh: Mesh) -> str | None:
     return (f'must be divisible by the {mesh.size} devices of the data-parallel mesh '
             f'(try {math.ceil(batch_size / mesh.size) * mesh.size})')
   return None
+
+
+def per_item_leaves(tables: Any, num_items: int) -> Any:
+  """A bool per leaf of `tables` (a methods.Tables of unpadded arrays): True for a table with
+  a row per item, which `train.shard_item_features` splits by rows.
+
+  The features, availability and is_new always are; an extra is when its leading axis has
+  `num_items` rows (cf_items, item graphs). Classifying a table wrongly costs only speed,
+  never results: the padding is dropped again inside the program.
+  """
+  def per_item(path, leaf):
+    in_extras = any(getattr(k, 'name', None) == 'extras' for k in path)
+    field = getattr(path[0], 'name', None)
+    if field in ('features', 'availability', 'is_new'):
+      return True
+    return in_extras and np.ndim(leaf) >= 1 and np.shape(leaf)[0] == num_items
+  return jax.tree_util.tree_map_with_path(per_item, tables)
+
+
+def pad_item_rows(tables: Any, per_item: Any, rows: int) -> Any:
+  """Host arrays with each per-item table padded by zero rows to `rows`; the rest unchanged."""
+  def pad(leaf, item):
+    leaf = np.asarray(leaf)
+    if not item or leaf.shape[0] == rows:
+      return leaf
+    zeros = np.zeros((rows - leaf.shape[0],) + leaf.shape[1:], leaf.dtype)
+    return np.concatenate([leaf, zeros])
+  return jax.tree.map(pad, tables, per_item)
+
+
+def item_table_shardings(per_item: Any, mesh: Mesh) -> Any:
+  """A NamedSharding per table: by rows for the per-item tables, replicated for the rest."""
+  by_rows = NamedSharding(mesh, P(AXIS))
+  return jax.tree.map(lambda item: by_rows if item else replicated(mesh), per_item)
+
+
+def put_item_tables(padded: Any, per_item: Any, mesh: Mesh) -> Any:
+  """Host tables (padded) on the mesh, each device given only its rows of a per-item table.
+
+  Built shard by shard from this process's copy: unlike `jax.device_put` of a host array
+  onto several processes' devices, no process gathers the whole table to check that the
+  processes agree (every process reads the same data).
+  """
+  def put(leaf, placement):
+    return jax.make_array_from_callback(leaf.shape, placement, lambda index: leaf[index])
+  return jax.tree.map(put, padded, item_table_shardings(per_item, mesh))
+
+
+def drop_item_padding(tables: Any, per_item: Any, num_items: int) -> Any:
+  """The tables a method reads: each per-item table's first `num_items` rows.
+
+  Called inside the jitted programs, where the slice keeps every row on its device (XLA
+  pads the last device's shorter block internally); outside jit it would gather the
+  table. (A sharding constraint on the slice was tried: it did not stop MICRO's program
+  from gathering the table, and it changed the summation order of CLCRec's.)
+  """
+  return jax.tree.map(lambda leaf, item: leaf[:num_items] if item else leaf, tables, per_item)

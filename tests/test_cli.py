@@ -45,6 +45,24 @@ def test_a_full_disk_wrapped_by_another_error_is_one_line(capsys):
   assert capsys.readouterr().err == ('error: No space left on device (while writing to runs/x)\n')
 
 
+def test_a_lost_process_of_a_distributed_run_is_one_line(capsys):
+  import jax  # pylint: disable=import-outside-toplevel
+  lost = jax.errors.JaxRuntimeError('UNKNOWN: Gloo AllGather failed: [pair.cc:547] Connection '
+                                    'closed by peer [127.0.0.1]:4010')
+  def run():
+    try:
+      raise lost
+    except RuntimeError as error:
+      raise TimeoutError('Timed out while waiting for a barrier.') from error
+
+  assert cli.run_reporting_errors(run, distributed=True) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: a process of the distributed run stopped') and err.endswith(
+      'Connection closed by peer [127.0.0.1]:4010\n') and err.count('\n') == 1
+  with pytest.raises(type(lost)):  # In a single-process run the same error is a bug.
+    cli.run_reporting_errors(_raise(lost))
+
+
 def test_a_bug_keeps_its_traceback():
   with pytest.raises(ZeroDivisionError):
     cli.run_reporting_errors(lambda: 1 / 0)

@@ -1,7 +1,7 @@
 """The package's import layers: every import points down or sideways, and none closes a cycle.
 
 Layers, bottom to top (a module may import its own layer and the ones below):
-  0 leaves           errors, faults, interrupt, config_fields, topk, seed_statistics
+  0 leaves           errors, faults, interrupt, config_fields, topk, seed_statistics, distributed
   1 data             milk_jax/data/
   2 methods          milk_jax/methods/ (the contract, shared layers, one module per method)
   3 run-folder tools runfolder, checkpoint, evaluate, calibration, plots, sharding, config, serving
@@ -20,6 +20,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'milk_jax'
 
 _TOP_LEVEL = {
     'errors': 0, 'faults': 0, 'interrupt': 0, 'config_fields': 0, 'topk': 0, 'seed_statistics': 0,
+    'distributed': 0,
     'runfolder': 3, 'checkpoint': 3, 'evaluate': 3, 'calibration': 3, 'plots': 3,
     'sharding': 3, 'config': 3, 'serving': 3,
     'run': 5,

@@ -105,9 +105,11 @@ def step_draws(key: jax.Array, batch_size: int, dropout: float, tables: Tables):
           dropped_rows(item_drop_key, users.shape[0], num_dropped))
 
 
-def item_inputs(tables: Tables, items: jax.Array, drop_item: jax.Array) -> jax.Array:
-  """(n, d + F): [standardised CF vector, zero where dropped ; content]."""
-  cf = jnp.where(drop_item[:, None], 0.0, tables.extras['cf_items_std'][items])
+def item_inputs(tables: Tables, items: jax.Array | None, drop_item: jax.Array) -> jax.Array:
+  """(n, d + F): [standardised CF vector, zero where dropped ; content] of `items` (all when
+  None: read whole, not gathered, so that item tables split by rows stay split)."""
+  cf_items = tables.extras['cf_items_std']
+  cf = jnp.where(drop_item[:, None], 0.0, cf_items if items is None else cf_items[items])
   return jnp.concatenate([cf, content(tables, items)], axis=-1)
 
 
@@ -134,9 +136,8 @@ def embed(params, tables: Tables, eps: float) -> tuple[jax.Array, jax.Array]:
   stats = params[layers.STATS]
   users = layers.tower_infer(params['user_tower'], stats['user_tower'],
                              tables.extras['cf_users_std'], eps)
-  all_items = jnp.arange(tables.is_new.shape[0])
   items = layers.tower_infer(params['item_tower'], stats['item_tower'],
-                             item_inputs(tables, all_items, tables.is_new), eps)
+                             item_inputs(tables, None, tables.is_new), eps)
   return users, items
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 
 from milk_jax import checkpoint
 from milk_jax import evaluate
@@ -299,7 +301,7 @@ class Training:
     for epoch in range(start_epoch + 1, train_config.num_epochs + 1):
       if stopped:
         break
-      if interrupt.requested():
+      if _stop_requested(epoch):
         self._save_latest_once()
         self.checkpoints.wait()
         raise Interrupted(f"interrupted at epoch {self.loop.epoch}; run the same command "
@@ -368,6 +370,15 @@ class Training:
         'compile_seconds': loop.compile_seconds,
         'history': [r for r in self.history if r['kind'] == 'eval'],
     }
+
+
+def _stop_requested(epoch: int) -> bool:
+  """Ctrl-C before `epoch`; in a multi-process run, in any process, or a preemption notice
+  (SIGTERM, as SLURM sends before a job's end): every process stops at the same epoch."""
+  if jax.process_count() == 1:
+    return interrupt.requested()
+  asked = multihost_utils.process_allgather(np.asarray(interrupt.requested()))
+  return bool(np.any(asked)) or multihost_utils.reached_preemption_sync_point(epoch)
 
 
 def _ends_with_newline(path: str) -> bool:

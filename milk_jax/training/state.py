@@ -85,3 +85,33 @@ def tables_on_device(dataset: data_lib.Dataset, feature_dtype: str = 'float32',
                   is_new=jnp.asarray(is_new),
                   extras={k: jnp.asarray(v) for k, v in (extras or {}).items()})
   return tables if placement is None else jax.device_put(tables, placement)
+
+
+def host_tables(dataset: data_lib.Dataset, feature_dtype: str = 'float32',
+                extras: Mapping[str, np.ndarray] | None = None) -> Tables:
+  """`tables_on_device`'s tables as host (numpy) arrays, features already in `feature_dtype`."""
+  dtype = FEATURE_DTYPES[feature_dtype]
+  is_new = np.zeros(dataset.num_items, bool)
+  is_new[dataset.val_items] = True
+  is_new[dataset.test_items] = True
+  return Tables(features=tuple(np.asarray(f, dtype) for f in dataset.features),
+                availability=np.asarray(dataset.availability),
+                warm_items=np.asarray(dataset.warm_items, np.int32),
+                is_new=is_new,
+                extras={k: np.asarray(v) for k, v in (extras or {}).items()})
+
+
+def tables_by_item_rows(dataset: data_lib.Dataset, mesh: jax.sharding.Mesh,
+                        feature_dtype: str = 'float32',
+                        extras: Mapping[str, np.ndarray] | None = None) -> tuple[Tables, Any]:
+  """The tables with each per-item one split by rows over `mesh` (`train.shard_item_features`),
+  and which ones are (`sharding.per_item_leaves`, for `sharding.drop_item_padding`).
+
+  Built and padded on the host, so each device receives only its own rows: the full
+  feature table never sits on one device.
+  """
+  tables = host_tables(dataset, feature_dtype, extras)
+  per_item = sharding.per_item_leaves(tables, dataset.num_items)
+  padded = sharding.pad_item_rows(tables, per_item,
+                                  sharding.padded_rows(dataset.num_items, mesh))
+  return sharding.put_item_tables(padded, per_item, mesh), per_item

@@ -5,6 +5,7 @@
 `make_train_step` is its oracle in tests and the benchmark.
 """
 
+import functools
 import time
 from typing import Any, Callable, Mapping
 
@@ -25,6 +26,7 @@ from milk_jax.training.state import SAMPLE_STREAM
 from milk_jax.training.state import TRAIN_STREAM
 from milk_jax.training.state import TrainState
 from milk_jax.training.state import create_train_state
+from milk_jax.training.state import tables_by_item_rows
 from milk_jax.training.state import tables_on_device
 
 
@@ -97,7 +99,8 @@ def _scan_updates(config: ml_collections.ConfigDict, method: Method) -> Callable
 
 
 def make_train_epoch(config: ml_collections.ConfigDict, method: Method,
-                     batch_sharding: jax.sharding.Sharding | None = None) -> Callable:
+                     batch_sharding: jax.sharding.Sharding | None = None,
+                     method_tables: Callable | None = None) -> Callable:
   """Jitted train_epoch(state, triples, train_key, tables) -> (state, mean metrics).
 
   One `lax.scan` over host-sampled batches: a single device program per epoch.
@@ -105,23 +108,29 @@ def make_train_epoch(config: ml_collections.ConfigDict, method: Method,
   s's inputs come from fold_in(train_key, global step), as in a step-by-step loop.
   With `batch_sharding` (of the (steps, B) arrays) the batch axis is split
   over devices; the state keeps whatever sharding it comes with.
+  `method_tables` maps the tables passed in to those the method reads (the
+  padding rows of item tables split by rows dropped, `EpochProgram`).
   """
   scan_epoch = _scan_updates(config, method)
 
   def train_epoch(state, triples, train_key, tables):
     if batch_sharding is not None:
       triples = jax.lax.with_sharding_constraint(triples, batch_sharding)
+    if method_tables is not None:
+      tables = method_tables(tables)
     return scan_epoch(state, triples, train_key, tables)
 
   return jax.jit(train_epoch, donate_argnums=0)
 
 
 def make_device_epoch(config: ml_collections.ConfigDict, method: Method, num_search_steps: int,
-                      batch_sharding: jax.sharding.Sharding | None = None) -> Callable:
+                      batch_sharding: jax.sharding.Sharding | None = None,
+                      method_tables: Callable | None = None) -> Callable:
   """Jitted epoch(state, sample_key, train_key, tables, sampler_tables) -> (state, metrics).
 
   Shuffling, negative sampling and every update in one device program;
-  `sampler_tables` is `device_sampling.sampler_tables(dataset, pool)`.
+  `sampler_tables` is `device_sampling.sampler_tables(dataset, pool)`;
+  `batch_sharding` and `method_tables` as in `make_train_epoch`.
   """
   scan_epoch = _scan_updates(config, method)
   batch_size = config.train.batch_size
@@ -131,6 +140,8 @@ def make_device_epoch(config: ml_collections.ConfigDict, method: Method, num_sea
                                             num_search_steps)
     if batch_sharding is not None:
       triples = jax.lax.with_sharding_constraint(triples, batch_sharding)
+    if method_tables is not None:
+      tables = method_tables(tables)
     return scan_epoch(state, triples, train_key, tables)
 
   return jax.jit(train_epoch, donate_argnums=0)
@@ -162,17 +173,35 @@ class EpochProgram:
       replicated = sharding.replicated(self.mesh)
     self.batch_sharding = batch_sharding
     self.extras = method.prepare(dataset, extras or {})  # Host copies, saved for serving.
-    self.tables = tables_on_device(dataset, config.train.feature_dtype, self.extras, replicated)
+    # With train.shard_item_features the per-item tables are split by rows, padded to a
+    # multiple of the devices; `method_tables` drops the padding inside the jitted programs.
+    self.method_tables = None
+    if self.mesh is not None and config.train.shard_item_features:
+      self.tables, per_item = tables_by_item_rows(dataset, self.mesh, config.train.feature_dtype,
+                                                  self.extras)
+      self.method_tables = functools.partial(sharding.drop_item_padding, per_item=per_item,
+                                             num_items=dataset.num_items)
+    else:
+      self.tables = tables_on_device(dataset, config.train.feature_dtype, self.extras,
+                                     replicated)
     self.sampler_tables = None
     if config.train.sampler == 'device':
       sampler_tables = device_sampling.sampler_tables(dataset, config.data.negatives)
       self.sampler_tables = (sampler_tables if replicated is None
                              else jax.device_put(sampler_tables, replicated))
       self.epoch_fn = make_device_epoch(config, method, device_sampling.search_steps(dataset),
-                                        batch_sharding)
+                                        batch_sharding, self.method_tables)
     else:
-      self.epoch_fn = make_train_epoch(config, method, batch_sharding)
-    self.embed = jax.jit(method.embed)
+      self.epoch_fn = make_train_epoch(config, method, batch_sharding, self.method_tables)
+    embed = method.embed
+    if self.method_tables is not None:
+      def embed(variables, tables):  # The method's embed, of the tables without padding.
+        return method.embed(variables, self.method_tables(tables))
+    # Across several processes the evaluation and vectors.npz read the vectors on every
+    # host: a row-sharded user table's vectors come back replicated, whole in each process.
+    self.embed = (jax.jit(embed, out_shardings=replicated)
+                  if self.mesh is not None and jax.process_count() > 1
+                  else jax.jit(embed))
     self._compiled = None
     self.last_compile_seconds = 0.0  # Compile time within the last `run`.
 
@@ -209,6 +238,13 @@ class EpochProgram:
       self._compiled = self.epoch_fn.lower(*args).compile()
       self.last_compile_seconds = time.perf_counter() - tic
     return self._compiled(*args)
+
+  def compiled_epoch(self) -> jax.stages.Compiled:
+    """The epoch's compiled program, after the first `run`: its HLO (`as_text()`) and
+    per-device `memory_analysis()`, e.g. to see what a data-parallel layout moves."""
+    if self._compiled is None:
+      raise RuntimeError('the epoch is compiled by its first run')
+    return self._compiled
 
   def vectors(self, variables) -> tuple[jax.Array, jax.Array]:
     """(users (U, d), items (I, d)) that the evaluation ranks with, from a state's `variables`
