@@ -69,7 +69,6 @@ and gradient of one modality's contrastive term need 1.08 GB of temporaries
 (analysis only). `scripts/micro_memory.py` measures both.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +81,7 @@ from milk_jax.data import sampling
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
+from milk_jax.methods import graphs
 from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
@@ -118,18 +118,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(section.chunk_rows >= 1, 'chunk_rows', 'must be at least 1')
 
 
-def row_blocks(num_rows: int, chunk_rows: int) -> jax.Array:
-  """(blocks, rows_per_block) int32 row ids covering 0..num_rows-1.
-
-  ceil(n / chunk_rows) blocks of equal size, as small as that allows; the
-  last row is repeated as padding.
-  """
-  num_blocks = math.ceil(num_rows / chunk_rows)
-  per_block = math.ceil(num_rows / num_blocks)
-  rows = np.minimum(np.arange(num_blocks * per_block), num_rows - 1)
-  return jnp.asarray(rows.reshape(num_blocks, per_block), jnp.int32)
-
-
 def knn(z: jax.Array, present: jax.Array, k: int,
         chunk_rows: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Cosine kNN of every row, the row itself in slot 0, in row blocks (no gradient).
@@ -162,25 +150,9 @@ def knn(z: jax.Array, present: jax.Array, k: int,
     cosines = jnp.where(valid, top, 0.0).at[:, 0].set(1.0)
     return jnp.where(valid, indices, rows[:, None]), cosines, valid
 
-  blocks = row_blocks(num_items, chunk_rows)
+  blocks = graphs.row_blocks(num_items, chunk_rows)
   outputs = jax.lax.map(block, blocks)
   return tuple(x.reshape((-1, k))[:num_items] for x in outputs)
-
-
-def sym_normalise(indices: jax.Array, weights: jax.Array) -> jax.Array:
-  """w_ij / sqrt(d_i d_j), d the row sums of the (directed) kNN weights; d <= 0 gives 0.
-
-  indices, weights: (I, k) -> (I, k).
-  """
-  degree = jnp.sum(weights, axis=-1)
-  positive = degree > 0
-  inv_sqrt = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, degree, 1.0)), 0.0)
-  return inv_sqrt[:, None] * weights * inv_sqrt[indices]
-
-
-def propagate(indices: jax.Array, weights: jax.Array, x: jax.Array) -> jax.Array:
-  """(S x)_i = sum_k w_ik x_{indices_ik}: (I, k), (I, k), (I, d) -> (I, d)."""
-  return jnp.einsum('ik,ikd->id', weights, x[indices])
 
 
 def fixed_graphs(features, availability: np.ndarray, k: int, chunk_rows: int,
@@ -192,7 +164,7 @@ def fixed_graphs(features, availability: np.ndarray, k: int, chunk_rows: int,
     idx, cosines, _ = jax.jit(knn, static_argnums=(2, 3))(
         jnp.asarray(x, jnp.float32), jnp.asarray(present), k, chunk_rows)
     indices.append(np.asarray(idx))
-    weights.append(np.asarray(sym_normalise(idx, cosines)))
+    weights.append(np.asarray(graphs.sym_normalise(idx, cosines)))
   return np.stack(indices), np.stack(weights)
 
 
@@ -225,7 +197,7 @@ def learned_graphs(params, tables: Tables, k: int, chunk_rows: int,
     cosines = jnp.where(valid, jnp.einsum('id,ikd->ik', zn, zn[idx]), 0.0)
     cosines = cosines.at[:, 0].set(1.0)  # The self-loop, as in `knn` (its gradient is 0).
     indices.append(idx)
-    weights.append(sym_normalise(idx, cosines))
+    weights.append(graphs.sym_normalise(idx, cosines))
   return {'indices': jnp.stack(indices), 'weights': jnp.stack(weights)}
 
 
@@ -271,8 +243,8 @@ def forward(params, graph: dict[str, jax.Array], tables: Tables, lambda_coeff: f
   for m in range(fixed_indices.shape[0]):
     h = ids
     for _ in range(item_layers):
-      h = ((1.0 - lambda_coeff) * propagate(graph['indices'][m], graph['weights'][m], h)
-           + lambda_coeff * propagate(fixed_indices[m], fixed_weights[m], h))
+      h = ((1.0 - lambda_coeff) * graphs.propagate(graph['indices'][m], graph['weights'][m], h)
+           + lambda_coeff * graphs.propagate(fixed_indices[m], fixed_weights[m], h))
     views.append(h)
   views = jnp.stack(views)  # (M, I, d)
   query = params['query']
@@ -294,7 +266,7 @@ def contrastive(views: jax.Array, fused: jax.Array, temperature: float,
   num_items = views.shape[0]
   a_all, b_all = layers.unit_rows(views), layers.unit_rows(fused)
   columns = jnp.arange(num_items, dtype=jnp.int32)
-  blocks = row_blocks(num_items, chunk_rows)
+  blocks = graphs.row_blocks(num_items, chunk_rows)
 
   def block(rows):
     a = a_all[rows]  # (C, d)
@@ -324,13 +296,6 @@ def objective(params, graph: dict[str, jax.Array], batch, tables: Tables, hyper:
   return total, {'loss': total, 'bpr': task, 'decay': decay, 'contrastive': cl}
 
 
-def training_graph(dataset) -> tuple[np.ndarray, np.ndarray]:
-  """The training pairs sorted by user: (users, items), each (n,) int32."""
-  pairs = np.asarray(dataset.train_pairs, np.int64)
-  order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-  return pairs[order, 0].astype(np.int32), pairs[order, 1].astype(np.int32)
-
-
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   section = config.methods.micro
   d = int(config.model.embed_dim)
@@ -350,7 +315,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   def prepare(dataset, extras):
     fixed_indices, fixed_weights = fixed_graphs(dataset.features, dataset.availability, k,
                                                 chunk_rows, isolate)
-    pair_users, pair_items = training_graph(dataset)
+    pair_users, pair_items = graphs.training_pairs(dataset)
     steps = sampling.steps_per_epoch(len(dataset.train_pairs), batch_size)  # The samplers' epoch.
     return {**extras, FIXED_INDICES: fixed_indices, FIXED_WEIGHTS: fixed_weights,
             PAIR_USERS: pair_users, PAIR_ITEMS: pair_items,

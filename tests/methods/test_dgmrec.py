@@ -16,6 +16,7 @@ from milk_jax import methods
 from milk_jax import run as run_lib
 from milk_jax.errors import ConfigError
 from milk_jax.methods import dgmrec
+from milk_jax.methods import graphs as shared_graphs
 from milk_jax.methods.dgmrec import graphs
 from milk_jax.methods.dgmrec import losses
 from milk_jax.methods.dgmrec import model
@@ -136,7 +137,7 @@ def test_knn_graph_is_the_originals_with_isolation_and_norm(before, after):
   is_after = np.isin(np.arange(NUM_ITEMS), after)
   idx, sims = graphs.knn_graph(jnp.asarray(x), jnp.asarray(is_before), jnp.asarray(is_after),
                                K, 4)
-  got = dense(idx, graphs.sym_normalise(idx, sims), NUM_ITEMS)
+  got = dense(idx, shared_graphs.sym_normalise(idx, sims), NUM_ITEMS)
   np.testing.assert_allclose(got, np_original_graph(x.copy(), is_before, is_after, K), atol=1e-6)
   for i in list(before) + list(after):  # Isolated: only its self-loop, nobody's neighbour.
     assert got[i, i] == pytest.approx(1.0) and np.count_nonzero(got[i]) == 1
@@ -147,7 +148,7 @@ def test_knn_graph_normalisation_by_hand():
   # Three items, k = 2: cosines 1 (self), 0.6 between 0 and 1, 0.8 between 1 and 2, 0 for 0-2.
   x = jnp.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 1.0, 0.0]])
   idx, sims = graphs.knn_graph(x, jnp.zeros(3, bool), jnp.zeros(3, bool), 2, 8)
-  got = dense(idx, graphs.sym_normalise(idx, sims), 3)
+  got = dense(idx, shared_graphs.sym_normalise(idx, sims), 3)
   d = np.array([1.6, 1.8, 1.8])  # Row sums of the directed graph.
   s = np.array([[1, 0.6, 0], [0, 1, 0.8], [0, 0.8, 1]])
   np.testing.assert_allclose(got, s / np.sqrt(d[:, None] * d[None, :]), atol=1e-6)

@@ -87,7 +87,7 @@ from milk_jax import methods
 from milk_jax.data import sampling
 from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
-from milk_jax.methods import micro
+from milk_jax.methods import graphs as shared_graphs
 from milk_jax.methods.dgmrec import graphs
 from milk_jax.methods.dgmrec import losses
 from milk_jax.methods.dgmrec import model
@@ -146,7 +146,7 @@ def first_graphs(features, availability: np.ndarray, is_new: np.ndarray,
     for kind, before, after in (('train', is_new, nobody),
                                 ('infer', nobody, ~availability[:, m])):
       idx, sims = build(x, jnp.asarray(before), jnp.asarray(after), hyper.knn_k, hyper.chunk_rows)
-      idx, weights = graphs.pad_rows(idx, graphs.sym_normalise(idx, sims), hyper.width)
+      idx, weights = graphs.pad_rows(idx, shared_graphs.sym_normalise(idx, sims), hyper.width)
       out[kind]['indices'].append(np.asarray(idx))
       out[kind]['weights'].append(np.asarray(weights))
   return {kind: {k: np.stack(v) for k, v in parts.items()} for kind, parts in out.items()}
@@ -170,7 +170,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   def prepare(dataset, extras):
     is_new = np.ones(dataset.num_items, bool)
     is_new[dataset.warm_items] = False
-    pair_users, pair_items = micro.training_graph(dataset)
+    pair_users, pair_items = shared_graphs.training_pairs(dataset)
     steps = sampling.steps_per_epoch(len(dataset.train_pairs), batch_size)
     return {**extras, model.PAIR_USERS: pair_users, model.PAIR_ITEMS: pair_items,
             model.STEPS_PER_EPOCH: np.asarray(steps, np.int32),
@@ -233,7 +233,7 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
       nobody = jnp.zeros(x.shape[0], bool)
       idx, sims = graphs.knn_graph(x, nobody, nobody, hyper.knn_k, hyper.chunk_rows)
       row = graphs.blend_rows({'indices': graph['indices'][m], 'weights': graph['weights'][m]},
-                              idx, graphs.sym_normalise(idx, sims), rows_of(m), avg_lambda,
+                              idx, shared_graphs.sym_normalise(idx, sims), rows_of(m), avg_lambda,
                               hyper.chunk_rows)
       out['indices'].append(row['indices'])
       out['weights'].append(row['weights'])

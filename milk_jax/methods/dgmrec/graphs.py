@@ -1,21 +1,16 @@
 """DGMRec's graphs: modality kNN graphs (isolation, normalisation, row blending) and the
 user-item graph (LightGCN, the means over a node's neighbours).
 
-A modality graph is a padded row list, as MICRO's: `indices` (I, W) int32 and `weights`
-(I, W) float32, (S x)_i = sum_w weights_iw x_{indices_iw}; unused slots point at the row
-itself with weight 0. The original keeps torch sparse (or dense) I x I matrices.
+A modality graph is a padded row list (milk_jax/methods/graphs.py), as MICRO's: `indices`
+(I, W) int32 and `weights` (I, W) float32, (S x)_i = sum_w weights_iw x_{indices_iw};
+unused slots point at the row itself with weight 0. The original keeps torch sparse (or dense) I x I matrices.
 """
 
 import jax
 import jax.numpy as jnp
 
+from milk_jax.methods import graphs as shared_graphs
 from milk_jax.methods import layers
-from milk_jax.methods import micro
-
-# Shared with MICRO, whose graphs are the same padded row lists.
-propagate = micro.propagate  # (I, W), (I, W), (I, d) -> (I, d).
-sym_normalise = micro.sym_normalise  # w_ij / sqrt(d_i d_j), d the row sums; d <= 0 gives 0.
-row_blocks = micro.row_blocks
 
 
 def knn_graph(x: jax.Array, isolated_before: jax.Array, isolated_after: jax.Array, k: int,
@@ -52,7 +47,7 @@ def knn_graph(x: jax.Array, isolated_before: jax.Array, isolated_after: jax.Arra
     self_loop = after_row & first_slot[None, :]
     return (jnp.where(self_loop, rows[:, None], indices), jnp.where(self_loop, 1.0, top))
 
-  outputs = jax.lax.map(block, row_blocks(num_items, chunk_rows))
+  outputs = jax.lax.map(block, shared_graphs.row_blocks(num_items, chunk_rows))
   return tuple(a.reshape((-1, k))[:num_items] for a in outputs)
 
 
@@ -96,7 +91,7 @@ def blend_rows(old: dict[str, jax.Array], new_indices: jax.Array, new_weights: j
     return (jnp.where(used, jnp.take_along_axis(idx, slots, 1), own),
             jnp.where(used, jnp.take_along_axis(total, slots, 1), 0.0))
 
-  blocks = row_blocks(num_items, chunk_rows)
+  blocks = shared_graphs.row_blocks(num_items, chunk_rows)
   indices, weights = (a.reshape((-1, width))[:num_items] for a in jax.lax.map(block, blocks))
   return {'indices': jnp.where(rows[:, None], indices, old['indices']),
           'weights': jnp.where(rows[:, None], weights, old['weights'])}

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from milk_jax.methods import Tables
+from milk_jax.methods import graphs as shared_graphs
 from milk_jax.methods import layers
 from milk_jax.methods.dgmrec import graphs
 from milk_jax.methods.dgmrec import losses
@@ -152,7 +153,7 @@ def preference_filters(params, s: Structure, count: int) -> list[jax.Array]:
 def spread(graph: dict[str, jax.Array], m: int, x: jax.Array, num_layers: int) -> jax.Array:
   """mm_layers propagations of (I, d) rows over modality m's graph."""
   for _ in range(num_layers):
-    x = graphs.propagate(graph['indices'][m], graph['weights'][m], x)
+    x = shared_graphs.propagate(graph['indices'][m], graph['weights'][m], x)
   return x
 
 
