@@ -55,6 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
   syn.interactions_per_user = 20.0  # Mean interactions per user (Poisson, at least 1).
   syn.noise = 0.5  # Std of the noise added to each modality's projection.
   syn.temperature = 0.5  # Lower = users follow their factors more sharply.
+  syn.sampler = 'softmax'  # softmax (exact, users x items work) | candidates (linear in interactions).
+  syn.candidate_factor = 10.0  # candidates: items scored per interaction; more = closer to softmax.
 
   # --------------------------------------------------------------- model
   model = config.model = ml_collections.ConfigDict()
@@ -93,9 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.feature_dtype = 'float32'  # float32 | bfloat16: item features on device; params stay float32.
   train.data_parallel = False  # Split each batch over all devices (jax.sharding mesh 'data').
   train.shard_user_table = False  # With data_parallel: split the user table by rows too.
+  train.shard_item_features = False  # With data_parallel: split item features and per-item tables by rows.
 
   # ------------------------------------------------------------- methods
-  train.shard_item_features = False  # With data_parallel: split item features and per-item tables by rows.
   # Each baseline's hyper-parameters, from configs/methods/<name>.py; MILK's are
   # the model.* and train.* fields above (the method's module says which).
   config.methods = methods.all_sections()

@@ -5,7 +5,8 @@ within each group: a setting, a missing-modality group, a change between
 settings) and line panels (one panel per swept hyper-parameter); which
 figures an experiment gets, and their data, is milk_jax/report.py's choice
 (`report.figures`), drawn here by `draw_figures`; the
-benchmark's sweep is two log-log panels of step time (`plot_sweep`). A run's
+benchmark's sweep is two log-log panels of step time (`plot_sweep`), and
+scripts/scale_benchmark.py's grid six of time and memory (`plot_scale`). A run's
 training curves (loss and validation metrics per epoch) are drawn from its
 metrics.jsonl at the end of training, or again by
 
@@ -253,6 +254,64 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str, title: str) -> None
     ax.set_ylabel('train step (ms, median)')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
+  figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+SCALE_AXES = ('users', 'items', 'interactions')  # The columns, left to right.
+SCALE_PHASES = ('data', 'compile', 'epoch', 'val', 'test', 'recommend')
+
+
+def scale_lines(rows: Sequence[Mapping[str, Any]], slopes: Mapping[str, Mapping[str, float]],
+                axis: str) -> dict[str, list[tuple[float, float]]]:
+  """{'epoch (slope 1.02)': [(size, seconds), ...], ...}: each phase's points along `axis`
+  (the rows whose 'axes' name it), sorted by size; phases no point measured are left out."""
+  on_axis = sorted((r for r in rows if axis in str(r['axes']).split('+')), key=lambda r: r[axis])
+  lines = {}
+  for phase in SCALE_PHASES:
+    points = [(r[axis], r[f'{phase}_seconds']) for r in on_axis
+              if r.get(f'{phase}_seconds') is not None and r[f'{phase}_seconds'] > 0]
+    if points:
+      slope = slopes.get(axis, {}).get(phase)
+      fitted = slope is not None and not math.isnan(slope)
+      lines[f'{phase} (slope {slope:.2f})' if fitted else phase] = points
+  return lines
+
+
+def plot_scale(rows: Sequence[Mapping[str, Any]], slopes: Mapping[str, Mapping[str, float]],
+               path: str, title: str) -> None:
+  """scripts/scale_benchmark.py's grid, log-log: seconds of each phase (top row) and peak
+  resident memory (bottom row) against users, items and interactions, one column per axis
+  with the other two sizes at the base point's; each phase's fitted slope in its label.
+
+  Args:
+    rows: one per point with 'axes' ('users+items+interactions' for the base point), the
+      three sizes, '<phase>_seconds' (absent when not measured) and 'peak_rss_mib'.
+    slopes: {axis: {phase: slope}} (None or NaN: not fitted).
+  """
+  plt = pyplot()
+  figure, axes = plt.subplots(2, len(SCALE_AXES), figsize=(5 * len(SCALE_AXES), 8),
+                              squeeze=False)
+  colours = series_colours(len(SCALE_PHASES))
+  for column, axis in enumerate(SCALE_AXES):
+    time_ax, memory_ax = axes[0][column], axes[1][column]
+    for name, points in scale_lines(rows, slopes, axis).items():
+      colour = colours[SCALE_PHASES.index(name.split(' ')[0])]  # A phase keeps its colour.
+      time_ax.plot(*zip(*points), marker='o', color=colour, label=name)
+    on_axis = sorted((r for r in rows if axis in str(r['axes']).split('+')), key=lambda r: r[axis])
+    memory = [(r[axis], r['peak_rss_mib'] / 1024) for r in on_axis if r.get('peak_rss_mib')]
+    if memory:
+      memory_ax.plot(*zip(*memory), marker='o', color='black')
+    for ax, ylabel in ((time_ax, 'seconds'), (memory_ax, 'peak resident memory (GiB)')):
+      ax.set_xscale('log')
+      ax.set_yscale('log')
+      ax.set_xlabel(axis)
+      ax.set_ylabel(ylabel)
+      ax.grid(True, which='both', alpha=0.3)
+    if time_ax.lines:
+      time_ax.legend(fontsize=8)
   figure.suptitle(title)
   figure.tight_layout()
   figure.savefig(path, dpi=100)

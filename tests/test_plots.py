@@ -153,3 +153,30 @@ def test_draw_figures_draws_bars_and_line_panels(tmp_path):
   paths = plots.draw_figures(str(tmp_path), figures)
   assert paths == [str(tmp_path / 'gain.png'), str(tmp_path / 'sweep.png')]
   assert all(_is_png(path) for path in paths)
+
+
+def _scale_rows():
+  """A made-up scale grid: base point on every axis, one more point per axis, one cut point."""
+  base = {'axes': 'users+items+interactions', 'users': 100, 'items': 50, 'interactions': 1000,
+          'epoch_seconds': 1.0, 'data_seconds': 0.5, 'peak_rss_mib': 512}
+  return [base,
+          {**base, 'axes': 'interactions', 'interactions': 4000, 'epoch_seconds': 4.0},
+          {**base, 'axes': 'users', 'users': 400, 'epoch_seconds': 1.1, 'data_seconds': 0.8},
+          # Cut before its epoch: no epoch point.
+          {'axes': 'items', 'users': 100, 'items': 500, 'interactions': 1000, 'data_seconds': 0.6}]
+
+
+def test_scale_lines_follow_each_axis_with_the_fitted_slopes():
+  slopes = {'interactions': {'epoch': 1.0, 'data': float('nan')}}
+  lines = plots.scale_lines(_scale_rows(), slopes, 'interactions')
+  assert lines == {'data': [(1000, 0.5), (4000, 0.5)],  # NaN: not fitted.
+                   'epoch (slope 1.00)': [(1000, 1.0), (4000, 4.0)]}
+  items = plots.scale_lines(_scale_rows(), {}, 'items')
+  assert items == {'data': [(50, 0.5), (500, 0.6)], 'epoch': [(50, 1.0)]}
+
+
+def test_plot_scale_writes_a_png(tmp_path):
+  path = os.path.join(tmp_path, 'scale.png')
+  plots.plot_scale(_scale_rows(), {'users': {'epoch': 0.07, 'data': None}}, path, 'made up')
+  with open(path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'

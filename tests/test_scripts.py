@@ -1,9 +1,11 @@
 """Scripts that feed studies: scripts/make_authors_layout.py round-trips through the milk layout."""
 
 import copy
+import csv
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -92,12 +94,17 @@ def test_comparison_parallel_writes_the_single_process_table(tmp_path):
     assert f'| {variant} | 1 |' in table, variant
 
 
-def _gar_layout_module():
+def _script_module(name):
+  """scripts/<name>.py imported as a module."""
   spec = importlib.util.spec_from_file_location(
-      'make_gar_layout', os.path.join(REPO, 'scripts', 'make_gar_layout.py'))
+      name, os.path.join(REPO, 'scripts', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _gar_layout_module():
+  return _script_module('make_gar_layout')
 
 
 def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked(make_config):
@@ -241,3 +248,70 @@ def test_compare_runs_ignores_timings_and_finds_one_ulp(tmp_path):
       'metrics.jsonl']
   (tmp_path / 'e').mkdir()
   assert compare.main(['compare_runs.py', str(tmp_path / 'a'), str(tmp_path / 'e')]) == 1
+
+
+def _scale_module():
+  return _script_module('scale_benchmark')
+
+
+def test_scale_grid_varies_one_axis_at_a_time_around_the_base_point():
+  scale = _scale_module()
+  points = {(p['users'], p['items'], p['interactions']): p['axes']
+            for p in scale.grid_points('full')}
+  assert points[(100_000, 50_000, 2_000_000)] == 'users+items+interactions'
+  assert points[(1_000_000, 50_000, 2_000_000)] == 'users'
+  assert points[(100_000, 500_000, 2_000_000)] == 'items'
+  assert points[(100_000, 50_000, 20_000_000)] == 'interactions'
+  assert points[(1_000_000, 500_000, 20_000_000)] == 'corner'
+  assert len(points) == 11  # 3 axes x 4 values, the base point once, and the corner.
+
+
+def test_scale_slopes_are_log_log_fits_per_axis():
+  scale = _scale_module()
+  rows = [{'axes': 'users+items+interactions', 'users': 10, 'items': 5, 'interactions': 100,
+           'epoch_seconds': 2.0, 'val_seconds': 1.0},
+          {'axes': 'interactions', 'users': 10, 'items': 5, 'interactions': 1000,
+           'epoch_seconds': 20.0, 'val_seconds': 1.0},
+          {'axes': 'users', 'users': 40, 'items': 5, 'interactions': 100,
+           'epoch_seconds': 2.0, 'val_seconds': 16.0}]
+  slopes = scale.fit_slopes(rows)
+  assert slopes['interactions']['epoch'] == pytest.approx(1.0)
+  assert slopes['interactions']['val'] == pytest.approx(0.0, abs=1e-9)
+  assert slopes['users']['val'] == pytest.approx(2.0)  # 16x the time for 4x the users.
+  assert np.isnan(slopes['items']['epoch'])  # One point on the items axis: no fit.
+  assert np.isnan(slopes['interactions']['data'])  # Not measured.
+
+
+def test_scale_benchmark_writes_its_table_and_figure(tmp_path):
+  # One point of the tiny grid in its child process: ~15 s on an idle 2-core CPU.
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_DISABLE_MOST_OPTIMIZATIONS': 'true'}
+  done = subprocess.run([sys.executable, 'scripts/scale_benchmark.py', str(tmp_path),
+                         '--grid=tiny', '--batch_size=256', '--only=u300_i400_n1500'],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  with open(tmp_path / 'scale.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['users'], r['items'], r['interactions'], r['axes']) for r in rows] == [
+      ('300', '400', '1500', 'interactions')]
+  row = rows[0]
+  assert row['status'] == 'ok', row
+  for column in ('data_seconds', 'compile_seconds', 'first_epoch_seconds', 'epoch_seconds',
+                 'triples_per_second', 'val_seconds', 'test_seconds', 'recommend_seconds',
+                 'load_before', 'load_after'):
+    assert float(row[column].split()[0]) > 0, column
+  assert int(row['train_interactions']) < 1500
+  assert float(row['peak_rss_mib']) >= float(row['rss_after_eval_mib']) >= float(
+      row['rss_after_data_mib']) > 0
+  summary = json.loads((tmp_path / 'scale.json').read_text())
+  assert summary['slopes']['interactions']['epoch'] is None  # One point: nothing to fit.
+  assert (tmp_path / 'scale.png').read_bytes()[:4] == b'\x89PNG'
+  assert '| 300 | 400 | 1,500 |' in (tmp_path / 'scale.md').read_text()
+
+
+def test_a_scale_point_past_its_time_limit_is_cut_and_says_where(tmp_path):
+  scale = _scale_module()
+  point = {'name': 'u300_i400_n3000', 'users': 300, 'items': 400, 'interactions': 3000,
+           'axes': 'interactions'}
+  row = scale.run_point(point, str(tmp_path), 256, timeout=0.5)  # Not even JAX imports in time.
+  assert row['status'] == 'cut at 0.5 s during data', row
+  assert row['wall_seconds'] < 30 and 'epoch_seconds' not in row

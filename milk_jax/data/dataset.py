@@ -228,6 +228,10 @@ def _check_synthetic_config(syn: ml_collections.ConfigDict, num_modalities: int)
       raise DataError(f'config.data.synthetic.{field}={syn[field]}: must be positive')
   if not syn.noise >= 0:
     raise DataError(f'config.data.synthetic.noise={syn.noise}: must be non-negative')
+  _check_choice(syn.sampler, synthetic.SAMPLERS, 'synthetic.sampler')
+  if not syn.candidate_factor >= 1:
+    raise DataError(f'config.data.synthetic.candidate_factor={syn.candidate_factor}: must be at '
+                    'least 1 (candidates per interaction)')
 
 
 def read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[layouts.RawData, str]:
@@ -238,7 +242,8 @@ def read_layout(data: ml_collections.ConfigDict, seed: int) -> tuple[layouts.Raw
     features, pairs = synthetic.generate(
         np.random.default_rng([seed, _SYNTHETIC_STREAM]), int(syn.num_users),
         int(syn.num_items), tuple(int(d) for d in syn.feature_dims), int(syn.latent_dim),
-        float(syn.interactions_per_user), float(syn.noise), float(syn.temperature))
+        float(syn.interactions_per_user), float(syn.noise), float(syn.temperature),
+        syn.sampler, float(syn.candidate_factor))
     return layouts.RawData(features, pairs, int(syn.num_users)), f'synthetic(seed={seed})'
   folder = Path(data.path).expanduser()
   if not folder.is_dir():
