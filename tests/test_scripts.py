@@ -137,6 +137,38 @@ def test_gar_layout_shifts_items_by_one_behind_a_dummy_that_is_never_ranked(make
   np.testing.assert_array_equal(layout['train_map'][:, 1], dataset.train_pairs[:, 1] + 1)
 
 
+def test_coldrec_layout_writes_the_split_as_coldrec_reads_it(tmp_path, make_config):
+  spec = importlib.util.spec_from_file_location(
+      'make_coldrec_layout', os.path.join(REPO, 'scripts', 'make_coldrec_layout.py'))
+  layout_lib = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(layout_lib)
+  dataset = data.load_dataset(make_config())
+  content = np.concatenate(dataset.features, axis=1)
+  folder = tmp_path / 'tiny'
+  layout_lib.write_layout(str(folder), layout_lib.coldrec_layout(dataset, content))
+  np.testing.assert_array_equal(np.load(folder / 'tiny_item_content.npy'), content)
+
+  def pairs(stem):  # As ColdRec's loader reads a file: skip the header, then user,item rows.
+    lines = (folder / 'cold_item' / f'{stem}.csv').read_text().splitlines()
+    assert lines[0] == 'user,item'
+    return np.array([[int(v) for v in line.split(',')[:2]] for line in lines[1:]],
+                    np.int64).reshape(-1, 2)
+
+  np.testing.assert_array_equal(pairs('warm_train'), dataset.train_pairs)
+  np.testing.assert_array_equal(pairs('cold_item_val'), dataset.val_pairs)
+  np.testing.assert_array_equal(pairs('cold_item_test'), dataset.test_pairs)
+  np.testing.assert_array_equal(pairs('overall_test'), dataset.test_pairs)
+  assert pairs('warm_val').size == 0 and pairs('warm_test').size == 0
+  with open(folder / 'cold_item' / 'info_dict.pkl', 'rb') as f:
+    info = pickle.load(f)
+  assert (info['user_num'], info['item_num']) == (dataset.num_users, dataset.num_items)
+  # ColdRec's cold evaluation ranks every registered item that is not warm: all new items.
+  np.testing.assert_array_equal(info['cold_item'],
+                                np.union1d(dataset.val_pairs[:, 1], dataset.test_pairs[:, 1]))
+  np.testing.assert_array_equal(info['warm_item'], np.unique(dataset.train_pairs[:, 1]))
+  assert not np.intersect1d(info['warm_item'], info['cold_item']).size
+
+
 @pytest.mark.slow  # Two tiny trainings, then the script in a subprocess.
 def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path, make_config):
   from milk_jax import run as run_lib  # pylint: disable=import-outside-toplevel

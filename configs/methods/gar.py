@@ -2,7 +2,7 @@
 
 The official layers are [200, 200] for both players with the pre-trained
 vectors 200-wide; here G's last width is the backbone's d
-(config.model.embed_dim) and R's towers keep [200, 200] (milk_jax/methods/gar.py).
+(config.model.embed_dim) and R's towers keep [200, 200] (milk_jax/methods/gar/).
 """
 
 import ml_collections
@@ -28,4 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   # shared: the protocol's triples; original: each step draws its rows as the original's
   # bpr_neg_samp does (users uniform, a random positive each, warm negatives not rejected).
   config.sampler = 'shared'
+  # original: the paper's two players with R's towers; coldrec: ColdRec's simplification
+  # (no towers, one joint loss over G and the trainable backbone vectors; methods/gar/coldrec.py).
+  config.variant = 'original'
+  config.coldrec_reg = 1e-4  # variant='coldrec': weight of ColdRec's un-squared batch norms.
   return config

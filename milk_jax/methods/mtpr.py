@@ -13,6 +13,13 @@ Adam(train.learning_rate) trains every parameter instead of Adagrad for P, Q
 and Adam for the W's (`optimizer='original'` restores those, with their
 learning rates).
 
+Two options reproduce ColdRec's variant (spec 15), both off by default:
+`init='xavier'` draws every parameter Glorot-uniform instead of
+N(0, init_std^2), and `new_item_representation='normal'` scores new items
+with the normal representation q_i, whose Q row was trained only as a
+negative when negatives come from all items (data.negatives='all'). ColdRec
+also trains with `optimizer='original'` at learning rates 0.05, batch 4096.
+
 The BPR terms are sums over the batch, as in the original: with every
 parameter near N(0, 0.01^2), means (`reduction='mean'`) let the full-matrix
 weight decay (0.01 ||W||^2, ...) outweigh the ranking terms by a factor B,
@@ -29,12 +36,15 @@ from milk_jax.methods import DataSpec
 from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import content
+from milk_jax.methods import layers
 
 INFO = methods.MethodInfo(
     display_name='MTPR',
     fields=('methods.mtpr.',))
 REDUCTIONS = ('sum', 'mean')
 OPTIMIZERS = ('adam', 'original')
+INITS = ('normal', 'xavier')
+NEW_ITEM_REPRESENTATIONS = ('counterfactual', 'normal')
 # The parameter groups of the original's three optimisers (and weight decays).
 _GROUPS = {'user_embedding': 'embedding', 'item_embedding': 'embedding',
            'content_projection': 'content', 'user_transform': 'content',
@@ -47,6 +57,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(section.reduction in REDUCTIONS, 'reduction', f'must be one of {REDUCTIONS}')
   require(section.optimizer in OPTIMIZERS, 'optimizer', f'must be one of {OPTIMIZERS}')
   require(section.init_std > 0, 'init_std', 'must be positive')
+  require(section.init in INITS, 'init', f'must be one of {INITS}')
+  require(section.new_item_representation in NEW_ITEM_REPRESENTATIONS,
+          'new_item_representation', f'must be one of {NEW_ITEM_REPRESENTATIONS}')
   for field in ('embedding_weight_decay', 'content_weight_decay', 'transform_weight_decay'):
     require(section[field] >= 0, field, 'must be non-negative')
   for field in ('embedding_learning_rate', 'content_learning_rate', 'transform_learning_rate'):
@@ -100,6 +113,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   section = config.methods.mtpr
   d = int(config.model.embed_dim)
   init_std = float(section.init_std)
+  xavier = section.init == 'xavier'
+  new_items_counterfactual = section.new_item_representation == 'counterfactual'
   reduce = jnp.sum if section.reduction == 'sum' else jnp.mean
   decay = {'embedding': float(section.embedding_weight_decay),
            'content': float(section.content_weight_decay),
@@ -110,6 +125,9 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
 
   def init(key):
     keys = jax.random.split(key, len(shapes))
+    if xavier:  # ColdRec's: every table and matrix Glorot-uniform over its own two sizes.
+      return {name: layers.xavier_uniform(k, shape)
+              for k, (name, shape) in zip(keys, shapes.items())}
     return {name: init_std * jax.random.normal(k, shape, jnp.float32)
             for k, (name, shape) in zip(keys, shapes.items())}
 
@@ -137,6 +155,8 @@ def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
 
   def embed(params, tables):
     normal, counterfactual = item_representations(params, tables)
+    if not new_items_counterfactual:  # ColdRec's: every item its normal representation.
+      return params['user_embedding'] @ params['user_transform'], normal
     # New items take q~, which reads no Q row; warm items their normal representation.
     items = jnp.where(tables.is_new[:, None], counterfactual, normal)
     return params['user_embedding'] @ params['user_transform'], items

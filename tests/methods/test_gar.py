@@ -1,4 +1,4 @@
-"""Tests of milk_jax/methods/gar.py against plain numpy written from spec section 10."""
+"""Tests of milk_jax/methods/gar/ against plain numpy written from spec section 10."""
 
 import types
 
@@ -309,9 +309,61 @@ def test_original_sampler_draws_users_uniformly_then_one_of_their_items(setup):
   assert (users == 2).any() and np.isin(negatives[users == 2], [0, 1, 2]).all()
 
 
+def test_coldrec_variant_loss_and_embed_match_numpy(make_config, two_tower):
+  """variant='coldrec': one joint loss over G and the offset backbone vectors, no towers."""
+  config = make_config('gar', embed_dim=2, alpha=ALPHA, beta=BETA, variant='coldrec',
+                       coldrec_reg=0.1)
+  method = gar.make(config, two_tower.SPEC)
+  tables = two_tower.tables({'cf_users': two_tower.CF_USERS, 'cf_items': two_tower.CF_ITEMS})
+  params = method.init(jax.random.key(0))
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape) * 0.3, jnp.float32), params)
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  user_table = two_tower.CF_USERS + p['user_offset']
+  item_table = two_tower.CF_ITEMS + p['item_offset']
+
+  def generate(x):
+    g = p['generator']
+    return np.tanh(np.tanh(x @ g['dense_0']['w'] + g['dense_0']['b']) @ g['dense_1']['w']
+                   + g['dense_1']['b'])
+
+  users = user_table[np.asarray(BATCH['users'])]
+  real = item_table[np.asarray(BATCH['positives'])]
+  negative = item_table[np.asarray(BATCH['negatives'])]
+  fake = generate(two_tower.CONTENT[np.asarray(BATCH['positives'])].astype(np.float64))
+  s = {name: np.sum(users * v, 1) for name, v in
+       (('real', real), ('negative', negative), ('fake', fake))}
+
+  def bpr(pos, neg):
+    return softplus(neg - pos).mean()
+
+  want = ((1 - ALPHA) * bpr(s['fake'], s['real']) + ALPHA * np.mean((real - fake) ** 2)
+          + (1 - BETA) * bpr(s['real'], s['fake']) + BETA * bpr(s['real'], s['negative'])
+          + 0.1 * sum(np.linalg.norm(v) for v in (users, real, negative, fake)) / 4)
+  value, _ = jax.jit(method.loss)(params, BATCH, None, tables)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  got_users, got_items = jax.jit(method.embed)(params, tables)
+  np.testing.assert_allclose(got_users, user_table, rtol=1e-5, atol=1e-6)
+  is_new = np.isin(np.arange(5), two_tower.NEW)[:, None]
+  np.testing.assert_allclose(got_items, np.where(is_new, generate(two_tower.CONTENT), item_table),
+                             rtol=1e-5, atol=1e-6)
+  # The offsets start at zero: training starts from the backbone's vectors.
+  fresh = method.init(jax.random.key(0))
+  assert not np.any(fresh['user_offset']) and not np.any(fresh['item_offset'])
+  assert fresh['generator']['dense_0']['w'].shape == (5, 4)  # F -> 2d -> d.
+
+
 @pytest.mark.parametrize('field,value', [('alpha', 1.5), ('beta', -0.1), ('g_dropout', 1.0),
                                          ('r_layers', ()), ('l2_weight', -1.0),
-                                         ('bn_momentum', 0.0), ('sampler', 'ours')])
+                                         ('bn_momentum', 0.0), ('sampler', 'ours'),
+                                         ('variant', 'tf'), ('coldrec_reg', -1.0)])
 def test_check_config_refuses(make_config, field, value):
   with pytest.raises(ConfigError, match=f'config.methods.gar.{field}='):
     gar.check_config(make_config('gar', embed_dim=2, **{**SECTION, field: value}))
+
+
+def test_coldrec_variant_refuses_a_sharded_user_table(make_config):
+  config = make_config('gar', embed_dim=2, **{**SECTION, 'variant': 'coldrec'})
+  config.train.shard_user_table = True
+  with pytest.raises(ConfigError, match="config.methods.gar.variant=.*shard_user_table"):
+    gar.check_config(config)

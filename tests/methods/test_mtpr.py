@@ -119,9 +119,24 @@ def test_optimizer_groups(choice, rates, make_method, content_catalogue):
                              rtol=1e-6)
 
 
+def test_coldrec_options_score_new_items_normally_from_a_glorot_start(make_method,
+                                                                     content_catalogue):
+  """new_item_representation='normal': every item q_i, new ones with their own Q row."""
+  _, method = make_method(new_item_representation='normal', init='xavier')
+  _, items = method.embed(_params(), content_catalogue.tables())
+  content = content_catalogue.CONTENT @ PARAMS['content_projection']
+  normal = np.concatenate([PARAMS['item_embedding'], content], 1) @ PARAMS['item_transform']
+  np.testing.assert_allclose(items, normal, rtol=1e-5, atol=1e-7)
+  params = method.init(jax.random.key(0))
+  for name, value in params.items():  # Glorot-uniform: within +-sqrt(6 / (rows + cols)).
+    bound = np.sqrt(6.0 / sum(value.shape))
+    assert float(jnp.abs(value).max()) <= bound and float(jnp.abs(value).max()) > bound / 2, name
+
+
 @pytest.mark.parametrize('field, value', [('reduction', 'max'), ('optimizer', 'sgd'),
                                           ('init_std', 0.0), ('content_weight_decay', -1.0),
-                                          ('embedding_learning_rate', 0.0)])
+                                          ('embedding_learning_rate', 0.0), ('init', 'zeros'),
+                                          ('new_item_representation', 'id')])
 def test_bad_values_are_rejected(field, value, make_config):
   with pytest.raises(ConfigError, match=rf'config\.methods\.mtpr\.{field}='):
     mtpr.check_config(make_config('mtpr', embed_dim=D, **{field: value}))

@@ -61,6 +61,9 @@ Departures from the original, and why:
 - Only the tanh activation (the original's default for both players).
 - The backbone is the library's BPR-MF (the original loads pre-trained
   vectors from a file; which backbone MILK fed GAR is unverified).
+
+`variant='coldrec'` (not the default) is ColdRec's simplification instead:
+milk_jax/methods/gar/coldrec.py.
 """
 
 import functools
@@ -78,6 +81,7 @@ from milk_jax.methods import Method
 from milk_jax.methods import Tables
 from milk_jax.methods import content
 from milk_jax.methods import layers
+from milk_jax.methods.gar import coldrec
 
 INFO = methods.MethodInfo(
     display_name='GAR',
@@ -89,6 +93,7 @@ GENERATOR, RECOMMENDER = 'generator', 'recommender'
 PLAYERS = (GENERATOR, RECOMMENDER)
 STATS = layers.STATS
 SAMPLERS = ('original', 'shared')
+VARIANTS = ('original', 'coldrec')
 # Tables.extras of the original sampler (built by `prepare`).
 _USERS, _OFFSETS, _ITEMS = 'gar_train_users', 'gar_user_offsets', 'gar_user_items'
 
@@ -131,6 +136,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   require(0.0 < section.bn_momentum <= 1.0, 'bn_momentum', 'must be in (0, 1]')
   require(section.bn_eps > 0, 'bn_eps', 'must be positive')
   require(section.sampler in SAMPLERS, 'sampler', f'must be one of {SAMPLERS}')
+  require(section.variant in VARIANTS, 'variant', f'must be one of {VARIANTS}')
+  require(section.coldrec_reg >= 0, 'coldrec_reg', 'must be non-negative')
+  # The variant's offset tables have the catalogue's rows, not a sharded table's padded ones.
+  require(section.variant != 'coldrec' or not config.train.shard_user_table, 'variant',
+          "'coldrec' cannot run with train.shard_user_table")
 
 
 # ------------------------------------------------------------------ the MLPs
@@ -416,6 +426,8 @@ def embed(params, tables: Tables, eps: float) -> tuple[jax.Array, jax.Array]:
 
 def make(config: ml_collections.ConfigDict, spec: DataSpec) -> Method:
   section = config.methods.gar
+  if section.variant == 'coldrec':
+    return coldrec.make(config, spec)
   d = int(config.model.embed_dim)  # The backbone's width: G's output, R's inputs.
   g_widths = tuple(int(h) for h in section.g_hidden) + (d,)
   r_widths = tuple(int(h) for h in section.r_layers)
