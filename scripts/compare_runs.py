@@ -5,8 +5,10 @@
 BEFORE and AFTER hold run folders of the same names (`scripts/default_results.sh`
 writes `run_<method>` folders). Per folder it compares results.json and every
 record of metrics.jsonl with their timing fields left out (keys naming seconds),
-config.json, and every array of vectors.npz and serving.npz, bit for bit. It
-prints one line per folder and exits 1 when any differs or is missing.
+config.json, and every array of vectors.npz and serving.npz, bit for bit. A
+config field that only AFTER has is a field added since (at its default) and
+is left out; a field changed or removed is a difference. It prints one line
+per folder and exits 1 when any differs or is missing.
 """
 
 import json
@@ -32,6 +34,13 @@ def _json(path: pathlib.Path):
   return without_timings(json.loads(path.read_text()))
 
 
+def without_added(after, before):
+  """`after` without the dict entries, at any depth, that `before` does not have."""
+  if isinstance(after, dict) and isinstance(before, dict):
+    return {k: without_added(v, before[k]) for k, v in after.items() if k in before}
+  return after
+
+
 def _log(path: pathlib.Path) -> list:
   return [without_timings(json.loads(line)) for line in path.read_text().splitlines() if line]
 
@@ -55,6 +64,10 @@ def differences(before: pathlib.Path, after: pathlib.Path) -> list[str]:
       differing.append(f'{name} (missing)')
     elif name.endswith('.npz'):
       if not _arrays_equal(left, right):
+        differing.append(name)
+    elif name == 'config.json':
+      old = checks[name](left)
+      if without_added(checks[name](right), old) != old:
         differing.append(name)
     elif checks[name](left) != checks[name](right):
       differing.append(name)

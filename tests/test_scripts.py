@@ -280,6 +280,14 @@ def test_compare_runs_ignores_timings_and_finds_one_ulp(tmp_path):
       'metrics.jsonl']
   (tmp_path / 'e').mkdir()
   assert compare.main(['compare_runs.py', str(tmp_path / 'a'), str(tmp_path / 'e')]) == 1
+  # A config field added since (only AFTER has it) is not a difference; a changed one is.
+  added = tmp_path / 'f' / 'run_x'
+  _write_run(added, loss=0.5, seconds=1.0, item_row=0.1)
+  (added / 'config.json').write_text(json.dumps({'seed': 0, 'train': {'new_field': True}}))
+  assert compare.differences(tmp_path / 'a' / 'run_x', added) == []
+  (added / 'config.json').write_text(json.dumps({'seed': 1, 'train': {'new_field': True}}))
+  assert compare.differences(tmp_path / 'a' / 'run_x', added) == ['config.json']
+  assert compare.differences(added, tmp_path / 'a' / 'run_x') == ['config.json']  # Removed.
 
 
 def _scale_module():
