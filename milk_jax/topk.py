@@ -1,7 +1,8 @@
 """Each user's top-k items by inner product, over any number of items, in bounded memory.
 
-Items arrive in chunks (padded to one size, so one program serves them
-all); users are ranked in chunks too. For each (user chunk, item chunk) the
+Items arrive in chunks, padded to a few sizes (`padded_items`: a small
+catalogue is not scored as a whole chunk, and few programs serve every
+chunk); users are ranked in chunks too. For each (user chunk, item chunk) the
 scores are computed and cut to k on device, then merged with the best k so
 far. Memory is one (user_chunk, item_chunk) score block plus the (users, k)
 running result, whatever the number of items. Ties go to the lower item
@@ -44,6 +45,27 @@ def _padded_length(n: int) -> int:
   return 1 << max(n - 1, 0).bit_length()
 
 
+PADDING_STEP = 4096  # Chunks of more items than this are padded to a multiple of it.
+MIN_PADDED = 256  # The fewest rows a chunk is padded to.
+
+
+def padded_items(n: int, chunk_size: int) -> int:
+  """Rows a chunk of n <= chunk_size items is scored with.
+
+  The next power of two (at least MIN_PADDED) up to PADDING_STEP, then the
+  next multiple of it, at most chunk_size: 2k items cost 2k rows, not a whole
+  chunk, and at most ~12 shapes compile per chunk size. Only when chunk_size is
+  a multiple of MIN_PADDED, though, else the whole chunk: XLA:CPU's matrix
+  product rounds a real row's scores the same for every padded length that is
+  a multiple of 256 (so as the default 32768-item chunk, tests/test_topk.py),
+  but not always as for a length such as 10000.
+  """
+  if chunk_size % MIN_PADDED:
+    return int(chunk_size)
+  step = min(PADDING_STEP, max(MIN_PADDED, _padded_length(n)))
+  return min(int(chunk_size), -(-n // step) * step)
+
+
 class TopK:
   """The running top-k of a fixed set of users over item chunks added one by one."""
 
@@ -64,11 +86,13 @@ class TopK:
     """Rank `item_vectors` (n <= chunk_size, d), global indices first_item...
 
     Args:
+      chunk_size: the most items a chunk of this ranking holds; the chunk is
+        padded to `padded_items(n, chunk_size)` rows.
       seen: (user rows, item rows within this chunk) to leave out, e.g. a
         user's training items when warm items are ranked.
     """
     n = item_vectors.shape[0]
-    padded = np.zeros((chunk_size, item_vectors.shape[1]), np.float32)
+    padded = np.zeros((padded_items(n, chunk_size), item_vectors.shape[1]), np.float32)
     padded[:n] = item_vectors
     items = jnp.asarray(padded)
     seen_users, seen_items = (np.zeros(0, np.int64),) * 2 if seen is None else seen

@@ -134,3 +134,49 @@ def test_candidates_all_new_or_the_splits_own(small_dataset):
                                 dataset.val_items)
   np.testing.assert_array_equal(evaluate.candidate_items(dataset, 'test', 'split'),
                                 dataset.test_items)
+
+
+def _random_case(seed, num_users=60, num_items=50):
+  rng = np.random.default_rng(seed)
+  users = jnp.asarray(rng.integers(-2, 3, size=(num_users, 6)), jnp.float32)  # Many ties.
+  items = jnp.asarray(rng.integers(-2, 3, size=(num_items, 6)), jnp.float32)
+  pairs = np.stack([rng.integers(0, num_users, 150), rng.integers(0, num_items, 150)], axis=1)
+  num_missing = rng.integers(0, 3, num_items)
+  num_missing[:3] = 3  # A group whose items are never candidates: num_users 0.
+  pairs[:5, 1] = np.arange(5)
+  maps = (rng.uniform(0.5, 2.0, num_items).astype(np.float32),
+          rng.normal(size=num_items).astype(np.float32))
+  return users, items, pairs, num_missing, maps
+
+
+@pytest.mark.parametrize('user_batch_size', [1, 7, 64])
+@pytest.mark.parametrize('calibrated', [False, True])
+def test_shared_ranking_equals_a_ranking_per_group_bit_for_bit(user_batch_size, calibrated):
+  users, items, pairs, num_missing, maps = _random_case(2)
+  maps = maps if calibrated else None
+  candidates = np.arange(3, 50)
+  plain, groups = evaluate.rank_metrics_and_groups(users, items, pairs, candidates, num_missing,
+                                                   (1, 5, 20), user_batch_size, maps)
+  assert plain == evaluate.rank_metrics(users, items, pairs, candidates, (1, 5, 20),
+                                        user_batch_size, maps)
+  # Straightforward: each group's held-out pairs ranked on their own.
+  separate = {evaluate.group_name(int(g)): evaluate.rank_metrics(
+      users, items, pairs[num_missing[pairs[:, 1]] == g], candidates, (1, 5, 20),
+      user_batch_size, maps) for g in np.unique(num_missing[pairs[:, 1]])}
+  assert groups == separate
+  assert groups['missing_3']['num_users'] == 0 and groups['full']['num_users'] > 7
+  assert evaluate.rank_metrics_by_group(users, items, pairs, candidates, num_missing,
+                                        (1, 5, 20), user_batch_size, maps) == separate
+
+
+def test_held_out_metrics_equal_the_three_evaluations(small_dataset, make_config):
+  config = make_config()
+  config.eval.user_batch_size = 16
+  rng = np.random.default_rng(3)
+  users = jnp.asarray(rng.normal(size=(small_dataset.num_users, 8)), jnp.float32)
+  items = jnp.asarray(rng.normal(size=(small_dataset.num_items, 8)), jnp.float32)
+  held_out = evaluate.held_out_metrics(config.eval, users, items, small_dataset)
+  for key, flags in (('test', {}), ('test_by_group', {'by_group': True}),
+                     ('test_within_group', {'within_group': True})):
+    assert held_out[key] == evaluate.evaluate_split(config.eval, users, items, small_dataset,
+                                                    'test', **flags)

@@ -46,3 +46,40 @@ def test_excluded_pairs_never_appear_and_short_lists_are_padded():
   np.testing.assert_array_equal(found, _reference(users, items, 4, excluded))
   assert (found[0] == -1).all() and np.isneginf(scores[0]).all()
   assert (found[1, 3] == -1)  # Three candidates left for user 1.
+
+
+def test_padding_rounds_up_to_few_sizes_within_the_chunk():
+  assert [topk.padded_items(n, 32768) for n in (1, 256, 300, 2000, 3000, 4097, 10000, 32768)] \
+      == [256, 256, 512, 2048, 4096, 8192, 12288, 32768]
+  # Chunks not a multiple of 256 are padded whole, as before (another rounding otherwise).
+  assert topk.padded_items(3000, 10000) == 10000 and topk.padded_items(5, 7) == 7
+  assert topk.padded_items(3000, 8192) == 4096
+  sizes = {topk.padded_items(n, 32768) for n in range(1, 32769)}
+  assert len(sizes) == 12
+
+
+@pytest.mark.parametrize('num_items,item_chunk,dim', [(2000, 32768, 64), (3000, 12288, 65),
+                                                     (21000, 8192, 64)])
+def test_small_padding_ranks_as_the_whole_chunk_bit_for_bit(monkeypatch, num_items, item_chunk,
+                                                            dim):
+  rng = np.random.default_rng(2)
+  # dim 64 is where XLA:CPU rounds a 10000-row chunk's scores unlike an 8192-row one's.
+  users = rng.normal(size=(300, dim)).astype(np.float32)
+  items = rng.normal(size=(num_items, dim)).astype(np.float32)
+  items[1::7] = items[::7][:len(items[1::7])]  # Duplicates: ties to the lower index.
+  seen_users = rng.integers(0, 300, 500)
+  seen_items = rng.integers(0, min(num_items, item_chunk), 500)
+
+  def rank():
+    ranking = topk.TopK(users, k=50, user_chunk=128)
+    for start in range(0, num_items, item_chunk):
+      chunk = items[start:start + item_chunk]
+      inside = seen_items < len(chunk)
+      ranking.add(chunk, start, item_chunk, seen=(seen_users[inside], seen_items[inside]))
+    return ranking.result()
+
+  found, scores = rank()
+  monkeypatch.setattr(topk, 'padded_items', lambda n, chunk_size: chunk_size)  # As before.
+  whole_found, whole_scores = rank()
+  np.testing.assert_array_equal(found, whole_found)
+  np.testing.assert_array_equal(scores, whole_scores)
