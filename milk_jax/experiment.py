@@ -15,7 +15,7 @@ An experiment config is a dataset config (configs/ml100k.py, ...) with an
   metrics     results.json keys; '*' stands for every group, 'test_by_group.*.ndcg@20'
               (one shared ranking) or 'test_within_group.*.ndcg@20' (each group ranks
               its own items); a calibrated run also has test*_uncalibrated.
-  plots       figures: bars, drop, groups, sweep (see `report.figures`).
+  plots       figures: bars, drop, groups, sweep (see `report_figures.figures`).
   plot_metric the metric the figures show.
 
 `run_experiment(config, workdir)` checks the whole grid first (unknown keys,
@@ -43,6 +43,7 @@ from milk_jax import methods
 from milk_jax import interrupt
 from milk_jax import plots
 from milk_jax import report
+from milk_jax import report_figures
 from milk_jax import run as run_lib
 from milk_jax import runfolder
 from milk_jax.data import dataset as dataset_lib
@@ -282,7 +283,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> list[dict
     runfolder.write_text(os.path.join(workdir, 'summary.csv'), report.summary_csv(rows))
     runfolder.write_text(os.path.join(workdir, 'summary.md'),
                          report.summary_markdown(config, results, rows, metrics))
-    for path in plots.draw_figures(workdir, report.figures(results, rows, exp, metrics)):
+    for path in plots.draw_figures(workdir, report_figures.figures(results, rows, exp, metrics)):
       log.info('wrote %s', path)
   log.info('wrote %s and %s', os.path.join(workdir, 'summary.csv'),
            os.path.join(workdir, 'summary.md'))

@@ -4,7 +4,7 @@ Two shapes cover the paper's figures: grouped bars (variants side by side
 within each group: a setting, a missing-modality group, a change between
 settings) and line panels (one panel per swept hyper-parameter); which
 figures an experiment gets, and their data, is milk_jax/report.py's choice
-(`report.figures`), drawn here by `draw_figures`; the
+(`report_figures.figures`), drawn here by `draw_figures`; the
 benchmark's sweep is two log-log panels of step time (`plot_sweep`), and
 scripts/scale_benchmark.py's grid six of time and memory (`plot_scale`). A run's
 training curves (loss and validation metrics per epoch) are drawn from its
@@ -131,7 +131,7 @@ def line_panels(path: str, panels: Mapping[str, tuple[Sequence[float], Series]],
 
 def draw_figures(workdir: str, figures: Sequence[tuple[str, str, Mapping[str, Any]]]
                  ) -> list[str]:
-  """Draw each (name, kind, arguments) of report.figures as workdir/<name>.png.
+  """Draw each (name, kind, arguments) of report_figures.figures as workdir/<name>.png.
 
   kind 'bars' is drawn by bar_chart, 'lines' by line_panels, with those arguments.
 

@@ -24,7 +24,8 @@ _TOP_LEVEL = {
     'runfolder': 3, 'checkpoint': 3, 'evaluate': 3, 'calibration': 3, 'plots': 3,
     'sharding': 3, 'config': 3, 'serving': 3,
     'run': 5,
-    'api': 6, 'new_items': 6, 'recommend': 6, 'experiment': 6, 'report': 6, 'benchmark': 6,
+    'api': 6, 'new_items': 6, 'recommend': 6, 'experiment': 6, 'report': 6, 'report_figures': 6,
+    'benchmark': 6,
     'cli': 7, '': 7,
 }
 _PACKAGES = {'data': 1, 'methods': 2, 'training': 4}

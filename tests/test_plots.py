@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from milk_jax import plots
-from milk_jax import report
+from milk_jax import report_figures
 
 
 def test_up_to_ten_series_take_the_default_cycle():
@@ -107,13 +107,13 @@ def test_paired_differences_are_plotted_with_their_interval(tmp_path, experiment
   results = grid_results('ftmt', {'ERM': [(0.20, {}), (0.30, {}), (0.10, {})],
                                   'MILK': [(0.21, {}), (0.33, {}), (0.12, {})]})
   rows, metrics = summarise(results, exp)
-  series = report.paired_series(rows, exp, [('ftmt', 'test.ndcg@20')])
+  series = report_figures.paired_series(rows, exp, [('ftmt', 'test.ndcg@20')])
   # Differences 0.01, 0.03, 0.02: mean 0.02, std 0.01, 95% half-width
   # t(0.975, 2) * 0.01 / sqrt(3) = 4.302653 * 0.01 / 1.732051 = 0.024841.
   assert list(series) == ['MILK']
   np.testing.assert_allclose(series['MILK'][0], [0.02], atol=1e-12)
   np.testing.assert_allclose(series['MILK'][1], [0.024841], atol=1e-6)
-  paths = plots.draw_figures(str(tmp_path), report.figures(results, rows, exp, metrics))
+  paths = plots.draw_figures(str(tmp_path), report_figures.figures(results, rows, exp, metrics))
   assert [os.path.basename(p) for p in paths] == ['bars.png', 'bars_paired.png']
   for path in paths:
     assert _is_png(path)
@@ -125,8 +125,8 @@ def test_one_seed_draws_no_error_bars(experiment_grid, grid_results, summarise):
   rows, _ = summarise(results, exp)
   keys = [('ftmt', 'test.ndcg@20')]
   ax = _axes()
-  plots.draw_bars(ax, ['FTMT'], {v: report.mean_series(rows, v, keys) for v in ('ERM', 'MILK')})
-  plots.draw_bars(ax, ['FTMT'], report.paired_series(rows, exp, keys))
+  plots.draw_bars(ax, ['FTMT'], {v: report_figures.mean_series(rows, v, keys) for v in ('ERM', 'MILK')})
+  plots.draw_bars(ax, ['FTMT'], report_figures.paired_series(rows, exp, keys))
   assert not _error_bars(ax)
 
 
@@ -139,7 +139,7 @@ def test_an_experiments_group_figures_are_drawn(tmp_path, experiment_grid, grid_
       **grid_results('ftmt', {'ERM': [(0.20, {'full': 0.40, 'missing_1': 0.10})] * 2,
                               'MILK': [(0.25, {'full': 0.40, 'missing_1': 0.15})] * 2})}
   rows, metrics = summarise(results, exp)
-  paths = plots.draw_figures(str(tmp_path), report.figures(results, rows, exp, metrics))
+  paths = plots.draw_figures(str(tmp_path), report_figures.figures(results, rows, exp, metrics))
   assert [os.path.basename(p) for p in paths] == ['drop.png', 'groups.png', 'group_gain.png']
   assert all(_is_png(path) for path in paths)
 

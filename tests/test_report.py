@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from milk_jax import report
+from milk_jax import report_figures
 from milk_jax import seed_statistics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,7 +136,7 @@ def test_group_gains_and_bold_best_hand_computed(experiment_grid):
   assert '**0.2500 +- 0.0000**' in milk_line and '**0.1100 +- 0.0283**' in milk_line
   erm_line = next(line for line in table if line.startswith('| ERM | 2 |'))
   assert '**0.3000 +- 0.1414**' in erm_line  # The tie on 'full' is bold in both rows.
-  figures = report.figures(results, rows, exp, metrics)
+  figures = report_figures.figures(results, rows, exp, metrics)
   assert sorted(f.name for f in figures) == ['group_gain', 'groups']
 
 
@@ -157,7 +158,7 @@ def test_one_seed_has_no_spread_in_the_summary(experiment_grid, grid_results, su
   assert '| ERM | 1 | 0.2000 +- n/a |' in table
   assert '| MILK | +0.0500 +- n/a (p n/a) |' in table
   # One setting has no change between settings to draw: said, not silently skipped.
-  figures = report.figures(results, rows, exp, metrics)
+  figures = report_figures.figures(results, rows, exp, metrics)
   assert [f.name for f in figures] == ['bars', 'bars_paired']
   assert 'drop.png skipped' in caplog.text and 'has one (ftmt)' in caplog.text
 
@@ -173,14 +174,14 @@ def test_the_group_view_covers_every_setting_with_missing_groups(experiment_grid
   rows, metrics = summarise(results, exp)
   groups = report.group_metrics(metrics, exp.plot_metric)
   # FTFT's new items are all complete: one group, no per-group view.
-  assert report.group_keys(rows, exp, groups) == [
+  assert report_figures.group_keys(rows, exp, groups) == [
       ('FTMT all', 'ftmt', 'test.ndcg@20'), ('FTMT full', 'ftmt', 'test_by_group.full.ndcg@20'),
       ('FTMT missing_1', 'ftmt', 'test_by_group.missing_1.ndcg@20')]
   gains = report.relative_gains(rows, exp, groups, 'ftmt')
   np.testing.assert_allclose(list(gains['MILK'].values()), [25.0, 0.0, 50.0], atol=1e-9)
   sections = '\n'.join(report.extra_sections(results, rows, exp, metrics))
   assert '(ndcg@20, FTMT)' in sections and '(ndcg@20, FTFT)' not in sections
-  figures = report.figures(results, rows, exp, metrics)
+  figures = report_figures.figures(results, rows, exp, metrics)
   assert [f.name for f in figures] == ['groups', 'group_gain']
 
 
@@ -212,6 +213,6 @@ def test_within_group_metrics_get_their_own_columns_sections_and_figures(
   sections = '\n'.join(report.extra_sections(results, rows, exp, metrics))
   assert 'per group, within-group ranking (ndcg@20, FTMT)' in sections
   assert '| MILK | +25.0% | -10.0% | +50.0% |' in sections
-  figures = report.figures(results, rows, exp, metrics)
+  figures = report_figures.figures(results, rows, exp, metrics)
   assert [f.name for f in figures] == ['groups', 'group_gain', 'groups_within',
                                        'group_gain_within']
