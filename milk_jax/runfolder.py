@@ -248,7 +248,10 @@ ADDED_FIELDS = {'train.sampler': 'host', 'train.feature_dtype': 'float32',
                 'data.split': 'random', 'method': 'milk', 'eval.calibration': 'none',
                 'eval.calibration_shrinkage': 50.0, 'model.fusion': 'mean',
                 'train.modality_dropout': 0.0, 'data.synthetic.sampler': 'softmax',
-                'data.synthetic.candidate_factor': 10.0}
+                'data.synthetic.candidate_factor': 10.0, 'data.unpopular_fraction': 0.7,
+                'data.stratified_missing_rate': 2 / 3, 'methods.gar.variant': 'original',
+                'methods.gar.coldrec_reg': 1e-4, 'methods.mtpr.init': 'normal',
+                'methods.mtpr.new_item_representation': 'counterfactual'}
 
 
 def _unread_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:

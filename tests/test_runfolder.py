@@ -103,6 +103,25 @@ def test_config_saved_before_the_data_id_fields_still_matches(make_config):
   assert runfolder.changed_fields(saved, config) == ['data.split']
 
 
+def test_config_saved_before_dgmrec_s_protocol_and_the_coldrec_options_still_matches(make_config):
+  for method in ('milk', 'gar', 'mtpr'):
+    saved = json.loads(make_config(method).to_json())
+    for section, field in (('data', 'unpopular_fraction'), ('data', 'stratified_missing_rate')):
+      del saved[section][field]
+    for owner, field in (('gar', 'variant'), ('gar', 'coldrec_reg'), ('mtpr', 'init'),
+                         ('mtpr', 'new_item_representation')):
+      del saved['methods'][owner][field]
+    assert runfolder.changed_fields(saved, make_config(method)) == [], method
+  assert runfolder.changed_fields(saved, make_config('mtpr', init='xavier')) == [
+      'methods.mtpr.init']
+
+
+def test_every_added_field_defaults_to_what_older_versions_ran_with(make_config):
+  flat = runfolder._flatten(json.loads(make_config().to_json()))
+  for key, value in runfolder.ADDED_FIELDS.items():
+    assert flat[key] == value, key
+
+
 @pytest.mark.parametrize('saved, trained, eval_every, new, message', [
     (10, 10, 5, 20, None),  # Evaluated on schedule at its end: continues exactly.
     (10, 4, 5, 20, None),  # Stopped early (or interrupted) before its end.
