@@ -22,18 +22,10 @@ from milk_jax.methods.dgmrec import losses
 from milk_jax.methods.dgmrec import model
 from milk_jax.training import state as state_lib
 from milk_jax.training import step as step_lib
+from tests.methods.graph_catalogue import (AVAILABILITY, BATCH, FEATURES, K, NEW, NUM_ITEMS,
+                                             NUM_USERS, TRAIN_PAIRS)
 
-NUM_USERS, NUM_ITEMS, D, K = 3, 7, 4, 3
-NEW = np.array([5, 6])
-FEATURES = (np.random.default_rng(1).normal(size=(NUM_ITEMS, 3)).astype(np.float32),
-            np.random.default_rng(2).normal(size=(NUM_ITEMS, 2)).astype(np.float32))
-AVAILABILITY = np.ones((NUM_ITEMS, 2), bool)
-AVAILABILITY[3, 1] = False
-AVAILABILITY[6, 0] = False
-TRAIN_PAIRS = np.array([[0, 0], [0, 1], [0, 4], [1, 1], [1, 2], [2, 0], [2, 3], [2, 4]], np.int32)
-BATCH = {'users': jnp.array([0, 1, 2, 2], jnp.int32),
-         'positives': jnp.array([1, 2, 3, 0], jnp.int32),
-         'negatives': jnp.array([3, 4, 1, 2], jnp.int32)}
+D = 4
 SECTION = {'knn_k': K, 'chunk_rows': 4, 'club_hidden': 8, 'club_batch': 5}
 
 
