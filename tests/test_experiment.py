@@ -249,6 +249,27 @@ def test_the_fusion_study_plans_its_settings_per_dataset():
   assert fusion.get_config('tiktok_mm').experiment.settings == ('ftmt',)
 
 
+def test_the_dgmrec_study_plans_the_shared_and_dgmrec_s_own_protocol():
+  from configs.experiments import dgmrec
+  ml100k = dgmrec.get_config('ml100k')
+  variants = dict(ml100k.experiment.variants)
+  assert ml100k.experiment.settings == ('ftmt', 'mtmt') and ml100k.data.split == 'random'
+  assert variants['DGMRec_cal'] == {'method': 'dgmrec', 'train.eval_every': 1,
+                                    'train.patience': 10, 'eval.calibration': 'validation'}
+  assert variants['MILK_present_drop_cal'] == {
+      'model.fusion': 'present', 'train.modality_dropout': 0.5, 'eval.calibration': 'validation'}
+  runs = experiment.plan_runs(ml100k, '/nonexistent')
+  assert len(runs) == 2 * 7 * 5
+  by_name = {(r.setting, r.variant, r.seed): r.config for r in runs}
+  assert by_name['mtmt', 'DGMRec_cal', 4].train.eval_every == 1
+  assert by_name['mtmt', 'ERM', 4].train.eval_every == ml100k.train.eval_every == 5
+  own = dgmrec.get_config('ml100k,popularity')
+  assert own.experiment.settings == ('stratified',) and own.data.split == 'popularity'
+  assert dgmrec.get_config('tiktok_mm').experiment.settings == ('ftmt',)
+  with pytest.raises(ConfigFileError, match="'ml100k,time': after the dataset only"):
+    dgmrec.get_config('ml100k,time')
+
+
 def test_own_cadence_of_a_method_without_one_is_refused(tiny_experiment):
   config = tiny_experiment([('MILK', {})], methods=('duif',), own_cadence=('duif',))
   with pytest.raises(ConfigError, match='own_cadence.*duif.*original cadence'):

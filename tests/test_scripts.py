@@ -169,6 +169,31 @@ def test_coldrec_layout_writes_the_split_as_coldrec_reads_it(tmp_path, make_conf
   assert not np.intersect1d(info['warm_item'], info['cold_item']).size
 
 
+def test_dgmrec_layout_writes_the_split_masks_and_new_items_as_the_authors_read_them(
+    tmp_path, make_config):
+  layout_lib = _script_module('make_dgmrec_layout')
+  dataset = data.load_dataset(make_config())
+  folder = tmp_path / 'tiny'
+  layout_lib.write_layout(dataset, str(folder), '0.5')
+  for stem in ('tiny', 'tiny_del'):  # Tab-separated, a header, then user, item, label rows.
+    lines = (folder / f'{stem}.inter').read_text().splitlines()
+    assert lines[0] == 'userID\titemID\tx_label'
+    rows = np.array([[int(v) for v in line.split('\t')] for line in lines[1:]], np.int64)
+    for label, pairs in enumerate((dataset.train_pairs, dataset.val_pairs, dataset.test_pairs)):
+      np.testing.assert_array_equal(rows[rows[:, 2] == label, :2], pairs)
+  np.testing.assert_array_equal(np.load(folder / 'new_items.npy'),
+                                np.union1d(dataset.val_items, dataset.test_items))
+  np.testing.assert_array_equal(np.load(folder / 'image_feat.npy'), dataset.features[0])
+  np.testing.assert_array_equal(np.load(folder / 'text_feat.npy'), dataset.features[1])
+  mask = np.load(folder / 'missing_items_0.5.npy', allow_pickle=True).item()
+  available = np.asarray(dataset.availability, bool)
+  np.testing.assert_array_equal(mask['v'], np.flatnonzero(~available[:, 0] & available[:, 1]))
+  np.testing.assert_array_equal(mask['t'], np.flatnonzero(available[:, 0] & ~available[:, 1]))
+  np.testing.assert_array_equal(mask['all'], np.flatnonzero(~available.any(axis=1)))
+  assert len(mask['v']) + len(mask['t']) > 0  # make_config's FTMT: some new items miss one.
+  assert "missing_ratio: 0.5" in (folder / 'dataset.yaml').read_text()
+
+
 @pytest.mark.slow  # Two tiny trainings, then the script in a subprocess.
 def test_candidate_pools_reranks_a_runs_vectors_under_both_pools(tmp_path, make_config):
   from milk_jax import run as run_lib  # pylint: disable=import-outside-toplevel

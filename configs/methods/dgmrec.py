@@ -12,6 +12,10 @@ early stopping and the validation metric.
 
 import ml_collections
 
+# The original's per-dataset choices (configs/best/DGMRec_baby.json) that move it most, one
+# at a time (configs/experiments/tune.py); searched at its own cadence, eval every epoch.
+SEARCH = {'mm_layers': (2,), 'additive': (0.1,), 'avg_lambda': (0.4,)}
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
