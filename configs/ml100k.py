@@ -37,4 +37,5 @@ def get_config():
   config.methods.gar.alpha = 0.2
   config.methods.gar.beta = 0.3
   config.methods.micro.lambda_coeff = 0.7
+  # DGMRec's search (its original's cadence, seeds 0-1) kept its defaults: docs/results/dgmrec.md.
   return config
